@@ -1,0 +1,1 @@
+"""Datasets, samples, labels, fields and views: the storage layer everything else reads."""

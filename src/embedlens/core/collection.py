@@ -1,0 +1,405 @@
+"""What datasets and views share: reading, bulk writes, tags, and the stages that make views."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from . import query as Q
+from .expressions import ViewExpression
+from .fields import BUILTIN_FIELDS, decoder, dumps
+from .sample import Sample
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+    from .view import DatasetView
+
+
+class SampleCollection:
+    """Base of :class:`Dataset` and :class:`DatasetView`. Every method works on the collection's samples only."""
+
+    _dataset: "Dataset"
+    _stages: list[Q.Stage]
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def _db(self):
+        return self._dataset._database()
+
+    def _query(self) -> Q.Query:
+        q = Q.Query.samples(self._db.schema())
+        for stage in self._stages:
+            q = stage.apply(q)
+        return q
+
+    @property
+    def _is_patches(self) -> bool:
+        return self._query().patches_field is not None
+
+    def _ids_sql(self) -> tuple[str, list]:
+        """SQL selecting the sample ids of this collection (the parents' ids for a patches view)."""
+        q = self._query()
+        col = "t.sample_id" if q.patches_field else "t.id"
+        return q.sql(col, ordered=False)
+
+    def _view(self, stage: Q.Stage) -> "DatasetView":
+        from .view import DatasetView
+
+        return DatasetView(self._dataset, [*self._stages, stage])
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def dataset_name(self) -> str:
+        return self._dataset.name
+
+    @property
+    def media_type(self) -> str:
+        return "image"
+
+    def get_field_schema(self) -> dict[str, str]:
+        """Field name -> type name, for the fields this collection shows."""
+        return dict(self._query().schema)
+
+    def has_field(self, path: str) -> bool:
+        try:
+            self._query().resolve(path)
+            return True
+        except Q.UnknownFieldError:
+            return False
+        except ValueError:
+            return path in self._query().schema
+
+    def __len__(self) -> int:
+        q = self._query()
+        if q.limit is None and not q.offset:
+            sql, params = q.sql("count(*)", ordered=False)
+        else:
+            inner, params = q.sql("1", ordered=False)
+            sql = f"SELECT count(*) FROM ({inner})"
+        return int(self._db.scalar(sql, params))
+
+    def count(self, path: str | None = None) -> int:
+        """Number of samples, or with ``path`` the number of non-None values (objects for a list path)."""
+        if path is None:
+            return len(self)
+        return sum(n for v, n in self.count_values(path).items() if v is not None)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.iter_samples()
+
+    def iter_samples(self, progress: bool = False, batch_size: int = 1000) -> Iterator[Sample]:
+        """Yield the samples in view order, reading ``batch_size`` rows at a time."""
+        q = self._query()
+        names = list(q.schema)
+        decoders = [decoder(q.schema[n]) for n in names]
+        sql, params = q.sql(", ".join(f't."{n}"' for n in names))
+        owner = None if q.patches_field else self._dataset
+        cursor = self._db._conn.cursor()
+        cursor.execute(sql, params)
+        bar = tqdm(total=len(self), disable=not progress, desc="samples", unit="sample")
+        try:
+            while rows := cursor.fetchmany(batch_size):
+                for row in rows:
+                    yield Sample._from_stored({n: d(v) for n, d, v in zip(names, decoders, row)}, owner)
+                bar.update(len(rows))
+        finally:
+            bar.close()
+            cursor.close()
+
+    def first(self) -> Sample:
+        for s in self._view(Q.Limit(1)):
+            return s
+        raise ValueError("the collection is empty")
+
+    def head(self, n: int = 3) -> list[Sample]:
+        return list(self._view(Q.Limit(n)))
+
+    def __getitem__(self, sample_id: str) -> Sample:
+        if not isinstance(sample_id, str):
+            raise TypeError(f"index a collection by sample id (str), got {type(sample_id).__name__}")
+        view = self._view(Q.Match(Q.F("id") == sample_id))
+        for s in view:
+            return s
+        raise KeyError(f"no sample with id {sample_id!r} in {self._describe()}")
+
+    def _describe(self) -> str:
+        return f"dataset {self._dataset.name!r}" + (" (view)" if self._stages else "")
+
+    @property
+    def ids(self) -> list[str]:
+        return self.values("id")
+
+    def values(self, path: str) -> list[Any]:
+        """The values of ``path`` for every sample, in view order, with None where missing.
+
+        ``path`` is a field (``"uniqueness"``), a label attribute (``"ground_truth.label"``), or an
+        attribute of each object (``"predictions.detections.label"``: one list per sample).
+        """
+        q = self._query()
+        head = path.split(".")[0]
+        ftype = q.schema.get(head)
+        if ftype == "array" and head == path:
+            sel, conv = f't."{head}"', decoder("array")
+        else:
+            ref = q.resolve(path)
+            if ref.kind == "each":
+                item = ref.item_path
+                sel = (f"CASE WHEN {ref.array_sql} IS NULL THEN NULL ELSE "
+                       f"(SELECT json_group_array(_e.value -> '{item}') "
+                       f"FROM json_each({ref.array_sql}, '{ref.array_path}') AS _e) END")
+                conv = _json_or_none
+            elif head == path:
+                sel, conv = ref.sql, (None if ftype in ("int", "float", "str") else decoder(ftype))
+            elif ref.kind in ("list", "json"):
+                sel, conv = ref.sql, _json_or_none
+            else:
+                sel, conv = ref.sql, None
+        sql, params = q.sql(sel)
+        rows = self._db.fetchall(sql, params)
+        if conv is None:
+            return [r[0] for r in rows]
+        return [conv(r[0]) for r in rows]
+
+    def count_values(self, path: str) -> dict[Any, int]:
+        """Value -> number of samples (of objects, for per-object paths; of list items, for lists)."""
+        q = self._query()
+        ref = q.resolve(path)
+        if ref.kind == "scalar":
+            inner, params = q.sql(f"{ref.sql} AS v", ordered=False)
+            sql = f"SELECT v, count(*) FROM ({inner}) GROUP BY v"
+        elif ref.kind == "list":
+            inner, params = q.sql(f"{ref.sql} AS v", ordered=False)
+            sql = f"SELECT _e.value, count(*) FROM ({inner}) AS x, json_each(x.v) AS _e GROUP BY 1"
+        elif ref.kind == "each":
+            inner, params = q.sql(f"{ref.array_sql} AS v", ordered=False)
+            sql = (f"SELECT json_extract(_e.value, '{ref.item_path}'), count(*) FROM ({inner}) AS x, "
+                   f"json_each(x.v, '{ref.array_path}') AS _e GROUP BY 1")
+        else:
+            raise ValueError(f"count_values() needs a value path; {path!r} is a whole label, try '{path}.label'")
+        return dict(self._db.fetchall(sql, params))
+
+    def distinct(self, path: str) -> list[Any]:
+        """The sorted distinct non-None values of ``path``."""
+        return sorted(v for v in self.count_values(path) if v is not None)
+
+    def count_sample_tags(self) -> dict[str, int]:
+        return self.count_values("tags")
+
+    def bounds(self, path: str) -> tuple[Any, Any]:
+        """(min, max) of a numeric path."""
+        q = self._query()
+        ref = q.resolve(path)
+        inner, params = q.sql(f"{ref.sql} AS v", ordered=False)
+        row = self._db.fetchall(f"SELECT min(v), max(v) FROM ({inner})", params)[0]
+        return row[0], row[1]
+
+    # ------------------------------------------------------------------ writing
+
+    def set_values(self, path: str, values: Sequence[Any] | dict[str, Any]) -> None:
+        """Set ``path`` on every sample of the collection in one transaction.
+
+        ``values`` is a sequence in view order (``len(values) == len(collection)``), or a dict
+        ``{sample_id: value}`` (label id, in a patches view). A new field takes its type from the values.
+        """
+        q = self._query()
+        if isinstance(values, dict):
+            ids = list(values)
+            values = list(values.values())
+            known = set(self.values("id"))
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise KeyError(f"id {missing[0]!r} is not in {self._describe()} ({len(missing)} unknown ids)")
+        else:
+            values = list(values)
+            ids = self.values("id")
+            if len(values) != len(ids):
+                raise ValueError(f"set_values({path!r}) got {len(values)} values for {len(ids)} samples")
+        if q.patches_field:
+            field, _, attr = path.partition(".")
+            if field != q.patches_field or not attr:
+                raise ValueError(f"in a patches view, set attributes of the objects: '{q.patches_field}.<attr>'")
+            self._dataset._set_label_attr(field, dict(zip(ids, values)), attr)
+            return
+        self._dataset._set_values_by_id(path, ids, values)
+
+    def tag_samples(self, tags: str | Sequence[str]) -> None:
+        """Add tags to every sample of the collection (to every object, in a patches view)."""
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        q = self._query()
+        if q.patches_field:
+            self._edit_patch_tags(q, lambda t: t + [x for x in tags if x not in t])
+            return
+        ids_sql, params = self._ids_sql()
+        with self._db.transaction():
+            for tag in tags:
+                self._db.execute(
+                    f"UPDATE samples SET tags = json_insert(tags, '$[#]', ?) WHERE id IN ({ids_sql}) "
+                    "AND NOT EXISTS (SELECT 1 FROM json_each(samples.tags) WHERE value = ?)",
+                    [tag, *params, tag])
+
+    def untag_samples(self, tags: str | Sequence[str]) -> None:
+        """Remove tags from every sample of the collection (from every object, in a patches view)."""
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        q = self._query()
+        if q.patches_field:
+            self._edit_patch_tags(q, lambda t: [x for x in t if x not in tags])
+            return
+        ids_sql, params = self._ids_sql()
+        drop = dumps(tags)
+        with self._db.transaction():
+            self._db.execute(
+                "UPDATE samples SET tags = (SELECT json_group_array(value) FROM json_each(samples.tags) "
+                "WHERE value NOT IN (SELECT value FROM json_each(?))) "
+                f"WHERE id IN ({ids_sql}) AND EXISTS (SELECT 1 FROM json_each(samples.tags) "
+                "WHERE value IN (SELECT value FROM json_each(?)))",
+                [drop, *params, drop])
+
+    def _edit_patch_tags(self, q: Q.Query, edit) -> None:
+        ids = self.values("id")
+        current = self.values("tags")
+        self._dataset._set_label_attr(q.patches_field, {i: edit(t) for i, t in zip(ids, current)}, "tags")
+
+    # ------------------------------------------------------------------ view stages
+
+    def match(self, filter: ViewExpression) -> "DatasetView":
+        """Samples where the expression is true: ``match(F("ground_truth.label") == "cat")``."""
+        return self._view(Q.Match(filter))
+
+    def match_tags(self, tags: str | Sequence[str], bool: bool = True, all: bool = False) -> "DatasetView":
+        """Samples that have any (``all=True``: every) tag of ``tags``; ``bool=False`` inverts."""
+        return self._view(Q.MatchTags(tags, bool=bool, all=all))
+
+    def exists(self, field: str, bool: bool = True) -> "DatasetView":
+        """Samples whose ``field`` is set (``bool=False``: is None)."""
+        return self._view(Q.Exists(field, bool))
+
+    def filter_labels(self, field: str, filter: ViewExpression, only_matches: bool = True) -> "DatasetView":
+        """Keep only the labels of ``field`` for which ``filter`` holds, e.g. ``F("confidence") > 0.5``."""
+        return self._view(Q.FilterLabels(field, filter, only_matches))
+
+    def select(self, sample_ids: str | Sequence[str], ordered: bool = False) -> "DatasetView":
+        """Only these samples; ``ordered=True`` keeps the order of ``sample_ids``."""
+        return self._view(Q.Select(_as_ids(sample_ids), ordered))
+
+    def exclude(self, sample_ids: str | Sequence[str]) -> "DatasetView":
+        return self._view(Q.Exclude(_as_ids(sample_ids)))
+
+    def sort_by(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> "DatasetView":
+        return self._view(Q.SortBy(field_or_expr, reverse))
+
+    def shuffle(self, seed: int | None = None) -> "DatasetView":
+        return self._view(Q.Shuffle(seed))
+
+    def take(self, size: int, seed: int | None = None) -> "DatasetView":
+        """``size`` random samples; the same ``seed`` gives the same samples."""
+        return self._view(Q.Take(size, seed))
+
+    def limit(self, limit: int) -> "DatasetView":
+        return self._view(Q.Limit(limit))
+
+    def skip(self, skip: int) -> "DatasetView":
+        return self._view(Q.Skip(skip))
+
+    def to_patches(self, field: str) -> "DatasetView":
+        """One row per object of the Detections ``field``, with ``sample_id`` of its image."""
+        return self._view(Q.ToPatches(field))
+
+    def select_fields(self, field_names: str | Sequence[str]) -> "DatasetView":
+        return self._view(Q.SelectFields(field_names))
+
+    # ------------------------------------------------------------------ copies, metadata, thumbnails
+
+    def clone(self, name: str | None = None, persistent: bool = True) -> "Dataset":
+        """A new dataset holding this collection's samples (same ids, fields, filtered labels)."""
+        from .dataset import Dataset
+
+        q = self._query()
+        if q.patches_field:
+            raise ValueError("clone() works on sample views; this is a patches view")
+        new = Dataset(name, persistent=persistent)
+        fields = [k for k in q.schema if k not in BUILTIN_FIELDS]
+        ndb = new._database()
+        with ndb.transaction():
+            for f in fields:
+                ndb.add_field(f, q.schema[f])
+        new.info = dict(self._dataset.info)
+        new.save()
+        cols = ["id", "filepath", "tags", "metadata", *fields]
+        sql, params = q.sql(", ".join(f't."{c}"' for c in cols))
+        db = self._db
+        db.execute("ATTACH DATABASE ? AS clone_target", [str(ndb.path)])
+        try:
+            with db.transaction():
+                db.execute(f"INSERT INTO clone_target.samples ({', '.join(chr(34) + c + chr(34) for c in cols)}) "
+                           f"{sql}", params)
+        finally:
+            db.execute("DETACH DATABASE clone_target")
+        return new
+
+    def compute_metadata(self, overwrite: bool = False, num_workers: int | None = None,
+                         skip_failures: bool = True, progress: bool = True) -> dict[str, Any]:
+        """Read width, height, channels, size and MIME type of every image (in parallel threads).
+
+        Only samples without metadata are read unless ``overwrite``. Returns ``{"computed": n, "errors":
+        {filepath: message}}``; with ``skip_failures=False`` the first error is raised and nothing is written.
+        """
+        from ..images import read_metadata
+        from ..utils import parallel_map
+
+        view = self if overwrite else self.exists("metadata", False)
+        if view._is_patches:
+            raise ValueError("compute_metadata() works on sample views")
+        ids, paths = view.values("id"), view.values("filepath")
+        results = parallel_map(read_metadata, paths, num_workers, "metadata", progress)
+        errors = {p: str(e) for p, (_, e) in zip(paths, results) if e is not None}
+        if errors and not skip_failures:
+            raise next(e for _, e in results if e is not None)
+        ok = [(i, m) for i, (m, e) in zip(ids, results) if e is None]
+        if ok:
+            self._dataset._set_values_by_id("metadata", [i for i, _ in ok], [m for _, m in ok])
+        return {"computed": len(ok), "errors": errors}
+
+    def thumbnail_paths(self, size: int | None = None, num_workers: int | None = None,
+                        progress: bool = False) -> list[str | None]:
+        """Paths of cached thumbnails (longest side 256), made on first use; None where the image is unreadable."""
+        from ..images import THUMBNAIL_SIZE, make_thumbnail
+        from ..utils import parallel_map
+
+        size = size or THUMBNAIL_SIZE
+        root = self._dataset.thumbnails_dir / str(size)
+        q = self._query()
+        ids = self.values("sample_id" if q.patches_field else "id")
+        paths = self.values("filepath")
+        out: list[str | None] = [None] * len(ids)
+        todo = []
+        for k, (sid, fp) in enumerate(zip(ids, paths)):
+            dest = root / sid[-2:] / f"{sid}.jpg"
+            if dest.exists():
+                out[k] = str(dest)
+            else:
+                todo.append((k, fp, dest))
+        results = parallel_map(lambda t: make_thumbnail(t[1], t[2], size), todo, num_workers, "thumbnails",
+                               progress)
+        for (k, _, dest), (_, err) in zip(todo, results):
+            out[k] = None if err else str(dest)
+        return out
+
+    @property
+    def view_stages(self) -> list[Q.Stage]:
+        return list(self._stages)
+
+
+def _as_ids(x: Any) -> Any:
+    if isinstance(x, SampleCollection):
+        return x.values("id")
+    if isinstance(x, Sample):
+        return x.id
+    return x
+
+
+def _json_or_none(v: Any) -> Any:
+    return None if v is None else json.loads(v)

@@ -1,0 +1,386 @@
+"""View stages and the SQL they compile to.
+
+A view is a list of stages; :class:`Query` accumulates them into one ``SELECT`` over the ``samples``
+table and wraps itself in a sub-query only where SQL needs it (filtering after a ``LIMIT``, replacing a
+column, or unrolling objects into patches). Stages are plain data and serialise to JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .expressions import Compiler, F, Ref, ViewExpression, from_dict, to_dict
+from .fields import SCALAR_TYPES, check_name, dumps
+
+_LIST_ATTRS = ("logits", "bounding_box", "tags")
+_PATCH_ROWS = 1_000_000  # objects per sample, for the patches' row order key
+
+
+class UnknownFieldError(ValueError):
+    """A field path names a field the collection does not have."""
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def resolve_path(path: str, schema: dict[str, str], col: str = "t") -> Ref:
+    """Where the value of ``path`` lives in SQL for rows of a collection with ``schema``."""
+    head, *rest = path.split(".")
+    if head not in schema:
+        known = ", ".join(schema)
+        raise UnknownFieldError(f"unknown field {head!r} in {path!r}; fields: {known}")
+    ftype = schema[head]
+    ref = f"{col}.{_q(head)}"
+    for part in rest:
+        check_name(part)
+    if not rest:
+        if ftype in SCALAR_TYPES:
+            return Ref("scalar", ref)
+        if ftype == "list":
+            return Ref("list", ref)
+        if ftype == "array":
+            raise ValueError(f"array field {head!r} cannot be used in an expression")
+        return Ref("json", ref)
+    if ftype == "Detections":
+        if rest[0] != "detections":
+            raise UnknownFieldError(f"{path!r}: a Detections field has '{head}.detections'")
+        if len(rest) == 1:
+            return Ref("list", f"json_extract({ref}, '$.detections')")
+        return Ref("each", array_sql=ref, array_path="$.detections", item_path="$." + ".".join(rest[1:]))
+    if ftype in ("dict", "Classification", "Detection"):
+        kind = "list" if ftype != "dict" and rest[-1] in _LIST_ATTRS and len(rest) == 1 else "scalar"
+        return Ref(kind, f"json_extract({ref}, '$.{'.'.join(rest)}')")
+    raise UnknownFieldError(f"{path!r}: field {head!r} of type {ftype} has no sub-fields")
+
+
+def label_resolver(base_sql: str):
+    """Resolver for expressions about one label, as in ``filter_labels("gt", F("label") == "cat")``."""
+
+    def resolve(path: str) -> Ref:
+        for part in path.split("."):
+            check_name(part)
+        kind = "list" if path in _LIST_ATTRS else "scalar"
+        return Ref(kind, f"json_extract({base_sql}, '$.{path}')")
+
+    return resolve
+
+
+class Query:
+    """A ``SELECT`` under construction. Column references use the alias ``t``."""
+
+    def __init__(self, source: str, params: Sequence[Any], columns: list[str], schema: dict[str, str],
+                 order_col: str = "_rowid", patches_field: str | None = None) -> None:
+        self.source = source
+        self.params = list(params)
+        self.columns = columns
+        self.schema = schema
+        self.where: list[tuple[str, list]] = []
+        self.order: list[tuple[str, list]] = []
+        self.order_col = order_col
+        self.limit: int | None = None
+        self.offset = 0
+        self.patches_field = patches_field
+        self._n = 0  # names for joined and positional helpers
+
+    @classmethod
+    def samples(cls, schema: dict[str, str]) -> "Query":
+        return cls("samples AS t", [], ["_rowid", *schema], dict(schema))
+
+    def compile(self, expr: Any) -> tuple[str, list]:
+        if isinstance(expr, str):
+            expr = F(expr)
+        return Compiler(lambda p: resolve_path(p, self.schema))(expr)
+
+    def resolve(self, path: str) -> Ref:
+        return resolve_path(path, self.schema)
+
+    def sql(self, select: str | None = None, select_params: Sequence[Any] = (),
+            ordered: bool = True) -> tuple[str, list]:
+        """The full statement; ``select`` replaces the column list (default: every column)."""
+        sel = select or ", ".join(f"t.{_q(c)}" for c in self.columns)
+        sql = f"SELECT {sel} FROM {self.source}"
+        params = [*select_params, *self.params]
+        if self.where:
+            sql += " WHERE " + " AND ".join(w for w, _ in self.where)
+            for _, p in self.where:
+                params += p
+        if ordered or self.limit is not None or self.offset:
+            sql += " ORDER BY " + ", ".join([o for o, _ in self.order] + [f"t.{_q(self.order_col)}"])
+            for _, p in self.order:
+                params += p
+        if self.limit is not None or self.offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if self.limit is None else self.limit, self.offset]
+        return sql, params
+
+    def _wrap(self, replace: dict[str, tuple[str, list]] | None = None) -> "Query":
+        """This query as the source of a new one, keeping its rows' order in a column."""
+        replace = replace or {}
+        parts, params = [], []
+        for c in self.columns:
+            if c in replace:
+                parts.append(f"{replace[c][0]} AS {_q(c)}")
+                params += replace[c][1]
+            else:
+                parts.append(f"t.{_q(c)}")
+        columns = list(self.columns)
+        order_col = self.order_col
+        if self.order:
+            self._n += 1
+            order_col = f"_pos{self._n}"
+            keys = ", ".join([o for o, _ in self.order] + [f"t.{_q(self.order_col)}"])
+            parts.append(f"row_number() OVER (ORDER BY {keys}) AS {order_col}")
+            for _, p in self.order:
+                params += p
+            columns.append(order_col)
+        inner, inner_params = self.sql(", ".join(parts), params, ordered=False)
+        q = Query(f"({inner}) AS t", inner_params, columns, self.schema, order_col, self.patches_field)
+        q._n = self._n
+        return q
+
+    def _filterable(self) -> "Query":
+        return self._wrap() if self.limit is not None or self.offset else self
+
+    # ------------------------------------------------------------------ operations used by stages
+
+    def add_where(self, sql: str, params: list) -> "Query":
+        q = self._filterable()
+        q.where.append((sql, params))
+        return q
+
+    def add_order(self, sql: str, params: list) -> "Query":
+        q = self._filterable()
+        q.order.insert(0, (sql, params))
+        return q
+
+    def join_ids(self, ids: list[str]) -> "Query":
+        """Keep only ``ids``, in the order given."""
+        q = self._filterable()
+        q._n += 1
+        alias = f"_sel{q._n}"
+        q.source += f" JOIN json_each(?) AS {alias} ON {alias}.value = t.id"
+        q.params.append(dumps(ids))
+        q.order = [(f"{alias}.key", [])]
+        return q
+
+    def replace_column(self, name: str, sql: str, params: list) -> "Query":
+        return self._wrap({name: (sql, params)})
+
+    def set_limit(self, n: int) -> "Query":
+        self.limit = n if self.limit is None else min(self.limit, n)
+        return self
+
+    def set_skip(self, n: int) -> "Query":
+        self.offset += n
+        if self.limit is not None:
+            self.limit = max(self.limit - n, 0)
+        return self
+
+    def to_patches(self, field: str) -> "Query":
+        q = self._wrap() if (self.order or self.limit is not None or self.offset) else self
+        inner, params = q.sql(ordered=False)
+        src = (
+            f"(SELECT p.{_q(q.order_col)} * {_PATCH_ROWS} + d.key AS _rowid, "
+            f"json_extract(d.value, '$.id') AS id, p.id AS sample_id, p.filepath AS filepath, "
+            f"p.metadata AS metadata, COALESCE(json_extract(d.value, '$.tags'), '[]') AS tags, "
+            f"d.value AS {_q(field)} "
+            f"FROM ({inner}) AS p, json_each(p.{_q(field)}, '$.detections') AS d) AS t"
+        )
+        schema = {"id": "str", "sample_id": "str", "filepath": "str", "tags": "list", "metadata": "dict",
+                  field: "Detection"}
+        return Query(src, params, ["_rowid", *schema], schema, patches_field=field)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+class Stage:
+    """One step of a view. Subclasses set ``kwargs`` (JSON-able) and implement ``apply``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def apply(self, q: Query) -> Query:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"_stage": self.name, "kwargs": {k: to_dict(v) for k, v in self.kwargs.items()}}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Stage":
+        try:
+            cls = STAGES[d["_stage"]]
+        except KeyError:
+            raise ValueError(f"unknown view stage {d.get('_stage')!r}") from None
+        return cls(**{k: from_dict(v) for k, v in d["kwargs"].items()})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in self.kwargs.items())
+        return f"{self.name}({args})"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list) and len(v) > 4:
+        return f"[{', '.join(map(repr, v[:3]))}, ... {len(v)} items]"
+    return repr(v)
+
+
+class Match(Stage):
+    def __init__(self, filter: ViewExpression) -> None:
+        if not isinstance(filter, ViewExpression):
+            raise TypeError(f"match() takes an expression such as F('field') > 0, got {filter!r:.60}")
+        super().__init__(filter=filter)
+
+    def apply(self, q: Query) -> Query:
+        return q.add_where(*q.compile(self.kwargs["filter"]))
+
+
+class Exists(Stage):
+    def __init__(self, field: str, bool: bool = True) -> None:
+        super().__init__(field=field, bool=bool)
+
+    def apply(self, q: Query) -> Query:
+        return q.add_where(*q.compile(F(self.kwargs["field"]).exists(self.kwargs["bool"])))
+
+
+class MatchTags(Stage):
+    def __init__(self, tags: str | Sequence[str], bool: bool = True, all: bool = False) -> None:
+        super().__init__(tags=[tags] if isinstance(tags, str) else list(tags), bool=bool, all=all)
+
+    def apply(self, q: Query) -> Query:
+        expr = F("tags").contains(self.kwargs["tags"], all=self.kwargs["all"])
+        return q.add_where(*q.compile(expr if self.kwargs["bool"] else ~expr))
+
+
+class Select(Stage):
+    def __init__(self, sample_ids: str | Sequence[str], ordered: bool = False) -> None:
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(dict.fromkeys(sample_ids))
+        super().__init__(sample_ids=ids, ordered=ordered)
+
+    def apply(self, q: Query) -> Query:
+        ids = self.kwargs["sample_ids"]
+        if self.kwargs["ordered"]:
+            return q.join_ids(ids)
+        return q.add_where("t.id IN (SELECT value FROM json_each(?))", [dumps(ids)])
+
+
+class Exclude(Stage):
+    def __init__(self, sample_ids: str | Sequence[str]) -> None:
+        super().__init__(sample_ids=[sample_ids] if isinstance(sample_ids, str) else list(sample_ids))
+
+    def apply(self, q: Query) -> Query:
+        return q.add_where("t.id NOT IN (SELECT value FROM json_each(?))", [dumps(self.kwargs["sample_ids"])])
+
+
+class SortBy(Stage):
+    def __init__(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> None:
+        super().__init__(field_or_expr=field_or_expr, reverse=reverse)
+
+    def apply(self, q: Query) -> Query:
+        sql, params = q.compile(self.kwargs["field_or_expr"])
+        return q.add_order(f"{sql}{' DESC' if self.kwargs['reverse'] else ''}", params)
+
+
+class Shuffle(Stage):
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+
+    def apply(self, q: Query) -> Query:
+        return q.add_order("seeded_rank(?, t.id)", [str(self.kwargs["seed"])])
+
+
+class Limit(Stage):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit=_count(limit, "limit"))
+
+    def apply(self, q: Query) -> Query:
+        return q.set_limit(self.kwargs["limit"])
+
+
+class Skip(Stage):
+    def __init__(self, skip: int) -> None:
+        super().__init__(skip=_count(skip, "skip"))
+
+    def apply(self, q: Query) -> Query:
+        return q.set_skip(self.kwargs["skip"])
+
+
+class Take(Stage):
+    def __init__(self, size: int, seed: int | None = None) -> None:
+        super().__init__(size=_count(size, "size"), seed=seed)
+
+    def apply(self, q: Query) -> Query:
+        return Shuffle(self.kwargs["seed"]).apply(q).set_limit(self.kwargs["size"])
+
+
+class FilterLabels(Stage):
+    def __init__(self, field: str, filter: ViewExpression, only_matches: bool = True) -> None:
+        super().__init__(field=field, filter=filter, only_matches=only_matches)
+
+    def apply(self, q: Query) -> Query:
+        field = self.kwargs["field"]
+        ftype = q.schema.get(field)
+        col = f"t.{_q(field)}"
+        if ftype == "Detections":
+            cond, params = Compiler(label_resolver("_e.value"))(self.kwargs["filter"])
+            sql = (f"CASE WHEN {col} IS NULL THEN NULL ELSE json_set({col}, '$.detections', "
+                   f"json((SELECT json_group_array(json(_e.value)) FROM json_each({col}, '$.detections') AS _e "
+                   f"WHERE {cond}))) END")
+            q = q.replace_column(field, sql, params)
+            if self.kwargs["only_matches"]:
+                q = q.add_where(f"json_array_length({col}, '$.detections') > 0", [])
+            return q
+        if ftype in ("Classification", "Detection"):
+            cond, params = Compiler(label_resolver(col))(self.kwargs["filter"])
+            q = q.replace_column(field, f"CASE WHEN COALESCE({cond}, 0) THEN {col} END", params)
+            if self.kwargs["only_matches"]:
+                q = q.add_where(f"{col} IS NOT NULL", [])
+            return q
+        if ftype is None:
+            raise UnknownFieldError(f"unknown field {field!r}; fields: {', '.join(q.schema)}")
+        raise ValueError(f"filter_labels() needs a label field; {field!r} has type {ftype}")
+
+
+class ToPatches(Stage):
+    def __init__(self, field: str) -> None:
+        super().__init__(field=field)
+
+    def apply(self, q: Query) -> Query:
+        field = self.kwargs["field"]
+        if q.patches_field is not None:
+            raise ValueError("to_patches() on a patches view: make patches from the sample view")
+        ftype = q.schema.get(field)
+        if ftype != "Detections":
+            raise ValueError(f"to_patches() needs a Detections field; {field!r} has type {ftype}")
+        return q.to_patches(field)
+
+
+class SelectFields(Stage):
+    def __init__(self, field_names: str | Sequence[str]) -> None:
+        names = [field_names] if isinstance(field_names, str) else list(field_names)
+        super().__init__(field_names=names)
+
+    def apply(self, q: Query) -> Query:
+        keep = set(self.kwargs["field_names"])
+        missing = keep - set(q.schema)
+        if missing:
+            raise UnknownFieldError(f"unknown field(s) {sorted(missing)}; fields: {', '.join(q.schema)}")
+        default = {"id", "filepath", "tags", "metadata", "sample_id"}
+        q.schema = {k: v for k, v in q.schema.items() if k in keep or k in default}
+        return q
+
+
+def _count(n: Any, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
+    return n
+
+
+STAGES: dict[str, type[Stage]] = {c.__name__: c for c in (
+    Match, Exists, MatchTags, Select, Exclude, SortBy, Shuffle, Limit, Skip, Take, FilterLabels, ToPatches,
+    SelectFields)}
