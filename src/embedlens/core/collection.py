@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from tqdm.auto import tqdm
@@ -339,6 +340,16 @@ class SampleCollection:
         finally:
             db.execute("DETACH DATABASE clone_target")
         return new
+
+    def export(self, export_dir: str | os.PathLike, dataset_type: str, label_field: str | None = None,
+               **kwargs: Any) -> dict[str, Any]:
+        """Write this collection to disk: ``"classification-tree"``, ``"coco"`` or ``"csv"``.
+
+        See :func:`embedlens.io.export_samples` for the options (e.g. ``export_media="copy"|"symlink"``).
+        """
+        from ..io import export_samples
+
+        return export_samples(self, export_dir, dataset_type, label_field=label_field, **kwargs)
 
     def compute_metadata(self, overwrite: bool = False, num_workers: int | None = None,
                          skip_failures: bool = True, progress: bool = True) -> dict[str, Any]:

@@ -368,6 +368,40 @@ class Dataset(SampleCollection):
         with self._database().transaction():
             self._database().execute("DELETE FROM samples")
 
+    # ------------------------------------------------------------------ importing (formats live in embedlens.io)
+
+    @classmethod
+    def from_dir(cls, dataset_dir: str | os.PathLike, dataset_type: str, name: str | None = None,
+                 persistent: bool = True, overwrite: bool = False, **kwargs: Any) -> "Dataset":
+        """A new dataset imported from ``dataset_dir``; see :meth:`add_dir` for ``dataset_type`` and options.
+
+        If the import fails, no dataset is left behind.
+        """
+        ds = cls(name, persistent=persistent, overwrite=overwrite)
+        try:
+            ds.add_dir(dataset_dir, dataset_type, **kwargs)
+        except BaseException:
+            ds.delete()
+            raise
+        return ds
+
+    def add_dir(self, dataset_dir: str | os.PathLike, dataset_type: str, **kwargs: Any):
+        """Import samples from disk in one transaction and return an ``ImportSummary``.
+
+        ``dataset_type``: ``"classification-tree"`` (one folder per class), ``"image-folder"`` (unlabeled,
+        recursive), ``"coco"`` (COCO detection JSON), ``"csv"`` (CSV or Parquet table with a filepath
+        column). See :func:`embedlens.io.import_samples` for the options.
+        """
+        from ..io import import_samples
+
+        return import_samples(self, dataset_dir, dataset_type, **kwargs)
+
+    def add_images(self, paths: Sequence[str | os.PathLike], **kwargs: Any):
+        """Import a list of image paths (unlabeled); returns an ``ImportSummary``."""
+        from ..io import import_samples
+
+        return import_samples(self, list(paths), "filepaths", **kwargs)
+
     # ------------------------------------------------------------------ fields
 
     def add_sample_field(self, name: str, ftype: str) -> None:
