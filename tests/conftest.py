@@ -1,0 +1,46 @@
+"""Shared fixtures: every test gets its own EMBEDLENS_HOME, and real image files made from real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def embedlens_home(tmp_path_factory, monkeypatch) -> Path:
+    home = tmp_path_factory.mktemp("embedlens_home")
+    monkeypatch.setenv("EMBEDLENS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def digits_tree(tmp_path_factory) -> Path:
+    """A class-per-folder tree of 100 real handwritten digits (sklearn's, 8x8 scaled to 32x32 PNGs)."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits_tree")
+    d = load_digits()
+    for i in range(100):
+        img = (d.images[i] * (255 / 16)).astype(np.uint8)
+        folder = root / str(d.target[i])
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(img).resize((32, 32), Image.NEAREST).save(folder / f"digit_{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Real photos that ship inside scikit-image, written as JPEG/PNG files."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("photos")
+    out = {}
+    for name in ("chelsea", "coffee", "astronaut", "camera", "rocket"):
+        arr = getattr(data, name)()
+        path = root / f"{name}.jpg"
+        Image.fromarray(arr).save(path, quality=92)
+        out[name] = path
+    return out
