@@ -185,3 +185,10 @@ def test_index_keeps_results_and_is_used(ds):
     plan = ds._db.fetchall("EXPLAIN QUERY PLAN " + ds.sort_by("score").limit(3)._query().sql()[0],
                            ds.sort_by("score").limit(3)._query().sql()[1])
     assert any("idx_score" in str(r) for r in plan)
+    compound = ds.create_index(["ground_truth.label", "score"])
+    view = ds.match(F("ground_truth.label") == "2").sort_by("score")
+    assert view.values("id") == before
+    plan = ds._db.fetchall("EXPLAIN QUERY PLAN " + view._query().sql()[0], view._query().sql()[1])
+    assert any(compound in str(r) for r in plan) and not any("TEMP B-TREE" in str(r) for r in plan)
+    with pytest.raises(ValueError, match="single-valued"):
+        ds.create_index("words")

@@ -436,15 +436,21 @@ class Dataset(SampleCollection):
             raise ValueError(f"cannot rename {old!r} to {new!r}: field {new!r} exists")
         self._database().rename_field(old, new)
 
-    def create_index(self, path: str) -> str:
-        """Index a field path so that views filtering or sorting on it skip the full scan."""
-        ref = self._query().resolve(path)
-        if ref.kind not in ("scalar",):
-            raise ValueError(f"only single-valued paths can be indexed; {path!r} is not")
-        expr = ref.sql.replace('t."', '"')
-        name = "idx_" + re.sub(r"\W", "_", path)
+    def create_index(self, paths: str | Sequence[str]) -> str:
+        """Index one field path, or several (a compound index), so views that filter or sort on them
+        skip the full scan: ``create_index(["ground_truth.label", "uniqueness"])`` serves
+        ``match(F("ground_truth.label") == "3").sort_by("uniqueness")``. Returns the index name."""
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        exprs = []
+        for path in paths:
+            ref = self._query().resolve(path)
+            if ref.kind != "scalar":
+                raise ValueError(f"only single-valued paths can be indexed; {path!r} is not")
+            exprs.append(ref.sql.replace('t."', '"'))
+        name = "idx_" + "__".join(re.sub(r"\W", "_", p) for p in paths)
         with self._database().transaction():
-            self._database().execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON samples({expr})')
+            self._database().execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON samples({", ".join(exprs)})')
+            self._database().execute("ANALYZE samples")
         return name
 
     def list_indexes(self) -> list[str]:

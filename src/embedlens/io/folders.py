@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from ..core.labels import Classification
 from ..images import is_image_file
 from .candidates import Candidate, Parsed, Problem
+from .media import check_sources, prepare_dir, transfer, unique_names
 
 
 def existing_dir(source: Any, dataset_type: str) -> Path:
@@ -85,3 +86,27 @@ def check_folder_name(label: str) -> str | None:
     if bad:
         return f"label {label!r} contains {bad[0]!r}, which cannot be in a folder name"
     return None
+
+
+
+def write_tree(collection: Any, export_dir: Path, *, label_field: str, media: str, overwrite: bool,
+               progress: bool) -> dict[str, Any]:
+    """Write ``<export_dir>/<label>/<file>``; samples without a label are skipped and counted."""
+    all_paths = collection.values("filepath")
+    all_ids = collection.values("id")
+    labels_all = collection.values(f"{label_field}.label")
+    keep = [k for k, lab in enumerate(labels_all) if lab is not None]
+    filepaths = [all_paths[k] for k in keep]
+    ids = [all_ids[k] for k in keep]
+    labels = [labels_all[k] for k in keep]
+    for lab, sid in zip(labels, ids):
+        why = check_folder_name(lab)
+        if why:
+            raise ValueError(f"cannot export sample {sid!r} into a classification tree: {why}")
+    check_sources(filepaths)
+    prepare_dir(export_dir, overwrite, filepaths)
+    names = unique_names(filepaths, ids, labels)
+    dests = [export_dir / lab / name for lab, name in zip(labels, names)]
+    transfer(list(zip(filepaths, dests)), media, progress)
+    return {"exported": len(dests), "skipped": len(all_ids) - len(keep), "export_dir": str(export_dir),
+            "paths": [str(d) for d in dests]}

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..config import home
-from .base import Model, atomic_target, hash_file, num_threads
+from .base import Model, atomic_target, hash_file
+from .base import num_threads as resolve_threads
 from .onnx_model import make_session, onnxruntime_available
 
 #: Input resolution of each variant, as the TF reference trained them.
@@ -211,7 +212,7 @@ class EfficientNetLite(Model):
         self.embedding_dim = EMBEDDING_DIM
         self.classes = imagenet_classes()
         self.weights_path = weights_path(self.variant)
-        self.num_threads = _threads = globals()["num_threads"](num_threads)
+        self.num_threads = _threads = resolve_threads(num_threads)
         self._torch: Any = None
         self._session: Any = None
         self.onnx_path: Path | None = None

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .base import Model, hash_file, num_threads, pool_activations
+from .base import Model, hash_file, pool_activations
+from .base import num_threads as resolve_threads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,7 +36,7 @@ def make_session(path: str | os.PathLike, threads: int | None = None,
     except ImportError:
         raise ImportError("ONNX models need onnxruntime: pip install onnxruntime") from None
     so = ort.SessionOptions()
-    so.intra_op_num_threads = num_threads(threads)
+    so.intra_op_num_threads = resolve_threads(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
