@@ -354,6 +354,47 @@ class SampleCollection:
 
         return export_samples(self, export_dir, dataset_type, label_field=label_field, **kwargs)
 
+    # ------------------------------------------------------------------ embeddings (embedlens.embed does the work)
+
+    def compute_embeddings(self, model: Any = None, embeddings_field: str | None = None, **kwargs: Any):
+        """Embed every sample with ``model`` (default EfficientNet-Lite0): float32 ``[N, D]`` in view order.
+
+        With ``embeddings_field`` the rows are stored and reused; see :func:`embedlens.embed.compute_embeddings`
+        for ``batch_size``, ``num_workers``, ``skip_failures``, ``overwrite``, ``engine="local"|"ray"``.
+        """
+        from ..embed import compute_embeddings
+
+        return compute_embeddings(self, model, embeddings_field, **kwargs)
+
+    def compute_patch_embeddings(self, model: Any, patches_field: str, embeddings_field: str | None = None,
+                                 **kwargs: Any):
+        """Embed every object of ``patches_field``: ``[num_objects, D]`` in ``to_patches`` order.
+
+        See :func:`embedlens.embed.compute_patch_embeddings` (``alpha`` padding, ``force_square``, ...).
+        """
+        from ..embed import compute_patch_embeddings
+
+        return compute_patch_embeddings(self, model, patches_field, embeddings_field, **kwargs)
+
+    def apply_model(self, model: Any = None, label_field: str = "predictions", store_logits: bool = True,
+                    **kwargs: Any) -> int:
+        """Write the model's ``Classification`` predictions (confidence, logits) into ``label_field``."""
+        from ..embed import apply_model
+
+        return apply_model(self, model, label_field, store_logits, **kwargs)
+
+    def get_embeddings(self, embeddings_field: str):
+        """Stored embeddings in view order (NaN rows where a sample has none)."""
+        from ..embed import get_embeddings
+
+        return get_embeddings(self, embeddings_field)
+
+    def set_embeddings(self, embeddings_field: str, embeddings: Any, model_name: str = "user") -> None:
+        """Store your own ``[N, D]`` array (view order) as an embeddings set; validated before writing."""
+        from ..embed import set_embeddings
+
+        set_embeddings(self, embeddings_field, embeddings, model_name)
+
     def compute_metadata(self, overwrite: bool = False, num_workers: int | None = None,
                          skip_failures: bool = True, progress: bool = True) -> dict[str, Any]:
         """Read width, height, channels, size and MIME type of every image (in parallel threads).

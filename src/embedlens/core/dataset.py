@@ -462,6 +462,27 @@ class Dataset(SampleCollection):
             raise ValueError(f"no index {name!r}; indexes: {self.list_indexes()}")
         self._database().execute(f'DROP INDEX "{name}"')
 
+    # ------------------------------------------------------------------ embedding sets
+
+    def list_embeddings(self) -> list[str]:
+        """Names of the stored embedding sets."""
+        root = self.arrays_dir / "embeddings"
+        return sorted(p.name for p in root.iterdir() if (p / "meta.json").exists()) if root.exists() else []
+
+    def get_embeddings_info(self, embeddings_field: str) -> dict[str, Any]:
+        """Model, fingerprint, preprocessing, dimension and row count of a stored set."""
+        from ..embed.compute import embedding_set
+
+        return embedding_set(self, embeddings_field).meta
+
+    def delete_embeddings(self, embeddings_field: str) -> None:
+        from ..embed.compute import embedding_set
+
+        store = embedding_set(self, embeddings_field)
+        if not store.exists:
+            raise KeyError(f"no embeddings {embeddings_field!r}; stored: {self.list_embeddings()}")
+        store.delete()
+
     # ------------------------------------------------------------------ saved views
 
     def save_view(self, name: str, view: DatasetView, overwrite: bool = False) -> None:

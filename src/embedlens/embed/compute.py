@@ -1,0 +1,292 @@
+"""Embeddings of a collection's samples or objects, stored per set and reused, and model predictions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..core.labels import Classification
+from ..images import load_image
+from .pipeline import Batch, Failures, Unit, batches
+from .store import EmbeddingSet, check_matrix
+
+if TYPE_CHECKING:
+    from ..core.collection import SampleCollection
+    from ..core.dataset import Dataset
+    from ..models import Model
+
+ERROR_FIELD = "embedding_error"
+
+
+def resolve_model(model: "Model | str | None", **kwargs: Any) -> "Model":
+    from ..models import DEFAULT_MODEL, Model, load_model
+
+    if model is None:
+        return load_model(DEFAULT_MODEL, **kwargs)
+    if isinstance(model, str):
+        return load_model(model, **kwargs)
+    if isinstance(model, Model):
+        return model
+    raise TypeError(f"model must be a name, an embedlens Model, or None; got {type(model).__name__}")
+
+
+def embedding_set(dataset: "Dataset", name: str) -> EmbeddingSet:
+    from ..core.fields import check_name
+
+    return EmbeddingSet(dataset.arrays_dir / "embeddings" / check_name(name))
+
+
+def _default_batch_size(model: "Model") -> int:
+    # onnxruntime is flat across batch sizes; eager torch is fastest at small batches (cache-resident)
+    return 32 if getattr(model, "backend", "onnx") == "onnx" else 8
+
+
+def _run_model(model: "Model", units: Sequence[Unit], batch_size: int | None, num_workers: int | None,
+               skip_failures: bool, progress: bool, on_batch, desc: str) -> Failures:
+    failures = Failures()
+    for batch in batches(units, batch_size or _default_batch_size(model), num_workers, skip_failures, failures,
+                         desc=desc, progress=progress):
+        on_batch(batch)
+    return failures
+
+
+def _sample_units(model: "Model", ids: list[str], paths: list[str]) -> list[Unit]:
+    return [Unit([i], p, (lambda p=p: [model.prepare(p)])) for i, p in zip(ids, paths)]
+
+
+def compute_embeddings(samples: "SampleCollection", model: "Model | str | None" = None,
+                       embeddings_field: str | None = None, batch_size: int | None = None,
+                       num_workers: int | None = None, skip_failures: bool = True, progress: bool = True,
+                       overwrite: bool = False, engine: str = "local", **engine_kwargs: Any) -> np.ndarray:
+    """Embed every sample of ``samples`` with ``model`` (default: EfficientNet-Lite0).
+
+    Returns float32 ``[N, D]`` in view order. With ``embeddings_field``, rows are stored under that
+    name and reused: a later call computes only samples that are missing or whose file changed
+    (``overwrite=True`` recomputes all), and an interrupted run keeps the batches it finished.
+    Unreadable images: with ``skip_failures`` their rows are NaN in the result, absent from the store,
+    and the sample's ``embedding_error`` field says why; otherwise the error names the file.
+    """
+    if samples._is_patches:
+        raise ValueError("this is a patches view: use compute_patch_embeddings(model, patches_field)")
+    model = resolve_model(model)
+    if not model.has_embeddings:
+        raise ValueError(f"model {model.name!r} has no embeddings")
+    ids, paths = samples.values("id"), samples.values("filepath")
+    return _compute(samples, model, ids, _sample_units, paths, embeddings_field, batch_size, num_workers,
+                    skip_failures, progress, overwrite, engine, engine_kwargs, kind="samples", patches_field=None)
+
+
+def _compute(samples, model, keys, make_units, unit_args, embeddings_field, batch_size, num_workers,
+             skip_failures, progress, overwrite, engine, engine_kwargs, kind, patches_field) -> np.ndarray:
+    dataset = samples._dataset
+    store = None
+    todo_mask = np.ones(len(keys), bool)
+    if embeddings_field:
+        store = embedding_set(dataset, embeddings_field)
+        if store.exists:
+            store.check_compatible(model.fingerprint, model.embedding_dim)
+            if not overwrite:
+                todo_mask = _stale(store, keys, unit_args, kind)
+        else:
+            store.create({"model": model.name, "fingerprint": model.fingerprint, "config": model.config,
+                          "dim": model.embedding_dim, "kind": kind, "patches_field": patches_field, "count": 0})
+    units = make_units(model, *_subset(keys, unit_args, todo_mask, kind))
+    out: dict[str, np.ndarray] = {}
+
+    def keep(batch: Batch) -> None:
+        rows = check_matrix(model.embed_batch(batch.arrays), len(batch.keys), what=f"{model.name} output")
+        if store is not None:
+            store.append(batch.keys, rows, batch.stamps)
+        else:
+            out.update(zip(batch.keys, rows))
+
+    if engine == "local":
+        failures = _run_model(model, units, batch_size, num_workers, skip_failures, progress, keep, "embedding")
+    elif engine == "ray":
+        from .ray_engine import run_ray
+
+        failures = run_ray(model, units, batch_size or _default_batch_size(model), skip_failures, keep,
+                           progress=progress, **engine_kwargs)
+    else:
+        raise ValueError(f"unknown engine {engine!r}: 'local' or 'ray'")
+
+    if store is not None:
+        store.consolidate()
+        matrix, found = store.get(keys)
+        meta = store.meta
+        if meta.get("dim") is None and found.any():
+            meta["dim"] = int(matrix.shape[1])
+            store.write_meta(meta)
+    else:
+        dim = next((len(v) for v in out.values()), model.embedding_dim or 0)
+        matrix = np.zeros((len(keys), dim), np.float32)
+        found = np.zeros(len(keys), bool)
+        for i, k in enumerate(keys):
+            row = out.get(k)
+            if row is not None:
+                matrix[i] = row
+                found[i] = True
+    matrix[~found] = np.nan
+    if kind == "samples":
+        _record_errors(samples, keys, failures)
+    return matrix
+
+
+def _stale(store: EmbeddingSet, keys: list[str], unit_args: Any, kind: str) -> np.ndarray:
+    """Which keys need computing: no stored row, or the file changed since its row was computed."""
+    from .pipeline import file_stamp
+
+    stamps = store.stamps()
+    paths = unit_args if kind == "samples" else unit_args["paths_by_key"]
+    todo = np.ones(len(keys), bool)
+    for i, k in enumerate(keys):
+        old = stamps.get(k)
+        if old is None:
+            continue
+        p = paths[i] if kind == "samples" else paths[k]
+        try:
+            todo[i] = file_stamp(p) != old
+        except OSError:
+            todo[i] = True  # gone: recompute, which reports it
+    return todo
+
+
+def _subset(keys, unit_args, mask, kind):
+    if kind == "samples":
+        return [k for k, m in zip(keys, mask) if m], [p for p, m in zip(unit_args, mask) if m]
+    wanted = {k for k, m in zip(keys, mask) if m}
+    return unit_args["by_sample"], wanted
+
+
+def _record_errors(samples: "SampleCollection", ids: list[str], failures: Failures) -> None:
+    dataset = samples._dataset
+    has_field = ERROR_FIELD in dataset.get_field_schema()
+    if not failures.by_key and not has_field:
+        return
+    if not has_field:
+        dataset.add_sample_field(ERROR_FIELD, "str")
+    dataset._set_values_by_id(ERROR_FIELD, ids, [failures.by_key.get(i) for i in ids])
+
+
+# ---------------------------------------------------------------------------------------------- patches
+
+
+def crop_box(img, box: Sequence[float], alpha: float, force_square: bool):
+    """The image region of a relative ``[x, y, w, h]`` box, padded by ``alpha`` of its size per side."""
+    W, H = img.size
+    x, y, w, h = box[0] * W, box[1] * H, box[2] * W, box[3] * H
+    cx, cy = x + w / 2, y + h / 2
+    w, h = w * (1 + 2 * alpha), h * (1 + 2 * alpha)
+    if force_square:
+        w = h = max(w, h)
+    left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
+    right, bottom = min(W, round(cx + w / 2)), min(H, round(cy + h / 2))
+    if right <= left or bottom <= top:
+        right, bottom = min(W, left + 1), min(H, top + 1)
+    return img.crop((left, top, right, bottom))
+
+
+def compute_patch_embeddings(samples: "SampleCollection", model: "Model | str | None", patches_field: str,
+                             embeddings_field: str | None = None, alpha: float = 0.1, force_square: bool = True,
+                             batch_size: int | None = None, num_workers: int | None = None,
+                             skip_failures: bool = True, progress: bool = True, overwrite: bool = False,
+                             engine: str = "local", **engine_kwargs: Any) -> np.ndarray:
+    """Embed every object of the Detections field ``patches_field`` (crop, pad by ``alpha``, resize).
+
+    Returns float32 ``[num_objects, D]`` in the order of ``samples.to_patches(patches_field)``; stored rows
+    (with ``embeddings_field``) are keyed by label id. Each image is decoded once for all its objects.
+    """
+    model = resolve_model(model)
+    patches = samples.to_patches(patches_field)
+    label_ids = patches.values("id")
+    sample_ids = patches.values("sample_id")
+    boxes = patches.values(f"{patches_field}.bounding_box")
+    paths = patches.values("filepath")
+    by_sample: dict[str, tuple[str, list[tuple[str, list[float]]]]] = {}
+    for lid, sid, box, path in zip(label_ids, sample_ids, boxes, paths):
+        if box is None:
+            raise ValueError(f"object {lid!r} of sample {sid!r} has no bounding_box")
+        by_sample.setdefault(sid, (path, []))[1].append((lid, box))
+    unit_args = {"by_sample": by_sample, "paths_by_key": dict(zip(label_ids, paths))}
+
+    def make_units(model, by_sample, wanted):
+        units = []
+        for sid, (path, objs) in by_sample.items():
+            objs = [(lid, box) for lid, box in objs if lid in wanted]
+            if objs:
+                def prepare(path=path, objs=objs):
+                    img = load_image(path)
+                    return [model.preprocess(crop_box(img, box, alpha, force_square)) for _, box in objs]
+                units.append(Unit([lid for lid, _ in objs], path, prepare))
+        return units
+
+    return _compute(samples, model, label_ids, make_units, unit_args, embeddings_field, batch_size, num_workers,
+                    skip_failures, progress, overwrite, engine, engine_kwargs, kind="patches",
+                    patches_field=patches_field)
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+
+
+def apply_model(samples: "SampleCollection", model: "Model | str | None" = None, label_field: str = "predictions",
+                store_logits: bool = True, batch_size: int | None = None, num_workers: int | None = None,
+                skip_failures: bool = True, progress: bool = True) -> int:
+    """Write ``Classification`` predictions (label, softmax confidence, and logits) into ``label_field``.
+
+    Returns the number of samples predicted; unreadable images get no prediction.
+    """
+    model = resolve_model(model)
+    if not model.has_logits:
+        raise ValueError(f"model {model.name!r} is not a classifier")
+    ids, paths = samples.values("id"), samples.values("filepath")
+    classes = model.classes
+    preds: dict[str, Classification] = {}
+
+    def keep(batch: Batch) -> None:
+        logits = np.asarray(model.predict_batch(batch.arrays), dtype=np.float64)
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        top = p.argmax(axis=1)
+        for k, lg, t, conf in zip(batch.keys, logits, top, p[np.arange(len(top)), top]):
+            label = classes[t] if classes else str(int(t))
+            preds[k] = Classification(label, confidence=float(conf), logits=lg if store_logits else None)
+
+    _run_model(model, _sample_units(model, ids, paths), batch_size, num_workers, skip_failures, progress, keep,
+               "predicting")
+    if preds:
+        samples._dataset._set_values_by_id(label_field, ids, [preds.get(i) for i in ids])
+    return len(preds)
+
+
+# ---------------------------------------------------------------------------------------------- user arrays
+
+
+def get_embeddings(samples: "SampleCollection", embeddings_field: str) -> np.ndarray:
+    """Stored embeddings of ``samples`` in view order (objects, for a patches set); missing rows are NaN."""
+    store = embedding_set(samples._dataset, embeddings_field)
+    meta = store.meta
+    keys = samples.to_patches(meta["patches_field"]).values("id") if meta.get("kind") == "patches" \
+        and not samples._is_patches else samples.values("id")
+    matrix, found = store.get(keys)
+    matrix[~found] = np.nan
+    return matrix
+
+
+def set_embeddings(samples: "SampleCollection", embeddings_field: str, embeddings: Any,
+                   model_name: str = "user") -> None:
+    """Store a user-supplied ``[N, D]`` array (view order) as embeddings; checked before anything is written."""
+    ids = samples.values("id")
+    store = embedding_set(samples._dataset, embeddings_field)
+    dim = store.meta.get("dim") if store.exists else None
+    matrix = check_matrix(embeddings, len(ids), dim)
+    fingerprint = f"user:{model_name}"
+    if store.exists:
+        store.check_compatible(fingerprint, matrix.shape[1])
+    else:
+        store.create({"model": model_name, "fingerprint": fingerprint, "config": {}, "dim": int(matrix.shape[1]),
+                      "kind": "patches" if samples._is_patches else "samples",
+                      "patches_field": samples._query().patches_field, "count": 0})
+    store.append(ids, matrix, np.zeros((len(ids), 2), np.int64))
+    store.consolidate()

@@ -1,0 +1,107 @@
+"""Decode and preprocess in threads while the model runs: the loop every embedding job shares.
+
+A job is a list of work units; each unit is one image file that yields one or more preprocessed arrays
+(one for a sample, one per object for patches), each with a key. Units are prepared by a thread pool a
+few batches ahead of the model, so the model never waits on decoding and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..utils import default_workers
+
+
+@dataclass
+class Unit:
+    """One image to read: ``prepare()`` returns one array per key in ``keys``."""
+
+    keys: list[str]
+    filepath: str
+    prepare: Callable[[], list[np.ndarray]]
+
+
+@dataclass
+class Batch:
+    keys: list[str]
+    arrays: np.ndarray
+    stamps: np.ndarray  # (mtime_ns, size) of each key's file, to notice changed files later
+
+
+@dataclass
+class Failures:
+    """Units that could not be read, by key: message naming the file."""
+
+    by_key: dict[str, str] = field(default_factory=dict)
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def batches(units: Sequence[Unit], batch_size: int, num_workers: int | None, skip_failures: bool,
+            failures: Failures, desc: str = "embedding", progress: bool = True) -> Iterator[Batch]:
+    """Yield stacked batches of prepared arrays in unit order; failed units are recorded or raised."""
+    workers = num_workers or default_workers()
+    ahead = max(2 * batch_size, 4 * workers)  # units in flight: enough to hide decoding, bounded memory
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embedlens-decode")
+    pending: deque[tuple[Unit, Future]] = deque()
+    todo = iter(units)
+
+    def fill() -> None:
+        while len(pending) < ahead:
+            unit = next(todo, None)
+            if unit is None:
+                return
+            pending.append((unit, pool.submit(_run, unit)))
+
+    keys: list[str] = []
+    arrays: list[np.ndarray] = []
+    stamps: list[tuple[int, int]] = []
+    n_keys = sum(len(u.keys) for u in units)
+    bar = tqdm(total=n_keys, desc=desc, unit="img", disable=not progress, smoothing=0.1)
+    started = time.perf_counter()
+    try:
+        fill()
+        while pending:
+            unit, fut = pending.popleft()
+            fill()
+            try:
+                out, stamp = fut.result()
+                if len(out) != len(unit.keys):
+                    raise ValueError(f"{unit.filepath}: prepared {len(out)} arrays for {len(unit.keys)} keys")
+            except Exception as e:
+                if not skip_failures:
+                    raise
+                for k in unit.keys:
+                    failures.by_key[k] = str(e)
+                bar.update(len(unit.keys))
+                continue
+            keys += unit.keys
+            arrays += out
+            stamps += [stamp] * len(out)
+            while len(keys) >= batch_size:
+                yield Batch(keys[:batch_size], np.stack(arrays[:batch_size]), np.asarray(stamps[:batch_size]))
+                bar.update(batch_size)
+                del keys[:batch_size], arrays[:batch_size], stamps[:batch_size]
+                bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - started, 1e-9):.0f} img/s", refresh=False)
+        if keys:
+            yield Batch(keys, np.stack(arrays), np.asarray(stamps))
+            bar.update(len(keys))
+    finally:
+        bar.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run(unit: Unit) -> tuple[list[np.ndarray], tuple[int, int]]:
+    out = unit.prepare()  # first, so a missing file fails with the image reader's message
+    return out, file_stamp(unit.filepath)
