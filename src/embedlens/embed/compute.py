@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..core.labels import Classification
-from ..images import load_image
 from .pipeline import Batch, Failures, Unit, batches
 from .store import EmbeddingSet, check_matrix
 
@@ -45,14 +44,14 @@ def _default_batch_size(model: "Model") -> int:
 def _run_model(model: "Model", units: Sequence[Unit], batch_size: int | None, num_workers: int | None,
                skip_failures: bool, progress: bool, on_batch, desc: str) -> Failures:
     failures = Failures()
-    for batch in batches(units, batch_size or _default_batch_size(model), num_workers, skip_failures, failures,
+    for batch in batches(model, units, batch_size or _default_batch_size(model), num_workers, skip_failures, failures,
                          desc=desc, progress=progress):
         on_batch(batch)
     return failures
 
 
-def _sample_units(model: "Model", ids: list[str], paths: list[str]) -> list[Unit]:
-    return [Unit([i], p, (lambda p=p: [model.prepare(p)])) for i, p in zip(ids, paths)]
+def _sample_units(ids: list[str], paths: list[str]) -> list[Unit]:
+    return [Unit([i], p) for i, p in zip(ids, paths)]
 
 
 def compute_embeddings(samples: "SampleCollection", model: "Model | str | None" = None,
@@ -69,15 +68,15 @@ def compute_embeddings(samples: "SampleCollection", model: "Model | str | None" 
     """
     if samples._is_patches:
         raise ValueError("this is a patches view: use compute_patch_embeddings(model, patches_field)")
-    model = resolve_model(model)
+    spec, model = model, resolve_model(model)
     if not model.has_embeddings:
         raise ValueError(f"model {model.name!r} has no embeddings")
     ids, paths = samples.values("id"), samples.values("filepath")
-    return _compute(samples, model, ids, _sample_units, paths, embeddings_field, batch_size, num_workers,
+    return _compute(samples, model, spec, ids, _sample_units, paths, embeddings_field, batch_size, num_workers,
                     skip_failures, progress, overwrite, engine, engine_kwargs, kind="samples", patches_field=None)
 
 
-def _compute(samples, model, keys, make_units, unit_args, embeddings_field, batch_size, num_workers,
+def _compute(samples, model, spec, keys, make_units, unit_args, embeddings_field, batch_size, num_workers,
              skip_failures, progress, overwrite, engine, engine_kwargs, kind, patches_field) -> np.ndarray:
     dataset = samples._dataset
     store = None
@@ -91,22 +90,23 @@ def _compute(samples, model, keys, make_units, unit_args, embeddings_field, batc
         else:
             store.create({"model": model.name, "fingerprint": model.fingerprint, "config": model.config,
                           "dim": model.embedding_dim, "kind": kind, "patches_field": patches_field, "count": 0})
-    units = make_units(model, *_subset(keys, unit_args, todo_mask, kind))
+    units = make_units(*_subset(keys, unit_args, todo_mask, kind))
     out: dict[str, np.ndarray] = {}
 
-    def keep(batch: Batch) -> None:
-        rows = check_matrix(model.embed_batch(batch.arrays), len(batch.keys), what=f"{model.name} output")
+    def keep(keys: list[str], rows: np.ndarray, stamps: np.ndarray) -> None:
+        rows = check_matrix(rows, len(keys), what=f"{model.name} output")
         if store is not None:
-            store.append(batch.keys, rows, batch.stamps)
+            store.append(keys, rows, stamps)
         else:
-            out.update(zip(batch.keys, rows))
+            out.update(zip(keys, rows))
 
     if engine == "local":
-        failures = _run_model(model, units, batch_size, num_workers, skip_failures, progress, keep, "embedding")
+        failures = _run_model(model, units, batch_size, num_workers, skip_failures, progress,
+                              lambda b: keep(b.keys, model.embed_batch(b.arrays), b.stamps), "embedding")
     elif engine == "ray":
         from .ray_engine import run_ray
 
-        failures = run_ray(model, units, batch_size or _default_batch_size(model), skip_failures, keep,
+        failures = run_ray(spec, units, batch_size or _default_batch_size(model), skip_failures, keep,
                            progress=progress, **engine_kwargs)
     else:
         raise ValueError(f"unknown engine {engine!r}: 'local' or 'ray'")
@@ -172,21 +172,6 @@ def _record_errors(samples: "SampleCollection", ids: list[str], failures: Failur
 # ---------------------------------------------------------------------------------------------- patches
 
 
-def crop_box(img, box: Sequence[float], alpha: float, force_square: bool):
-    """The image region of a relative ``[x, y, w, h]`` box, padded by ``alpha`` of its size per side."""
-    W, H = img.size
-    x, y, w, h = box[0] * W, box[1] * H, box[2] * W, box[3] * H
-    cx, cy = x + w / 2, y + h / 2
-    w, h = w * (1 + 2 * alpha), h * (1 + 2 * alpha)
-    if force_square:
-        w = h = max(w, h)
-    left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
-    right, bottom = min(W, round(cx + w / 2)), min(H, round(cy + h / 2))
-    if right <= left or bottom <= top:
-        right, bottom = min(W, left + 1), min(H, top + 1)
-    return img.crop((left, top, right, bottom))
-
-
 def compute_patch_embeddings(samples: "SampleCollection", model: "Model | str | None", patches_field: str,
                              embeddings_field: str | None = None, alpha: float = 0.1, force_square: bool = True,
                              batch_size: int | None = None, num_workers: int | None = None,
@@ -197,7 +182,7 @@ def compute_patch_embeddings(samples: "SampleCollection", model: "Model | str | 
     Returns float32 ``[num_objects, D]`` in the order of ``samples.to_patches(patches_field)``; stored rows
     (with ``embeddings_field``) are keyed by label id. Each image is decoded once for all its objects.
     """
-    model = resolve_model(model)
+    spec, model = model, resolve_model(model)
     patches = samples.to_patches(patches_field)
     label_ids = patches.values("id")
     sample_ids = patches.values("sample_id")
@@ -210,18 +195,15 @@ def compute_patch_embeddings(samples: "SampleCollection", model: "Model | str | 
         by_sample.setdefault(sid, (path, []))[1].append((lid, box))
     unit_args = {"by_sample": by_sample, "paths_by_key": dict(zip(label_ids, paths))}
 
-    def make_units(model, by_sample, wanted):
+    def make_units(by_sample, wanted):
         units = []
-        for sid, (path, objs) in by_sample.items():
+        for path, objs in by_sample.values():
             objs = [(lid, box) for lid, box in objs if lid in wanted]
             if objs:
-                def prepare(path=path, objs=objs):
-                    img = load_image(path)
-                    return [model.preprocess(crop_box(img, box, alpha, force_square)) for _, box in objs]
-                units.append(Unit([lid for lid, _ in objs], path, prepare))
+                units.append(Unit([lid for lid, _ in objs], path, [box for _, box in objs], alpha, force_square))
         return units
 
-    return _compute(samples, model, label_ids, make_units, unit_args, embeddings_field, batch_size, num_workers,
+    return _compute(samples, model, spec, label_ids, make_units, unit_args, embeddings_field, batch_size, num_workers,
                     skip_failures, progress, overwrite, engine, engine_kwargs, kind="patches",
                     patches_field=patches_field)
 
@@ -253,7 +235,7 @@ def apply_model(samples: "SampleCollection", model: "Model | str | None" = None,
             label = classes[t] if classes else str(int(t))
             preds[k] = Classification(label, confidence=float(conf), logits=lg if store_logits else None)
 
-    _run_model(model, _sample_units(model, ids, paths), batch_size, num_workers, skip_failures, progress, keep,
+    _run_model(model, _sample_units(ids, paths), batch_size, num_workers, skip_failures, progress, keep,
                "predicting")
     if preds:
         samples._dataset._set_values_by_id(label_field, ids, [preds.get(i) for i in ids])

@@ -12,21 +12,54 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..images import load_image
 from ..utils import default_workers
+
+if TYPE_CHECKING:
+    from ..models import Model
 
 
 @dataclass
 class Unit:
-    """One image to read: ``prepare()`` returns one array per key in ``keys``."""
+    """One image to read. Without ``boxes`` it yields one array (key ``keys[0]``); with relative
+    ``[x, y, w, h]`` boxes, one array per box, cropped with ``alpha`` padding, square if ``force_square``."""
 
     keys: list[str]
     filepath: str
-    prepare: Callable[[], list[np.ndarray]]
+    boxes: list[list[float]] | None = None
+    alpha: float = 0.1
+    force_square: bool = True
+
+
+def crop_box(img, box: Sequence[float], alpha: float, force_square: bool):
+    """The image region of a relative ``[x, y, w, h]`` box, padded by ``alpha`` of its size per side."""
+    W, H = img.size
+    x, y, w, h = box[0] * W, box[1] * H, box[2] * W, box[3] * H
+    cx, cy = x + w / 2, y + h / 2
+    w, h = w * (1 + 2 * alpha), h * (1 + 2 * alpha)
+    if force_square:
+        w = h = max(w, h)
+    left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
+    right, bottom = min(W, round(cx + w / 2)), min(H, round(cy + h / 2))
+    if right <= left or bottom <= top:  # a degenerate box still gives a pixel, not a crash
+        right, bottom = min(W, left + 1), min(H, top + 1)
+    return img.crop((left, top, right, bottom))
+
+
+def prepare_unit(model: "Model", unit: Unit) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Decode the unit's image once and preprocess it (or each of its crops); thread-safe."""
+    if unit.boxes is None:
+        out = [model.prepare(unit.filepath)]
+    else:
+        img = load_image(unit.filepath)
+        out = [model.preprocess(crop_box(img, b, unit.alpha, unit.force_square)) for b in unit.boxes]
+    # stamped after reading, so a missing file fails with the image reader's message
+    return out, file_stamp(unit.filepath)
 
 
 @dataclass
@@ -48,7 +81,7 @@ def file_stamp(path: str) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
-def batches(units: Sequence[Unit], batch_size: int, num_workers: int | None, skip_failures: bool,
+def batches(model: "Model", units: Sequence[Unit], batch_size: int, num_workers: int | None, skip_failures: bool,
             failures: Failures, desc: str = "embedding", progress: bool = True) -> Iterator[Batch]:
     """Yield stacked batches of prepared arrays in unit order; failed units are recorded or raised."""
     workers = num_workers or default_workers()
@@ -62,7 +95,7 @@ def batches(units: Sequence[Unit], batch_size: int, num_workers: int | None, ski
             unit = next(todo, None)
             if unit is None:
                 return
-            pending.append((unit, pool.submit(_run, unit)))
+            pending.append((unit, pool.submit(prepare_unit, model, unit)))
 
     keys: list[str] = []
     arrays: list[np.ndarray] = []
@@ -100,8 +133,3 @@ def batches(units: Sequence[Unit], batch_size: int, num_workers: int | None, ski
     finally:
         bar.close()
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _run(unit: Unit) -> tuple[list[np.ndarray], tuple[int, int]]:
-    out = unit.prepare()  # first, so a missing file fails with the image reader's message
-    return out, file_stamp(unit.filepath)
