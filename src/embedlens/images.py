@@ -62,22 +62,47 @@ def load_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
         raise ImageError(f"corrupt image {path}: {e}") from None
 
 
+_JPEG_EOI = b"\xff\xd9"
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Width and height (after EXIF rotation), channels, size in bytes and MIME type; checks the file's integrity."""
+    """Width and height (after EXIF rotation), channels, size in bytes and MIME type of a whole image.
+
+    Also the integrity check every importer relies on. Pillow's ``verify()`` does nothing for JPEG (a
+    file cut off half way passes), and since Pillow 11 ``getexif()`` decodes a PNG, after which
+    ``verify()`` refuses to run. So a JPEG ending in its end-of-image marker is taken as whole, and any
+    other file is decoded once.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, unreadable or corrupt; the message names it.
+    """
     img = _open(path)
     try:
         with img:
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
             channels = len(img.getbands())
             mime = Image.MIME.get(img.format or "", "application/octet-stream")
-            img.verify()
-    except (OSError, ValueError, SyntaxError) as e:
+            if not (img.format == "JPEG" and _ends_with_eoi(path)):
+                img.load()
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"corrupt image {path}: {e}") from None
+    if orientation in _ROTATED:
+        width, height = height, width
     return {"width": width, "height": height, "channels": channels,
             "size_bytes": os.stat(path).st_size, "mime_type": mime}
+
+
+def _ends_with_eoi(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read()
+    # some writers pad the file with zeros or a newline after the marker
+    return tail.rstrip(b"\x00\r\n ").endswith(_JPEG_EOI)
 
 
 def make_thumbnail(path: str | os.PathLike, dest: str | os.PathLike, size: int = THUMBNAIL_SIZE) -> Path:

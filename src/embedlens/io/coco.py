@@ -237,7 +237,7 @@ def write_coco(collection: Any, export_dir: Path, *, label_field: str, media: st
     doc = {"info": {"description": f"exported by embedlens from dataset {collection.dataset_name!r}"},
            "licenses": [], "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in cat_ids.items()],
            "images": images, "annotations": annotations}
-    prepare_dir(export_dir, overwrite, filepaths)
+    prepare_dir(export_dir, overwrite, filepaths, keep=[collection._dataset.path])
     written = []
     if media is not None:
         dests = [export_dir / "data" / n for n in names]

@@ -104,7 +104,7 @@ def write_tree(collection: Any, export_dir: Path, *, label_field: str, media: st
         if why:
             raise ValueError(f"cannot export sample {sid!r} into a classification tree: {why}")
     check_sources(filepaths)
-    prepare_dir(export_dir, overwrite, filepaths)
+    prepare_dir(export_dir, overwrite, filepaths, keep=[collection._dataset.path])
     names = unique_names(filepaths, ids, labels)
     dests = [export_dir / lab / name for lab, name in zip(labels, names)]
     transfer(list(zip(filepaths, dests)), media, progress)

@@ -33,22 +33,30 @@ def check_sources(filepaths: Sequence[str]) -> None:
         raise ValueError(f"cannot export: image file not found: {missing[0]}{more}")
 
 
-def prepare_dir(export_dir: Path, overwrite: bool, sources: Sequence[str]) -> None:
+def prepare_dir(export_dir: Path, overwrite: bool, sources: Sequence[str], keep: Sequence[Path] = ()) -> None:
     """Create ``export_dir``; a non-empty one is replaced only with ``overwrite``.
 
-    Replacing deletes the folder, so it refuses when the folder holds any of the images being exported.
+    Replacing deletes the folder, so it refuses when the folder is a file-system root or the home
+    folder, or holds any of the images being exported or a folder in ``keep`` (the dataset's own).
     """
     if export_dir.exists() and not export_dir.is_dir():
         raise ValueError(f"cannot export to {export_dir}: it is a file, not a folder")
     if export_dir.is_dir() and any(export_dir.iterdir()):
         if not overwrite:
             raise ValueError(f"export folder {export_dir} is not empty; pass overwrite=True to replace it")
-        root = os.path.realpath(export_dir)
-        inside = next((p for p in sources if os.path.realpath(p).startswith(root + os.sep)), None)
-        if inside is not None:
-            raise ValueError(f"refusing to overwrite {export_dir}: it holds {inside}, an image being exported")
+        _check_deletable(export_dir, sources, keep)
         shutil.rmtree(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_deletable(folder: Path, sources: Sequence[str], keep: Sequence[Path]) -> None:
+    root = os.path.realpath(folder)
+    if root in (os.path.realpath(Path.home()), os.path.realpath(Path(root).anchor)):
+        raise ValueError(f"refusing to overwrite {folder}: it is the home folder or a file-system root")
+    prefix = root.rstrip(os.sep) + os.sep
+    inside = next((str(p) for p in [*keep, *sources] if os.path.realpath(p).startswith(prefix)), None)
+    if inside is not None:
+        raise ValueError(f"refusing to overwrite {folder}: it holds {inside}, which the export reads")
 
 
 def unique_names(filepaths: Sequence[str], ids: Sequence[str], groups: Sequence[str] | None = None) -> list[str]:
