@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 import embedlens as el
-from embedlens.zoo import list_sample_datasets, load_sample_dataset, staged_dataset
+from embedlens.images import read_metadata
+from embedlens import staged_dataset
+from embedlens.zoo import list_sample_datasets, load_sample_dataset
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +23,23 @@ def digits_source() -> tuple[np.ndarray, np.ndarray]:
     return d.images, d.target
 
 
+@pytest.fixture(scope="module")
+def built_digits(tmp_path_factory) -> tuple[el.Dataset, Path]:
+    """One build of ``digits`` shared by the tests that only read it (its own home)."""
+    home = tmp_path_factory.mktemp("digits_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        return load_sample_dataset("digits", progress=False), home
+
+
 def _stored_pixels(path: str) -> np.ndarray:
     with Image.open(path) as img:
         assert img.mode == "L"
         return np.asarray(img)
+
+
+def _tree_samples(root: Path) -> list[el.Sample]:
+    return [el.Sample(p, ground_truth=el.Classification(p.parent.name)) for p in sorted(root.glob("*/*.png"))]
 
 
 def _check_split(ds: el.Dataset, labels: np.ndarray) -> None:
@@ -42,9 +57,9 @@ def test_names() -> None:
     assert list_sample_datasets() == ["digits", "mnist"]
 
 
-def test_digits_counts_labels_split_and_layout(digits_source, embedlens_home: Path) -> None:
+def test_digits_counts_labels_split_and_layout(digits_source, built_digits) -> None:
     images, target = digits_source
-    ds = load_sample_dataset("digits", progress=False)
+    ds, home = built_digits
     assert ds.name == "digits" and ds.persistent
     assert len(ds) == 1797
     assert ds.count_values("ground_truth.label") == {str(k): int(n) for k, n in enumerate(np.bincount(target))}
@@ -54,19 +69,25 @@ def test_digits_counts_labels_split_and_layout(digits_source, embedlens_home: Pa
     index, labels, tags, paths = (ds.values(p) for p in ("index", "ground_truth.label", "tags", "filepath"))
     assert sorted(index) == list(range(1797))
     assert all(lab == str(target[i]) for i, lab in zip(index, labels))
-    root = embedlens_home / "sample-data" / "digits"
+    root = home / "sample-data" / "digits"
     assert all(p == str(root / t[0] / lab / f"{i:05d}.png") for p, t, lab, i in zip(paths, tags, labels, index))
+    # The split is the documented one, so results are comparable across machines.
+    from sklearn.model_selection import train_test_split
+
+    _, test_rows = train_test_split(np.arange(1797), test_size=0.2, stratify=target, random_state=51)
+    assert {i for i, t in zip(index, tags) if t == ["test"]} == set(test_rows.tolist())
 
 
-def test_digits_pixels_and_metadata_match_source(digits_source) -> None:
+def test_digits_pixels_and_metadata_match_source(digits_source, built_digits) -> None:
     images, _ = digits_source
-    ds = load_sample_dataset("digits", progress=False)
+    ds, _ = built_digits
     for s in ds.take(25, seed=0):
         expected = np.round(images[s.index] * 255 / 16).astype(np.uint8)
         assert np.array_equal(_stored_pixels(s.filepath), expected)
         with Image.open(s.filepath) as img:
             assert dict(s.metadata) == {"width": img.width, "height": img.height, "channels": len(img.getbands()),
                                         "size_bytes": os.path.getsize(s.filepath), "mime_type": "image/png"}
+        assert dict(s.metadata) == read_metadata(s.filepath)  # what compute_metadata() would have stored
     meta = ds.values("metadata")
     assert {(m["width"], m["height"], m["channels"], m["mime_type"]) for m in meta} == {(8, 8, 1, "image/png")}
 
@@ -117,7 +138,7 @@ def test_unknown_name_lists_available() -> None:
 
 
 def test_user_dataset_of_same_name_is_not_taken_for_the_sample(digits_tree: Path) -> None:
-    el.Dataset.from_dir(digits_tree, "classification-tree", name="digits")
+    el.Dataset("digits").add_samples(_tree_samples(digits_tree))
     with pytest.raises(ValueError, match="not the built-in sample dataset"):
         load_sample_dataset("digits", progress=False)
     assert len(el.load_dataset("digits")) == 100  # untouched
@@ -138,7 +159,7 @@ def test_staged_dataset_replaces_only_on_success(digits_tree: Path) -> None:
     ids = ds.values("id")
     with pytest.raises(RuntimeError, match="half way"):
         with staged_dataset("digits", overwrite=True) as scratch:
-            scratch.add_dir(digits_tree, "classification-tree", progress=False)
+            scratch.add_samples(_tree_samples(digits_tree))
             raise RuntimeError("killed half way")
     assert el.list_datasets() == ["digits"]
     assert el.load_dataset("digits").values("id") == ids
@@ -147,7 +168,7 @@ def test_staged_dataset_replaces_only_on_success(digits_tree: Path) -> None:
         with staged_dataset("digits"):
             pass
     with staged_dataset("digits", overwrite=True) as scratch:
-        scratch.add_dir(digits_tree, "classification-tree", progress=False)
+        scratch.add_samples(_tree_samples(digits_tree))
     assert el.list_datasets() == ["digits"]
     assert len(el.load_dataset("digits")) == 100 and el.load_dataset("digits").persistent
 
@@ -166,3 +187,17 @@ def test_mnist(embedlens_home: Path) -> None:
         assert np.array_equal(_stored_pixels(s.filepath), x[s.index].reshape(28, 28).astype(np.uint8))
         assert (s.metadata.width, s.metadata.height) == (28, 28)
     assert el.list_datasets() == ["mnist"]
+
+
+def test_abandoned_scratch_images_are_cleaned_up(embedlens_home: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = embedlens_home / "sample-data" / f".digits.partial-{int(dead.stdout)}-abcdef12"
+    (abandoned / "train" / "0").mkdir(parents=True)
+    live = embedlens_home / "sample-data" / f".digits.partial-{os.getpid()}-abcdef12"
+    live.mkdir()
+    load_sample_dataset("digits", progress=False)
+    assert not abandoned.exists()
+    assert live.exists()  # a build of this (live) process is left alone

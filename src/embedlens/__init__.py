@@ -13,12 +13,16 @@ from .core.labels import Classification, Detection, Detections, Label
 from .core.query import UnknownFieldError
 from .core.sample import Sample
 from .core.view import DatasetView
+from .core.dataset import staged_dataset
 from .images import ImageError
+from .models import DEFAULT_MODEL, feature_extractor, from_torch, list_models, load_model
+from .zoo import list_sample_datasets, load_sample_dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Classification", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES", "ImageError",
-    "Label", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset", "home",
-    "list_datasets", "load_dataset",
+    "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
+    "ImageError", "Label", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
+    "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",
+    "load_dataset", "load_model", "load_sample_dataset", "staged_dataset",
 ]

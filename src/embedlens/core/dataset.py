@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import home
 from .collection import SampleCollection
@@ -23,6 +24,7 @@ from .sample import Sample
 from .view import DatasetView
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_RESERVED = {"sample-data", "exports", "models"}  # folders of EMBEDLENS_HOME that are not datasets
 _DB_FILE = "dataset.db"
 _temporary: set[Path] = set()  # non-persistent datasets this process created; deleted at exit
 
@@ -30,6 +32,8 @@ _temporary: set[Path] = set()  # non-persistent datasets this process created; d
 def _check_dataset_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"invalid dataset name {name!r}: letters, digits, '_', '-', '.'; at most 128 characters")
+    if name in _RESERVED:
+        raise ValueError(f"{name!r} is reserved for embedlens's own files; choose another dataset name")
     return name
 
 
@@ -377,14 +381,20 @@ class Dataset(SampleCollection):
                  persistent: bool = True, overwrite: bool = False, **kwargs: Any) -> "Dataset":
         """A new dataset imported from ``dataset_dir``; see :meth:`add_dir` for ``dataset_type`` and options.
 
-        If the import fails, no dataset is left behind.
+        If the import fails, no dataset is left behind, and with ``overwrite=True`` the old dataset
+        stays as it was.
         """
-        ds = cls(name, persistent=persistent, overwrite=overwrite)
-        try:
+        if name is None:
+            ds = cls(None, persistent=persistent)
+            try:
+                ds.add_dir(dataset_dir, dataset_type, **kwargs)
+            except BaseException:
+                ds.delete()
+                raise
+            return ds
+        with staged_dataset(name, overwrite=overwrite) as ds:
             ds.add_dir(dataset_dir, dataset_type, **kwargs)
-        except BaseException:
-            ds.delete()
-            raise
+        ds.persistent = persistent
         return ds
 
     def add_dir(self, dataset_dir: str | os.PathLike, dataset_type: str, **kwargs: Any):
@@ -601,6 +611,42 @@ def delete_dataset(name: str) -> None:
     if not dataset_exists(name):
         raise ValueError(f"dataset {name!r} not found in {home()}")
     shutil.rmtree(_path(name))
+
+
+@contextlib.contextmanager
+def staged_dataset(name: str, overwrite: bool = False) -> Iterator[Dataset]:
+    """A scratch dataset that becomes ``name`` only when the ``with`` block succeeds.
+
+    On any error the scratch dataset is deleted and an existing ``name`` is left exactly as it was, so a
+    failed build or import never leaves a half-filled dataset behind. With ``overwrite=False`` an existing
+    ``name`` is an error (checked before and after the block).
+    """
+    if dataset_exists(name) and not overwrite:
+        raise ValueError(f"dataset {name!r} already exists; pass overwrite to replace it")
+    suffix = new_id()[-8:]
+    # Not persistent: if this process dies mid-build, list_datasets() removes the scratch dataset later.
+    scratch = Dataset(f"{name[:100]}.partial-{suffix}", persistent=False)
+    try:
+        yield scratch
+        _swap_into(scratch, name, overwrite, suffix)
+    except BaseException:
+        scratch.delete()
+        raise
+
+
+def _swap_into(scratch: Dataset, name: str, overwrite: bool, suffix: str) -> None:
+    """Rename ``scratch`` to ``name``; an old ``name`` is moved aside first and deleted only afterwards."""
+    old = None
+    if dataset_exists(name):
+        if not overwrite:
+            raise ValueError(f"dataset {name!r} was created by someone else meanwhile; nothing was changed")
+        old = load_dataset(name)
+        old.name = f"{name[:100]}.replaced-{suffix}"
+    scratch.name = name
+    scratch.persistent = True
+    if old is not None:
+        old.delete()
+
 
 
 @atexit.register

@@ -79,6 +79,14 @@ class Model(ABC):
             self._fingerprint = make_fingerprint(self.name, self._weights_hash(), self.config)
         return self._fingerprint
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Models holding native handles (onnxruntime sessions) pickle as "rebuild me with these
+        # settings", so a model can be shipped to worker processes (e.g. Ray) and rebuilt there.
+        kwargs = getattr(self, "_init_kwargs", None)
+        if kwargs is None:
+            return super().__reduce_ex__(protocol)
+        return (_rebuild, (type(self), kwargs))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} dim={self.embedding_dim} logits={self.has_logits}>"
 
@@ -164,6 +172,10 @@ class Model(ABC):
 
 
 # ---- helpers shared by the models ---------------------------------------------------------------------
+
+
+def _rebuild(cls: type, kwargs: dict[str, Any]) -> Model:
+    return cls(**kwargs)
 
 
 def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:

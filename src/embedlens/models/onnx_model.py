@@ -82,6 +82,9 @@ class OnnxModel(Model):
                  classes: Sequence[str] | None = None, num_threads: int | None = None,
                  providers: Sequence[str] | None = None, name: str | None = None) -> None:
         super().__init__()
+        self._init_kwargs = {"path": path, "input_size": input_size, "mean": mean, "std": std, "output": output,
+                             "logits_output": logits_output, "classes": classes, "num_threads": num_threads,
+                             "providers": providers, "name": name}
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {self.path}")
@@ -130,7 +133,7 @@ class OnnxModel(Model):
     def preprocess(self, img: Image.Image) -> np.ndarray:
         img = img.convert("RGB").resize(self.input_size, Image.BICUBIC)
         x = np.asarray(img, np.float32).transpose(2, 0, 1)
-        return x * self._scale - self._shift
+        return np.ascontiguousarray(x * self._scale - self._shift)
 
     def _run(self, arrays: np.ndarray, names: list[str]) -> list[np.ndarray]:
         x = np.ascontiguousarray(arrays, dtype=np.float32)

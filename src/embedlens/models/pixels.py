@@ -46,6 +46,15 @@ class PixelsModel(Model):
         if size is not None:
             self.embedding_dim = size[0] * size[1] * self.channels
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]  # locks do not pickle; the native size (if fixed) travels with the model
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def config(self) -> dict[str, Any]:
         return {"type": "pixels", "size": list(self.size) if self.size else "native",
@@ -63,7 +72,8 @@ class PixelsModel(Model):
                 img = img.resize(self.size, Image.BILINEAR)
         else:
             self._check_native(img.size)
-        return np.asarray(img, np.float32).reshape(-1) * np.float32(1.0 / 255.0)
+        # Divide, not multiply by 1/255: values are then exactly pixel / 255 (what users compare with).
+        return np.asarray(img, np.float32).reshape(-1) / np.float32(255.0)
 
     def _check_native(self, size: tuple[int, int]) -> None:
         if self._native_size is None:

@@ -25,7 +25,7 @@ class ResizeTransform:
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         img = img.convert("RGB").resize((self.size, self.size), Image.BICUBIC)
-        return np.asarray(img, np.float32).transpose(2, 0, 1) * np.float32(1.0 / 255.0)
+        return np.ascontiguousarray(np.asarray(img, np.float32).transpose(2, 0, 1)) / np.float32(255.0)
 
     def __repr__(self) -> str:
         return f"ResizeTransform(size={self.size})"

@@ -1,0 +1,289 @@
+"""The `embedlens` command, run in-process with Typer's CliRunner against real datasets and files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+import embedlens as el
+from embedlens.cli import DEMO_STEPS, DemoContext, app, run_demo
+from embedlens.zoo import load_sample_dataset
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, prog_name="embedlens")
+
+
+def ok(*args: str, input: str | None = None):
+    result = run(*args, input=input)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+def fails(*args: str, mentions: str) -> str:
+    """Run a command that must fail: exit status 1 and one line on stderr naming the culprit."""
+    result = run(*args)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    err = result.stderr.strip()
+    assert err.startswith("Error: ") and "\n" not in err, err
+    assert mentions in err, err
+    assert "Traceback" not in result.output
+    return err
+
+
+@pytest.fixture(scope="module")
+def prebuilt_digits(tmp_path_factory) -> el.Dataset:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(tmp_path_factory.mktemp("digits_home")))
+        return load_sample_dataset("digits", progress=False)
+
+
+@pytest.fixture
+def digits(prebuilt_digits: el.Dataset, embedlens_home: Path) -> el.Dataset:
+    """The digits sample dataset, built once per module and cloned into each test's home (images shared)."""
+    return prebuilt_digits.clone("digits")
+
+
+def _tree_counts(root: Path) -> dict[str, int]:
+    return {d.name: len(list(d.glob("*.png"))) for d in root.iterdir() if d.is_dir()}
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def test_datasets_list(digits) -> None:
+    el.Dataset("empty-one")
+    rows = json.loads(ok("datasets", "list", "--json").stdout)
+    assert rows == [{"name": "digits", "count": 1797, "persistent": True},
+                    {"name": "empty-one", "count": 0, "persistent": True}]
+    lines = ok("datasets", "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SAMPLES", "PERSISTENT"]
+    assert lines[1].split() == ["digits", "1797", "yes"]
+    assert lines[2].split() == ["empty-one", "0", "yes"]
+
+
+def test_datasets_list_when_empty() -> None:
+    assert json.loads(ok("datasets", "list", "--json").stdout) == []
+    assert "No datasets" in ok("datasets", "list").stdout
+
+
+def test_datasets_info(digits) -> None:
+    digits.save_view("test-threes", digits.match_tags("test").match(el.F("ground_truth.label") == "3"))
+    info = json.loads(ok("datasets", "info", "digits", "--json").stdout)
+    assert info["name"] == "digits" and info["count"] == 1797 and info["persistent"] is True
+    assert info["fields"]["ground_truth"] == "Classification" and info["fields"]["index"] == "int"
+    assert info["tags"] == {"test": 360, "train": 1437}
+    assert info["saved_views"] == ["test-threes"]
+    assert info["info"]["classes"]["ground_truth"] == [str(d) for d in range(10)]
+
+    text = ok("datasets", "info", "digits").stdout
+    assert "Num samples: 1797" in text and "ground_truth: Classification" in text
+    assert "Saved views: test-threes" in text
+    fails("datasets", "info", "nope", mentions="'nope' not found")
+
+
+def test_datasets_rename(digits) -> None:
+    ids = digits.values("id")
+    assert "'digits' to 'handwriting'" in ok("datasets", "rename", "digits", "handwriting").stdout
+    assert el.list_datasets() == ["handwriting"]
+    assert el.load_dataset("handwriting").values("id") == ids
+    el.Dataset("other")
+    fails("datasets", "rename", "handwriting", "other", mentions="'other'")
+    fails("datasets", "rename", "handwriting", "bad name", mentions="invalid dataset name 'bad name'")
+    fails("datasets", "rename", "missing", "x", mentions="'missing' not found")
+    assert el.list_datasets() == ["handwriting", "other"]
+
+
+def test_datasets_delete(digits, prebuilt_digits) -> None:
+    declined = run("datasets", "delete", "digits", input="n\n")
+    assert declined.exit_code == 1 and el.list_datasets() == ["digits"]
+    paths = digits.values("filepath")
+    ok("datasets", "delete", "digits", input="y\n")
+    assert el.list_datasets() == []
+    assert all(Path(p).exists() for p in paths)  # the images are not the dataset's to delete
+    prebuilt_digits.clone("digits")
+    assert "Deleted dataset 'digits' (1797 samples)" in ok("datasets", "delete", "digits", "--yes").stdout
+    assert el.list_datasets() == []
+    fails("datasets", "delete", "digits", "--yes", mentions="'digits' not found")
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+
+def test_import_classification_tree(digits_tree: Path) -> None:
+    out = json.loads(ok("import", "tree", digits_tree, "--type", "classification-tree", "--tags", "a, b",
+                        "--no-progress", "--json").stdout)
+    assert out == {"dataset": "tree", "imported": 100, "skipped": 0, "errors": [], "count": 100}
+    ds = el.load_dataset("tree")
+    assert ds.count_values("ground_truth.label") == _tree_counts(digits_tree)
+    assert ds.count_sample_tags() == {"a": 100, "b": 100}
+    assert el.list_datasets() == ["tree"]  # no scratch dataset left behind
+
+
+def test_import_append_and_overwrite(digits_tree: Path) -> None:
+    text = ok("import", "tree", digits_tree, "-t", "classification-tree", "--no-progress").stdout
+    assert "Imported 100 samples into 'tree'" in text
+    fails("import", "tree", digits_tree, "-t", "classification-tree", mentions="--append")
+    ok("import", "tree", digits_tree, "-t", "classification-tree", "--append", "--tags", "second", "--no-progress")
+    ds = el.load_dataset("tree")
+    assert len(ds) == 200 and ds.count_sample_tags() == {"second": 100}
+    ok("import", "tree", digits_tree, "-t", "classification-tree", "--overwrite", "--label-field", "truth",
+       "--no-progress")
+    ds = el.load_dataset("tree")
+    assert len(ds) == 100 and ds.count_values("truth.label") == _tree_counts(digits_tree)
+    assert el.list_datasets() == ["tree"]
+
+
+def test_import_errors_name_the_culprit(digits_tree: Path, tmp_path: Path) -> None:
+    fails("import", "x", tmp_path / "missing", "--type", "classification-tree", mentions=str(tmp_path / "missing"))
+    fails("import", "x", digits_tree, "--type", "bogus", mentions="'bogus'")
+    fails("import", "x", digits_tree, "--type", "classification-tree", "--label-columns", "a",
+          mentions="--label-columns applies to --type csv")
+    fails("import", "x", digits_tree, "--type", "coco", mentions="labels.json")
+    fails("import", "x", digits_tree, "-t", "classification-tree", "--append", mentions="'x' not found")
+    fails("import", "bad name", digits_tree, "-t", "classification-tree", mentions="'bad name'")
+    assert el.list_datasets() == []
+
+
+def test_import_corrupt_image(digits_tree: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(digits_tree, tree)
+    bad = tree / "3" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+
+    ok("import", "tree", digits_tree, "-t", "classification-tree", "--no-progress")
+    ids = el.load_dataset("tree").values("id")
+    # A failed replacement leaves the old dataset exactly as it was.
+    fails("import", "tree", tree, "-t", "classification-tree", "--overwrite", "--no-progress",
+          mentions="broken.png")
+    assert el.load_dataset("tree").values("id") == ids
+    assert el.list_datasets() == ["tree"]
+
+    out = json.loads(ok("import", "skipping", tree, "-t", "classification-tree", "--skip-failures", "--json",
+                        "--no-progress").stdout)
+    assert (out["imported"], out["skipped"], out["count"]) == (100, 1, 100)
+    assert any("broken.png" in e["item"] for e in out["errors"])
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def test_export_classification_tree_of_tagged_samples(digits, tmp_path: Path) -> None:
+    out = tmp_path / "test-split"
+    text = ok("export", "digits", out, "--type", "classification-tree", "--tags", "test", "--no-progress").stdout
+    assert "Exported 360 samples of 'digits'" in text and "360 files written" in text
+    expected = Counter(digits.match_tags("test").values("ground_truth.label"))
+    assert _tree_counts(out) == dict(expected)
+
+    fails("export", "digits", out, "--type", "classification-tree", mentions="--overwrite")
+    report = json.loads(ok("export", "digits", out, "-t", "classification-tree", "--tags", "train", "--overwrite",
+                           "--media", "symlink", "--no-progress", "--json").stdout)
+    assert report["samples"] == report["files"] == 1437
+    assert sum(_tree_counts(out).values()) == 1437
+    assert all(p.is_symlink() for p in out.glob("*/*.png"))
+
+
+def test_export_csv(digits, tmp_path: Path) -> None:
+    table = tmp_path / "digits.csv"
+    report = json.loads(ok("export", "digits", table, "--type", "csv", "--media", "none", "--json",
+                           "--no-progress").stdout)
+    assert report["samples"] == 1797 and table.exists()
+    lines = table.read_text().splitlines()
+    assert len(lines) == 1798 and "filepath" in lines[0]
+
+    # The table imports back: same labels, tags and index values.
+    out = json.loads(ok("import", "again", table, "--type", "csv", "--label-columns", "ground_truth", "--json",
+                        "--no-progress").stdout)
+    assert out["imported"] == 1797
+    again = el.load_dataset("again")
+    assert again.count_values("ground_truth.label") == digits.count_values("ground_truth.label")
+    assert again.count_sample_tags() == digits.count_sample_tags()
+    assert sorted(again.values("index")) == list(range(1797))
+
+
+def test_export_errors(digits, tmp_path: Path) -> None:
+    fails("export", "nope", tmp_path / "a", "--type", "csv", mentions="'nope' not found")
+    fails("export", "digits", tmp_path / "a", "--type", "parquet", mentions="'parquet'")
+    fails("export", "digits", tmp_path / "a", "-t", "classification-tree", "--media", "hardlink",
+          mentions="'hardlink'")
+    fails("export", "digits", tmp_path / "a", "-t", "classification-tree", "--tags", "nope", mentions="nope")
+    fails("export", "digits", tmp_path / "a", "-t", "coco", mentions="Detections")
+    assert not (tmp_path / "a").exists()
+
+
+# ---------------------------------------------------------------------------------------------- sample data, help
+
+
+def test_sample_data(digits) -> None:
+    assert ok("sample-data").stdout.split() == ["digits", "mnist"]
+    # Building is tested in test_zoo.py and by the demo; here the command opens the existing dataset.
+    text = ok("sample-data", "digits", "--no-progress").stdout
+    assert "Name:        digits" in text and "Num samples: 1797" in text
+    assert el.list_datasets() == ["digits"]
+    fails("sample-data", "cifar", mentions="'cifar'")
+
+
+def _command_paths(cmd: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, sub in getattr(cmd, "commands", {}).items():  # Typer's groups are not always click.Group
+        paths += _command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_every_command_has_help_with_examples() -> None:
+    root = typer.main.get_command(app)
+    paths = _command_paths(root)
+    assert {" ".join(p) for p in paths} >= {"", "datasets", "datasets list", "datasets info", "datasets delete",
+                                              "datasets rename", "import", "export", "sample-data", "demo"}
+    for path in paths:
+        result = ok(*path, "--help")
+        assert "Usage: embedlens" in result.stdout
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        if not hasattr(cmd, "commands"):
+            assert "Examples:" in result.stdout, path
+            assert f"embedlens {' '.join(path)}" in result.stdout, path
+
+
+def test_version() -> None:
+    assert ok("--version").stdout.strip() == f"embedlens {el.__version__}"
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_steps_can_be_extended(digits) -> None:
+    lines: list[str] = []
+    extra = ("Count the samples", lambda ctx: ctx.echo(f"  {len(ctx.ds)} samples"))
+    ctx = run_demo(DemoContext("digits", progress=False, echo=lines.append), [DEMO_STEPS[0], extra])
+    assert ctx.ds.name == "digits"
+    assert "[2/2] Count the samples" in "\n".join(lines) and "  1797 samples" in lines
+
+
+def test_demo_end_to_end(embedlens_home: Path) -> None:
+    first = ok("demo", "--no-progress").stdout
+    for k, (title, _) in enumerate(DEMO_STEPS, 1):
+        assert f"[{k}/{len(DEMO_STEPS)}] {title}" in first
+    assert "Num samples: 5000" in first and "built it now" in first
+    assert "0: 500  1: 500  2: 500" in first
+    assert "wrote 1000 files" in first
+
+    export = embedlens_home / "exports" / "mnist-test"
+    assert _tree_counts(export) == {str(d): 100 for d in range(10)}
+    ds = el.load_dataset("mnist")
+    assert ds.count_sample_tags() == {"train": 4000, "test": 1000, "demo-pick": 5}
+    assert ds.load_saved_view("test-threes").count() == 100
+
+    # A second run reuses everything and changes nothing it did not own.
+    second = ok("demo", "--no-progress").stdout
+    assert "reused the stored dataset" in second and "wrote 1000 files" in second
+    assert el.load_dataset("mnist").count_sample_tags()["demo-pick"] == 5
+    assert el.list_datasets() == ["mnist"]
