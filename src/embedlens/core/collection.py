@@ -295,6 +295,19 @@ class SampleCollection:
     def sort_by(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> "DatasetView":
         return self._view(Q.SortBy(field_or_expr, reverse))
 
+    def sort_by_similarity(self, query: Any, k: int | None = None, reverse: bool = False,
+                           dist_field: str | None = None, brain_key: str | None = None) -> "DatasetView":
+        """The samples most similar to ``query`` first (``reverse``: least similar first), as in FiftyOne.
+
+        ``query`` is a sample or label id, a list of ids (their mean embedding), an embedding vector, or an
+        image path (embedded with the index's model). ``k`` keeps the best ``k``; ``dist_field`` adds each
+        match's distance as a field of the view. Only this collection's members are returned.
+        ``brain_key`` names the similarity index (optional when the dataset has exactly one).
+        """
+        from ..brain.similarity import sort_by_similarity
+
+        return sort_by_similarity(self, query, k=k, reverse=reverse, dist_field=dist_field, brain_key=brain_key)
+
     def shuffle(self, seed: int | None = None) -> "DatasetView":
         return self._view(Q.Shuffle(seed))
 

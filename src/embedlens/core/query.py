@@ -114,8 +114,12 @@ class Query:
             params += [-1 if self.limit is None else self.limit, self.offset]
         return sql, params
 
-    def _wrap(self, replace: dict[str, tuple[str, list]] | None = None) -> "Query":
-        """This query as the source of a new one, keeping its rows' order in a column."""
+    def _wrap(self, replace: dict[str, tuple[str, list]] | None = None,
+              extra: dict[str, tuple[str, list]] | None = None) -> "Query":
+        """This query as the source of a new one, keeping its rows' order in a column.
+
+        ``replace`` computes existing columns anew; ``extra`` adds columns.
+        """
         replace = replace or {}
         parts, params = [], []
         for c in self.columns:
@@ -124,7 +128,10 @@ class Query:
                 params += replace[c][1]
             else:
                 parts.append(f"t.{_q(c)}")
-        columns = list(self.columns)
+        for name, (sql, p) in (extra or {}).items():
+            parts.append(f"{sql} AS {_q(name)}")
+            params += p
+        columns = [*self.columns, *(extra or {})]
         order_col = self.order_col
         if self.order:
             self._n += 1
@@ -154,14 +161,20 @@ class Query:
         q.order.insert(0, (sql, params))
         return q
 
-    def join_ids(self, ids: list[str]) -> "Query":
-        """Keep only ``ids``, in the order given."""
+    def join_ids(self, ids: list[str], values: list[Any] | None = None, field: str | None = None) -> "Query":
+        """Keep only ``ids``, in the order given; with ``field``, ``values[i]`` becomes that column of ``ids[i]``."""
         q = self._filterable()
         q._n += 1
         alias = f"_sel{q._n}"
         q.source += f" JOIN json_each(?) AS {alias} ON {alias}.value = t.id"
         q.params.append(dumps(ids))
         q.order = [(f"{alias}.key", [])]
+        if field is not None:
+            check_name(field)
+            if field in q.schema:
+                raise ValueError(f"field {field!r} exists; choose another name for the new column")
+            q = q._wrap(extra={field: (f"json_extract(?, '$[' || {alias}.key || ']')", [dumps(values)])})
+            q.schema = {**q.schema, field: "float"}
         return q
 
     def replace_column(self, name: str, sql: str, params: list) -> "Query":
@@ -267,6 +280,28 @@ class Select(Stage):
         if self.kwargs["ordered"]:
             return q.join_ids(ids)
         return q.add_where("t.id IN (SELECT value FROM json_each(?))", [dumps(ids)])
+
+
+class SortBySimilarity(Stage):
+    """The result of a similarity query, kept as data: the matched ids in order and their distances.
+
+    The search itself runs once, when the stage is made (see ``sort_by_similarity``); a saved view
+    replays the same ids without the index.
+    """
+
+    def __init__(self, query: Any, ids: Sequence[str], distances: Sequence[float], k: int | None = None,
+                 reverse: bool = False, dist_field: str | None = None, brain_key: str | None = None) -> None:
+        super().__init__(query=query, ids=list(ids), distances=[float(d) for d in distances], k=k, reverse=reverse,
+                         dist_field=dist_field, brain_key=brain_key)
+
+    def apply(self, q: Query) -> Query:
+        kw = self.kwargs
+        return q.join_ids(kw["ids"], kw["distances"], kw["dist_field"])
+
+    def __repr__(self) -> str:
+        kw = self.kwargs
+        return (f"SortBySimilarity(query={_short(kw['query'])}, k={kw['k']}, reverse={kw['reverse']}, "
+                f"brain_key={kw['brain_key']!r}, {len(kw['ids'])} matches)")
 
 
 class Exclude(Stage):
@@ -382,5 +417,5 @@ def _count(n: Any, what: str) -> int:
 
 
 STAGES: dict[str, type[Stage]] = {c.__name__: c for c in (
-    Match, Exists, MatchTags, Select, Exclude, SortBy, Shuffle, Limit, Skip, Take, FilterLabels, ToPatches,
+    Match, Exists, MatchTags, Select, SortBySimilarity, Exclude, SortBy, Shuffle, Limit, Skip, Take, FilterLabels, ToPatches,
     SelectFields)}
