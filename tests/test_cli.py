@@ -13,7 +13,8 @@ import typer.main
 from typer.testing import CliRunner
 
 import embedlens as el
-from embedlens.cli import DEMO_STEPS, DemoContext, app, run_demo
+from embedlens.cli import app
+from embedlens.demo import DEMO_STEPS, DemoContext, run_demo
 from embedlens.zoo import load_sample_dataset
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -22,6 +21,7 @@ from .config import home
 from .core.query import UnknownFieldError
 from .images import ImageError
 from .core.dataset import staged_dataset
+from .demo import DemoContext, run_demo
 from .zoo import list_sample_datasets, load_sample_dataset, sample_data_dir
 
 IMPORT_TYPES = ("classification-tree", "image-folder", "coco", "csv")
@@ -84,11 +84,6 @@ def _emit_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-def _q(text: str) -> str:
-    """``text`` as a double-quoted Python string literal, for the code lines the demo prints."""
-    return json.dumps(text)
-
-
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
     """``"a, b,c"`` -> ``["a", "b", "c"]``; None stays None."""
     if value is None:
@@ -100,15 +95,6 @@ def _check_choice(value: str, choices: Any, option: str) -> str:
     if value not in choices:
         raise _fail(f"unknown {option} {value!r}; one of: {', '.join(choices)}")
     return value
-
-
-def _files_written(result: dict[str, Any], out: Path) -> int:
-    """Files an export wrote: its own list when it returns one, else what is now under ``out``."""
-    if isinstance(result.get("paths"), list):
-        return len(result["paths"])
-    if out.is_dir():
-        return sum(1 for p in out.rglob("*") if p.is_file() or p.is_symlink())
-    return int(out.exists())
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -359,7 +345,7 @@ def export(
                              f"tags: {', '.join(ds.count_sample_tags()) or 'none'}")
         result = collection.export(out, dataset_type, label_field=label_field, export_media=MEDIA_MODES[media],
                                    overwrite=overwrite, progress=progress)
-    files = _files_written(result, out)
+    files = len(result["paths"])
     if as_json:
         _emit_json({"dataset": name, "export_dir": str(out), "type": dataset_type, "samples": count,
                     "files": files, "result": result})
@@ -404,111 +390,6 @@ def sample_data(
         ds = load_sample_dataset(name, overwrite=overwrite, progress=progress)
     typer.echo(repr(ds))
     typer.echo(f"Images:      {sample_data_dir(name)}")
-
-
-# ---------------------------------------------------------------------------------------------- demo
-
-
-@dataclass
-class DemoContext:
-    """What the demo steps share: the dataset they work on and what earlier steps produced."""
-
-    sample_name: str
-    progress: bool
-    echo: Callable[[str], None] = typer.echo
-    dataset: Optional[el.Dataset] = None
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def show(self, code: str, result: Any = None) -> None:
-        """Print a line of Python the step ran, then what it returned (indented)."""
-        self.echo(f"  >>> {code}")
-        if result is not None:
-            for line in str(result).splitlines():
-                self.echo(f"  {line}")
-
-    @property
-    def ds(self) -> el.Dataset:
-        if self.dataset is None:
-            raise ValueError("the demo's first step must load a dataset")
-        return self.dataset
-
-
-DemoStep = Callable[[DemoContext], None]
-DEMO_VIEW = "test-threes"
-DEMO_TAG = "demo-pick"
-
-
-def _demo_load(ctx: DemoContext) -> None:
-    existed = el.dataset_exists(ctx.sample_name)
-    ctx.dataset = load_sample_dataset(ctx.sample_name, progress=ctx.progress)
-    ctx.show(f"ds = el.load_sample_dataset({_q(ctx.sample_name)})", ctx.ds)
-    ctx.echo(f"  ({'reused the stored dataset' if existed else 'built it now; later runs reuse it'})")
-
-
-def _demo_class_counts(ctx: DemoContext) -> None:
-    counts = ctx.ds.count_values("ground_truth.label")
-    ctx.results["class_counts"] = counts
-    ctx.show('ds.count_values("ground_truth.label")',
-             "  ".join(f"{k}: {counts[k]}" for k in sorted(counts, key=str)))
-
-
-def _demo_view(ctx: DemoContext) -> None:
-    view = ctx.ds.match_tags("test").match(el.F("ground_truth.label") == "3").sort_by("index")
-    ctx.results["view"] = view
-    ctx.show('view = ds.match_tags("test").match(el.F("ground_truth.label") == "3").sort_by("index")')
-    ctx.show("len(view)", len(view))
-    ctx.show('view.values("index")[:5]', view.limit(5).values("index"))
-
-
-def _demo_tag(ctx: DemoContext) -> None:
-    picked = ctx.results["view"].take(5, seed=51)
-    picked.tag_samples(DEMO_TAG)
-    ctx.show(f"view.take(5, seed=51).tag_samples({_q(DEMO_TAG)})")
-    ctx.show("ds.count_sample_tags()", ctx.ds.count_sample_tags())
-
-
-def _demo_save_view(ctx: DemoContext) -> None:
-    ctx.ds.save_view(DEMO_VIEW, ctx.results["view"], overwrite=True)
-    ctx.show(f"ds.save_view({_q(DEMO_VIEW)}, view)")
-    ctx.show(f"ds.load_saved_view({_q(DEMO_VIEW)}).count()", ctx.ds.load_saved_view(DEMO_VIEW).count())
-
-
-def _demo_export(ctx: DemoContext) -> None:
-    out = home() / "exports" / f"{ctx.sample_name}-test"
-    result = ctx.ds.match_tags("test").export(out, "classification-tree", label_field="ground_truth",
-                                              export_media="copy", overwrite=True, progress=ctx.progress)
-    files = _files_written(result, out)
-    ctx.results["export_dir"], ctx.results["export_files"] = out, files
-    ctx.show(f'ds.match_tags("test").export({_q(str(out))}, "classification-tree")')
-    ctx.echo(f"  wrote {files} files: one folder per class")
-
-
-def _demo_where(ctx: DemoContext) -> None:
-    ctx.echo(f"  dataset:  {ctx.ds.path}")
-    ctx.echo(f"  images:   {sample_data_dir(ctx.sample_name)}")
-    ctx.echo(f"  export:   {ctx.results['export_dir']}")
-    ctx.echo(f"  Python:   ds = el.load_dataset({_q(ctx.ds.name)})")
-    ctx.echo(f"  Next:     embedlens datasets info {ctx.ds.name}")
-
-
-# Later features append steps here (embed -> visualize -> duplicates -> mistakes -> app).
-DEMO_STEPS: list[tuple[str, DemoStep]] = [
-    ("Load the built-in sample dataset", _demo_load),
-    ("Count the classes", _demo_class_counts),
-    ("Make a view: test-split 3s, sorted", _demo_view),
-    ("Tag a few samples", _demo_tag),
-    ("Save the view", _demo_save_view),
-    ("Export the test split as a class tree", _demo_export),
-    ("Where the data lives", _demo_where),
-]
-
-
-def run_demo(ctx: DemoContext, steps: list[tuple[str, DemoStep]] = DEMO_STEPS) -> DemoContext:
-    """Run ``steps`` in order, numbering each; returns the context with what they produced."""
-    for k, (title, step) in enumerate(steps, 1):
-        ctx.echo(f"\n[{k}/{len(steps)}] {title}")
-        step(ctx)
-    return ctx
 
 
 @app.command("demo")

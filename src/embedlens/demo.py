@@ -1,0 +1,140 @@
+"""``embedlens demo``: the main job on a built-in dataset, as a list of small steps.
+
+Each step prints the Python it ran and what came back, so the demo doubles as a tutorial. Later
+features add a step to ``DEMO_STEPS``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import embedlens as el
+
+from .config import home
+from .zoo import load_sample_dataset, sample_data_dir
+
+
+def _q(text: str) -> str:
+    """``text`` as a double-quoted Python string literal, for the code lines the demo prints."""
+    return json.dumps(text)
+
+
+@dataclass
+class DemoContext:
+    """What the demo steps share: the dataset they work on and what earlier steps produced."""
+
+    sample_name: str
+    progress: bool
+    echo: Callable[[str], None] = print
+    dataset: Optional[el.Dataset] = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def show(self, code: str, result: Any = None) -> None:
+        """Print a line of Python the step ran, then what it returned (indented)."""
+        self.echo(f"  >>> {code}")
+        if result is not None:
+            for line in str(result).splitlines():
+                self.echo(f"  {line}")
+
+    @property
+    def ds(self) -> el.Dataset:
+        if self.dataset is None:
+            raise ValueError("the demo's first step must load a dataset")
+        return self.dataset
+
+
+DemoStep = Callable[[DemoContext], None]
+DEMO_VIEW = "test-threes"
+DEMO_TAG = "demo-pick"
+
+
+def _demo_load(ctx: DemoContext) -> None:
+    existed = el.dataset_exists(ctx.sample_name)
+    ctx.dataset = load_sample_dataset(ctx.sample_name, progress=ctx.progress)
+    ctx.show(f"ds = el.load_sample_dataset({_q(ctx.sample_name)})", ctx.ds)
+    ctx.echo(f"  ({'reused the stored dataset' if existed else 'built it now; later runs reuse it'})")
+
+
+def _demo_class_counts(ctx: DemoContext) -> None:
+    counts = ctx.ds.count_values("ground_truth.label")
+    ctx.results["class_counts"] = counts
+    ctx.show('ds.count_values("ground_truth.label")',
+             "  ".join(f"{k}: {counts[k]}" for k in sorted(counts, key=str)))
+
+
+def _demo_view(ctx: DemoContext) -> None:
+    view = ctx.ds.match_tags("test").match(el.F("ground_truth.label") == "3").sort_by("index")
+    ctx.results["view"] = view
+    ctx.show('view = ds.match_tags("test").match(el.F("ground_truth.label") == "3").sort_by("index")')
+    ctx.show("len(view)", len(view))
+    ctx.show('view.values("index")[:5]', view.limit(5).values("index"))
+
+
+def _demo_tag(ctx: DemoContext) -> None:
+    picked = ctx.results["view"].take(5, seed=51)
+    picked.tag_samples(DEMO_TAG)
+    ctx.show(f"view.take(5, seed=51).tag_samples({_q(DEMO_TAG)})")
+    ctx.show("ds.count_sample_tags()", ctx.ds.count_sample_tags())
+
+
+def _demo_save_view(ctx: DemoContext) -> None:
+    ctx.ds.save_view(DEMO_VIEW, ctx.results["view"], overwrite=True)
+    ctx.show(f"ds.save_view({_q(DEMO_VIEW)}, view)")
+    ctx.show(f"ds.load_saved_view({_q(DEMO_VIEW)}).count()", ctx.ds.load_saved_view(DEMO_VIEW).count())
+
+
+def _demo_export(ctx: DemoContext) -> None:
+    out = home() / "exports" / f"{ctx.sample_name}-test"
+    result = ctx.ds.match_tags("test").export(out, "classification-tree", label_field="ground_truth",
+                                              export_media="copy", overwrite=True, progress=ctx.progress)
+    files = len(result["paths"])
+    ctx.results["export_dir"], ctx.results["export_files"] = out, files
+    ctx.show(f'ds.match_tags("test").export({_q(str(out))}, "classification-tree")')
+    ctx.echo(f"  wrote {files} files: one folder per class")
+
+
+def _demo_embed(ctx: DemoContext) -> None:
+    field = "efficientnet"
+    stored = field in ctx.ds.list_embeddings() and ctx.ds.get_embeddings_info(field).get("count", 0)
+    start = time.perf_counter()
+    emb = ctx.ds.compute_embeddings(el.DEFAULT_MODEL, embeddings_field=field, progress=ctx.progress)
+    seconds = time.perf_counter() - start
+    ctx.results["embeddings_field"] = field
+    ctx.show(f"emb = ds.compute_embeddings({_q(el.DEFAULT_MODEL)}, embeddings_field={_q(field)})")
+    ctx.show("emb.shape, emb.dtype", f"{emb.shape}, {emb.dtype}")
+    if stored:
+        ctx.echo(f"  reused {stored} stored rows; computed only what was missing ({seconds:.1f} s)")
+    else:
+        ctx.echo(f"  {len(emb) / seconds:.0f} images/s on this machine ({seconds:.1f} s, incl. model load)")
+
+
+def _demo_where(ctx: DemoContext) -> None:
+    ctx.echo(f"  dataset:  {ctx.ds.path}")
+    ctx.echo(f"  images:   {sample_data_dir(ctx.sample_name)}")
+    ctx.echo(f"  export:   {ctx.results['export_dir']}")
+    ctx.echo(f"  Python:   ds = el.load_dataset({_q(ctx.ds.name)})")
+    ctx.echo(f"  Next:     embedlens datasets info {ctx.ds.name}")
+
+
+# Later features append steps here (embed -> visualize -> duplicates -> mistakes -> app).
+DEMO_STEPS: list[tuple[str, DemoStep]] = [
+    ("Load the built-in sample dataset", _demo_load),
+    ("Count the classes", _demo_class_counts),
+    ("Make a view: test-split 3s, sorted", _demo_view),
+    ("Tag a few samples", _demo_tag),
+    ("Save the view", _demo_save_view),
+    ("Export the test split as a class tree", _demo_export),
+    ("Embed every image with EfficientNet-Lite0", _demo_embed),
+    ("Where the data lives", _demo_where),
+]
+
+
+def run_demo(ctx: DemoContext, steps: list[tuple[str, DemoStep]] = DEMO_STEPS) -> DemoContext:
+    """Run ``steps`` in order, numbering each; returns the context with what they produced."""
+    for k, (title, step) in enumerate(steps, 1):
+        ctx.echo(f"\n[{k}/{len(steps)}] {title}")
+        step(ctx)
+    return ctx
