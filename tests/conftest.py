@@ -9,10 +9,17 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One ONNX export per test session instead of one per test (an export takes ~15 s here)."""
+    return tmp_path_factory.mktemp("model_cache")
+
+
 @pytest.fixture(autouse=True)
-def embedlens_home(tmp_path_factory, monkeypatch) -> Path:
+def embedlens_home(tmp_path_factory, monkeypatch, model_cache) -> Path:
     home = tmp_path_factory.mktemp("embedlens_home")
     monkeypatch.setenv("EMBEDLENS_HOME", str(home))
+    monkeypatch.setenv("EMBEDLENS_MODEL_CACHE", str(model_cache))
     return home
 
 

@@ -110,14 +110,15 @@ def test_fingerprint_stable_and_distinct(onnx_model, torch_model):
     assert torch_model.config["normalize"] == "(x - 127) / 128"
 
 
-def test_onnx_cache_reused_and_complete(onnx_model, onnx_cache, embedlens_home):
+def test_onnx_cache_reused_and_complete(onnx_model, onnx_cache, embedlens_home, monkeypatch):
     path = onnx_model.onnx_path
     assert path == onnx_cache / f"{onnx_model.fingerprint}.onnx"
     before = path.stat().st_mtime_ns
     again = load_model(DEFAULT_MODEL, backend="onnx", cache_dir=onnx_cache)
     assert again.onnx_path == path and path.stat().st_mtime_ns == before
     assert sorted(p.name for p in onnx_cache.iterdir()) == [path.name]  # no temp files left behind
-    # The default cache is $EMBEDLENS_HOME/models; a file already there is used as is.
+    # Without $EMBEDLENS_MODEL_CACHE the cache is $EMBEDLENS_HOME/models; a file already there is used as is.
+    monkeypatch.delenv("EMBEDLENS_MODEL_CACHE")
     home_copy = embedlens_home / "models" / path.name
     home_copy.parent.mkdir()
     home_copy.write_bytes(path.read_bytes())

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ..config import home
+from ..config import model_cache
 from .base import Model, atomic_target, hash_file
 from .base import num_threads as resolve_threads
 from .onnx_model import make_session, onnxruntime_available
@@ -246,7 +246,7 @@ class EfficientNetLite(Model):
         if backend == "torch":
             self._init_torch(device, _threads)
         else:
-            cache = Path(cache_dir) if cache_dir is not None else home() / "models"
+            cache = Path(cache_dir) if cache_dir is not None else model_cache()
             self._init_onnx(cache / f"{self.fingerprint}.onnx", _threads, providers)
 
     # ---- description -------------------------------------------------------------------------------
