@@ -355,7 +355,32 @@ class SampleCollection:
                            f"{sql}", params)
         finally:
             db.execute("DETACH DATABASE clone_target")
+        self._copy_embeddings_to(new)
         return new
+
+    def _copy_embeddings_to(self, new: "Dataset") -> None:
+        """A clone keeps the embeddings of its samples (objects), so nothing is computed twice."""
+        import shutil
+
+        from ..embed.store import EmbeddingSet
+
+        src_root = self._dataset.arrays_dir / "embeddings"
+        if not src_root.exists():
+            return
+        sample_ids = set(new.values("id"))
+        label_ids: dict[str, set[str]] = {}
+        for name in self._dataset.list_embeddings():
+            dst = new.arrays_dir / "embeddings" / name
+            shutil.copytree(src_root / name, dst)
+            meta = EmbeddingSet(dst).meta
+            keep = sample_ids
+            if meta.get("kind") == "patches":
+                field = meta.get("patches_field")
+                if field not in label_ids:
+                    label_ids[field] = set(new.to_patches(field).values("id")) if field in new.get_field_schema() \
+                        else set()
+                keep = label_ids[field]
+            EmbeddingSet(dst).consolidate(keep_ids=keep)
 
     def export(self, export_dir: str | os.PathLike, dataset_type: str, label_field: str | None = None,
                **kwargs: Any) -> dict[str, Any]:

@@ -238,7 +238,11 @@ def apply_model(samples: "SampleCollection", model: "Model | str | None" = None,
     _run_model(model, _sample_units(ids, paths), batch_size, num_workers, skip_failures, progress, keep,
                "predicting")
     if preds:
-        samples._dataset._set_values_by_id(label_field, ids, [preds.get(i) for i in ids])
+        dataset = samples._dataset
+        dataset._set_values_by_id(label_field, ids, [preds.get(i) for i in ids])
+        if classes:  # the logits' columns, for mistakenness and hardness later
+            dataset.info.setdefault("classes", {})[label_field] = list(classes)
+            dataset.save()
     return len(preds)
 
 
