@@ -58,9 +58,9 @@ def compute_mistakenness(samples: "SampleCollection", pred_field: str, label_fie
     confidence, first within each class (``classwise``), then across classes, at IoU >= ``iou``. Each
     ground-truth object gets ``mistakenness`` (the confidence of a matched prediction of *another* class:
     the label is likely wrong) and ``mistakenness_loc`` (``confidence * (1 - IoU)`` of the best
-    same-class prediction: the box is likely misplaced); a ground-truth object that no prediction touches
-    gets ``possible_spurious``; a prediction with confidence >= 0.5 that touches no ground truth gets
-    ``possible_missing`` (and is copied into ``label_field`` with ``copy_missing``). Per sample:
+    same-class prediction: the box is likely misplaced); an unmatched ground-truth object that no unmatched
+    prediction touches (IoU >= 0.1) gets ``possible_spurious``; an unmatched prediction with confidence
+    >= 0.5 that touches no unmatched ground truth gets ``possible_missing`` (and is copied into ``label_field`` with ``copy_missing``). Per sample:
     ``mistakenness_field`` = max over its objects, ``missing_field`` / ``spurious_field`` = counts.
 
     The run's brain key is ``mistakenness_field``; deleting it deletes the sample fields it wrote.
@@ -227,6 +227,8 @@ def _detection(samples, pred_field, label_field, field, missing_field, spurious_
                     np.array([p.bounding_box for p in preds], float).reshape(-1, 4))
         matched = _match(gts, preds, iou, classwise)
         scores, spurious = [], 0
+        free_preds = [j for j in range(len(preds)) if j not in set(matched.values())]
+        free_gts = [i for i in range(len(gts)) if i not in matched]
         for i, g in enumerate(gts):
             mist, loc = 0.0, 0.0
             if i in matched:
@@ -240,7 +242,9 @@ def _detection(samples, pred_field, label_field, field, missing_field, spurious_
                 if m[i, j] >= TOUCH_IOU:
                     conf = 1.0 if preds[j].confidence is None else preds[j].confidence
                     loc = conf * (1.0 - m[i, j])
-            lonely = not preds or m[i].max() < TOUCH_IOU
+            # an unmatched object that no unmatched prediction touches: nothing explains it (a prediction
+            # already matched to a neighbouring object does not)
+            lonely = i not in matched and not any(m[i, j] >= TOUCH_IOU for j in free_preds)
             spurious += lonely
             gt_attrs["mistakenness"][g.id] = mist
             gt_attrs["mistakenness_loc"][g.id] = loc
@@ -249,7 +253,7 @@ def _detection(samples, pred_field, label_field, field, missing_field, spurious_
         matched_preds = set(matched.values())
         missing = 0
         for j, p in enumerate(preds):
-            touches = len(gts) > 0 and m[:, j].max() >= TOUCH_IOU
+            touches = any(m[i, j] >= TOUCH_IOU for i in free_gts)
             flag = j not in matched_preds and not touches and (p.confidence or 0.0) >= MISSING_CONFIDENCE
             missing_ids[p.id] = bool(flag)
             if flag:
