@@ -4,8 +4,16 @@ Every method takes ``embeddings=`` (an array or a stored set's name) or ``model=
 with ``patches_field``, on objects, and records a brain run under ``brain_key``.
 """
 
+from .hardness import HardnessResults, compute_hardness
+from .mistakenness import MistakennessResults, compute_mistakenness
 from .neighbors import KnnGraph, knn_graph
+from .predictions import PredictionResults, compute_predictions
+from .proposals import ProposalResults, propose_labels
 from .runs import BrainResults
 from .source import EmbeddingSource, resolve_embeddings
 
-__all__ = ["BrainResults", "EmbeddingSource", "KnnGraph", "knn_graph", "resolve_embeddings"]
+__all__ = [
+    "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
+    "ProposalResults", "compute_hardness", "compute_mistakenness", "compute_predictions", "knn_graph",
+    "propose_labels", "resolve_embeddings",
+]
