@@ -11,9 +11,10 @@ from .predictions import PredictionResults, compute_predictions
 from .proposals import ProposalResults, propose_labels
 from .runs import BrainResults
 from .source import EmbeddingSource, resolve_embeddings
+from .visualization import VisualizationResults, compute_visualization
 
 __all__ = [
     "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
-    "ProposalResults", "compute_hardness", "compute_mistakenness", "compute_predictions", "knn_graph",
-    "propose_labels", "resolve_embeddings",
+    "ProposalResults", "VisualizationResults", "compute_hardness", "compute_mistakenness", "compute_predictions",
+    "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings",
 ]

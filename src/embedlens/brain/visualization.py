@@ -1,0 +1,798 @@
+"""Lay embeddings out in 2-D or 3-D: UMAP, t-SNE, PCA, supervised LDA, or points you bring.
+
+:func:`compute_visualization` mirrors ``fiftyone.brain.compute_visualization``. UMAP and t-SNE read the
+shared kNN graph of the embeddings (:meth:`EmbeddingSource.graph`) instead of searching neighbours again,
+so a later uniqueness or duplicates run on the same embeddings reuses the same graph. The points come back
+as :class:`VisualizationResults`, stored as a float32 ``.npy`` array under the run's ``brain_key``.
+
+>>> import embedlens as el
+>>> from embedlens.brain.visualization import compute_visualization
+>>> ds = el.load_sample_dataset("digits")
+>>> ds.compute_embeddings("pixels", embeddings_field="pixels")
+>>> results = compute_visualization(ds, embeddings="pixels", brain_key="img_viz", seed=51)
+>>> results.visualize(labels="ground_truth.label")    # an interactive plotly Figure
+
+Numba. umap-learn compiles its numba kernels on the first call in every new process (~7 s here), because
+only one of them is declared ``cache=True``. Before the first UMAP run embedlens switches on numba's
+on-disk cache for the module-level kernels of ``umap.umap_``, ``umap.layouts``, ``umap.utils``,
+``umap.spectral`` and ``umap.distances``, so later processes load the machine code instead of compiling
+it again (the results are bit-for-bit the same). The cache lives where numba would put it for a ``cache=True`` function:
+``$NUMBA_CACHE_DIR`` if set, else umap's ``__pycache__`` folder if writable, else
+``$EMBEDLENS_HOME/.cache/numba``. Set ``EMBEDLENS_NUMBA_CACHE=0`` to turn this off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import time
+import warnings
+from numbers import Number
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..core.expressions import ViewExpression
+from ..core.query import UnknownFieldError
+from .runs import BrainResults, check_new_key, register_type
+from .source import resolve_embeddings
+
+if TYPE_CHECKING:
+    from ..core.collection import SampleCollection
+
+METHODS = ("umap", "tsne", "pca", "lda", "manual")
+DEFAULT_METRIC = "cosine"
+# Keys a caller may not pass through **method_kwargs because embedlens sets them from its own arguments.
+_RESERVED = {
+    "umap": ("n_components", "random_state", "precomputed_knn"),
+    "tsne": ("n_components", "random_state", "neighbors"),
+    "pca": ("n_components", "random_state"),
+    "lda": ("n_components",),
+    "manual": (),
+}
+_LABEL_TYPES = ("Classification", "Detection")
+_BOOL_OPS = {"==", "!=", "<", "<=", ">", ">=", "&", "|", "~", "is_in", "contains", "exists"}
+
+
+# ---------------------------------------------------------------------------------------------- compute
+
+
+def compute_visualization(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
+                          patches_field: str | None = None, method: str = "umap", num_dims: int = 2,
+                          brain_key: str | None = None, seed: int | None = None, overwrite: bool = False,
+                          embeddings_field: str | None = None, labels_field: str | None = None,
+                          points: Any = None, progress: bool = True, **method_kwargs: Any) -> "VisualizationResults":
+    """Low-dimensional points for the samples (or, with ``patches_field``, the objects) of a collection.
+
+    Parameters
+    ----------
+    samples:
+        A dataset or a sample view. Its order is the order of the points.
+    embeddings:
+        An ``[N, D]`` array in view order (``N`` objects with ``patches_field``), or the name of a stored
+        embeddings set. Otherwise they are computed with ``model`` (see :func:`resolve_embeddings`).
+    model, embeddings_field, progress:
+        As in :func:`embedlens.brain.resolve_embeddings`: the model to embed with (default
+        EfficientNet-Lite0), where to store/reuse its embeddings, and whether to show progress bars.
+    patches_field:
+        A ``Detections`` field: one point per object; results are keyed by the objects' label ids.
+    method:
+        ``"umap"`` (default, umap-learn), ``"tsne"`` (openTSNE), ``"pca"`` (scikit-learn), ``"lda"``
+        (supervised linear discriminant analysis, needs ``labels_field``) or ``"manual"`` (``points``).
+    num_dims:
+        2 or 3.
+    brain_key:
+        Store the results under this key (``dataset.load_brain_results(brain_key)`` loads them).
+    seed:
+        Makes the points reproducible bit for bit. For UMAP a seed also means a single-threaded layout
+        (umap-learn's parallel layout is not deterministic); ``seed=None`` is faster on many cores.
+    overwrite:
+        Replace an existing run of the same ``brain_key``; without it an existing key is an error,
+        raised before any work is done.
+    labels_field:
+        For ``method="lda"``: the class of each row, e.g. ``"ground_truth"`` (a ``Classification``
+        field: its ``label``), or a str/int field. With ``patches_field``: the object labels
+        (``labels_field=patches_field``). Rows without a class are laid out but not used for fitting.
+    points:
+        For ``method="manual"``: your own ``[N, num_dims]`` points in view order. Passing ``points``
+        selects ``"manual"``.
+    method_kwargs:
+        Passed to the method. UMAP: ``n_neighbors=15``, ``metric="cosine"`` (``"cosine"`` or
+        ``"euclidean"``; cosine is the default because embedding directions matter more than their
+        lengths), ``knn_method="auto"|"exact"|"ivf"`` (how the shared graph is built), and any other
+        ``umap.UMAP`` argument (``min_dist``, ``init``, ``n_epochs`` ...). t-SNE: ``perplexity=30``
+        (the graph has ``3 * perplexity`` neighbours), ``metric``, ``knn_method`` and any
+        ``openTSNE.TSNE`` argument. PCA: ``sklearn.decomposition.PCA`` arguments (e.g. ``whiten``).
+        LDA: ``LinearDiscriminantAnalysis`` arguments.
+
+    Returns
+    -------
+    VisualizationResults
+    """
+    method = _check_method(method, points)
+    num_dims = _check_num_dims(num_dims)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+            raise ValueError(f"seed must be None or an int in [0, 2**32), got {seed!r}")
+        seed = int(seed)
+    if points is not None and method != "manual":
+        raise ValueError(f"points= is only used with method='manual', not method={method!r}")
+    for key in _RESERVED[method]:
+        if key in method_kwargs:
+            raise ValueError(f"{key}= is set by compute_visualization() (use num_dims= / seed=), "
+                             f"do not pass it to method {method!r}")
+    if method == "lda" and not labels_field:
+        raise ValueError("method='lda' is supervised: pass labels_field= (e.g. 'ground_truth') naming each "
+                         "row's class")
+    if getattr(samples, "_is_patches", False):
+        raise ValueError("compute_visualization() takes a dataset or sample view; for one point per object "
+                         "pass the sample collection with patches_field=<Detections field>")
+    check_new_key(samples, brain_key, overwrite)
+    labels_by_key = None
+    if method == "lda":  # read the classes first, so a wrong labels_field fails before any embedding work
+        all_keys, all_sample_ids = _row_keys(samples, patches_field)
+        labels_by_key = dict(zip(all_keys, _row_values(samples, patches_field, all_keys, all_sample_ids,
+                                                       labels_field)))
+
+    started = time.perf_counter()
+    config: dict[str, Any] = {"method": method, "num_dims": num_dims, "seed": seed,
+                              "patches_field": patches_field, "embeddings_field": None, "model": None}
+    if method == "manual":
+        if embeddings is not None or model is not None:
+            raise ValueError("method='manual' takes points=, not embeddings= or model=")
+        keys, sample_ids = _row_keys(samples, patches_field)
+        out = _check_points(points, len(keys), num_dims)
+    else:
+        source = resolve_embeddings(samples, embeddings, model, patches_field, embeddings_field, progress)
+        keys, sample_ids, x = source.keys, source.sample_ids, source.matrix
+        config.update(embeddings_field=source.embeddings_field, model=source.model)
+        if method == "umap":
+            out = _umap(source, num_dims, seed, config, method_kwargs)
+        elif method == "tsne":
+            out = _tsne(source, num_dims, seed, config, method_kwargs)
+        elif method == "pca":
+            out = _pca(x, num_dims, seed, config, method_kwargs)
+        else:
+            y = [labels_by_key.get(k) for k in keys]
+            out = _lda(x, y, num_dims, config, labels_field, method_kwargs)
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    if out.shape != (len(keys), num_dims) or not np.isfinite(out).all():
+        raise RuntimeError(f"{method} produced points of shape {out.shape} with non-finite values; "
+                           "this is a bug, please report it")
+    info = {"elapsed_s": round(time.perf_counter() - started, 3)}
+    results = VisualizationResults(samples, config, keys, sample_ids, {"points": out}, None, info)
+    if brain_key:
+        results.save(brain_key, overwrite=overwrite)
+    return results
+
+
+def _check_method(method: Any, points: Any) -> str:
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"unknown visualization method {method!r}: one of {', '.join(METHODS)}")
+    method = method.lower()
+    if points is not None and method == "umap":  # the default: FiftyOne selects "manual" when points are given
+        method = "manual"
+    if method == "manual" and points is None:
+        raise ValueError("method='manual' needs points=: an [N, num_dims] array in view order")
+    return method
+
+
+def _check_num_dims(num_dims: Any) -> int:
+    if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)) or int(num_dims) not in (2, 3):
+        raise ValueError(f"num_dims must be 2 or 3, got {num_dims!r}")
+    return int(num_dims)
+
+
+def _check_points(points: Any, n_rows: int, num_dims: int) -> np.ndarray:
+    a = np.asarray(points)
+    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f"points must be a numeric array, got dtype {a.dtype}")
+    if a.shape != (n_rows, num_dims):
+        raise ValueError(f"points must have shape [{n_rows}, {num_dims}] (rows in view order, num_dims "
+                         f"columns), got {a.shape}")
+    a = a.astype(np.float32)  # checked after the cast: float64 values beyond float32's range become inf
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise ValueError(f"points has NaN or inf (or values too large for float32) in {int(bad.sum())} rows "
+                         f"(first: row {int(np.flatnonzero(bad)[0])})")
+    return a
+
+
+def _row_keys(samples: "SampleCollection", patches_field: str | None) -> tuple[list[str], list[str]]:
+    if patches_field:
+        patches = samples.to_patches(patches_field)
+        keys, sample_ids = patches.values("id"), patches.values("sample_id")
+    else:
+        keys = samples.values("id")
+        sample_ids = keys
+    if not keys:
+        raise ValueError("the collection is empty: nothing to lay out")
+    return keys, sample_ids
+
+
+def _pop_graph_args(kwargs: dict[str, Any]) -> tuple[str, str]:
+    metric = kwargs.pop("metric", DEFAULT_METRIC)
+    knn_method = kwargs.pop("knn_method", "auto")
+    return metric, knn_method
+
+
+def _graph_config(config: dict[str, Any], graph) -> None:
+    config.update(metric=graph.metric, knn_method=graph.method, knn_k=graph.k,
+                  knn_recall=None if graph.recall is None else round(float(graph.recall), 4))
+
+
+def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in kwargs.items():
+        if v is None or isinstance(v, (bool, str)) or (isinstance(v, Number) and math.isfinite(float(v))):
+            out[k] = v.item() if isinstance(v, np.generic) else v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (bool, str, int, float)) for x in v):
+            out[k] = list(v)
+        else:
+            out[k] = f"<{type(v).__name__}>"
+    return out
+
+
+def _umap(source, num_dims: int, seed: int | None, config: dict[str, Any], kwargs: dict[str, Any]) -> np.ndarray:
+    kwargs = dict(kwargs)
+    metric, knn_method = _pop_graph_args(kwargs)
+    n_neighbors = int(kwargs.pop("n_neighbors", 15))
+    if n_neighbors < 2:
+        raise ValueError(f"n_neighbors must be at least 2, got {n_neighbors}")
+    n = len(source)
+    if n < num_dims + 2:  # umap-learn's spectral initialisation needs more points than dimensions + 1
+        raise ValueError(f"UMAP to {num_dims} dimensions needs at least {num_dims + 2} points, the collection "
+                         f"has {n}")
+    # umap-learn caps n_neighbors (which counts the point itself) at n - 1 on small sets; so does the graph.
+    graph = source.graph(k=min(n_neighbors, n - 1) - 1, metric=metric, method=knn_method)
+    n_jobs = kwargs.pop("n_jobs", -1)
+    if seed is not None:
+        n_jobs = 1  # umap-learn's parallel layout is not reproducible; a seed means one thread
+    _enable_numba_cache()
+    import umap
+
+    reducer = umap.UMAP(n_neighbors=graph.k + 1, n_components=num_dims, metric=metric,
+                        precomputed_knn=(graph.indices, graph.distances, None), random_state=seed,
+                        n_jobs=n_jobs, **kwargs)
+    with warnings.catch_warnings():
+        # There is no pynndescent index to keep (transforming new points is not offered), so this is moot.
+        warnings.filterwarnings("ignore", message=r".*knn_search_index.*")
+        out = reducer.fit_transform(source.matrix)
+    config.update(n_neighbors=graph.k + 1, n_jobs=n_jobs, method_kwargs=_jsonable(kwargs))
+    _graph_config(config, graph)
+    return out
+
+
+def _tsne(source, num_dims: int, seed: int | None, config: dict[str, Any], kwargs: dict[str, Any]) -> np.ndarray:
+    kwargs = dict(kwargs)
+    metric, knn_method = _pop_graph_args(kwargs)
+    perplexity = float(kwargs.pop("perplexity", 30.0))
+    if perplexity <= 0:
+        raise ValueError(f"perplexity must be positive, got {perplexity}")
+    n = len(source)
+    if n < 4:
+        raise ValueError(f"t-SNE needs at least 4 points, the collection has {n}")
+    k = min(n - 1, int(3 * perplexity))
+    effective = min(perplexity, k / 3.0)
+    graph = source.graph(k=k, metric=metric, method=knn_method)
+    from openTSNE import TSNE
+    from openTSNE.affinity import PerplexityBasedNN
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    # openTSNE's gradients are deterministic for any thread count. Below 10k points (its Barnes-Hut regime)
+    # an iteration is so short that threads mostly wait for each other: on a busy 2-core machine 2 threads
+    # took 25 s where 1 took 7 s (digits), so they are used for larger sets only.
+    n_jobs = kwargs.pop("n_jobs", 1 if n < 10_000 else -1)
+    if num_dims == 3:
+        kwargs.setdefault("negative_gradient_method", "bh")  # the FFT method lays out 1-D or 2-D only
+    # openTSNE's own neighbour indexes leave each point out of its row; the shared graph has it in column 0.
+    knn = PrecomputedNeighbors(np.ascontiguousarray(graph.indices[:, 1:]),
+                               np.ascontiguousarray(graph.distances[:, 1:], dtype=np.float64))
+    affinities = PerplexityBasedNN(knn_index=knn, perplexity=effective, n_jobs=n_jobs)
+    tsne = TSNE(n_components=num_dims, random_state=seed, n_jobs=n_jobs, **kwargs)
+    out = np.asarray(tsne.fit(source.matrix, affinities=affinities))
+    config.update(perplexity=perplexity, effective_perplexity=round(effective, 4), n_jobs=n_jobs,
+                  method_kwargs=_jsonable(kwargs))
+    _graph_config(config, graph)
+    return out
+
+
+def _pca(x: np.ndarray, num_dims: int, seed: int | None, config: dict[str, Any],
+         kwargs: dict[str, Any]) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if min(x.shape) < num_dims:
+        raise ValueError(f"PCA to {num_dims} dimensions needs at least {num_dims} rows and columns; "
+                         f"the embeddings are {x.shape[0]} x {x.shape[1]}")
+    pca = PCA(n_components=num_dims, random_state=seed, **kwargs)
+    out = pca.fit_transform(x)
+    config.update(explained_variance_ratio=[round(float(v), 6) for v in pca.explained_variance_ratio_],
+                  method_kwargs=_jsonable(kwargs))
+    return out
+
+
+def _lda(x: np.ndarray, y: list[Any], num_dims: int, config: dict[str, Any], labels_field: str,
+         kwargs: dict[str, Any]) -> np.ndarray:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    for v in y:
+        if v is not None and not isinstance(v, (str, int, bool, np.integer, np.str_)):
+            raise ValueError(f"labels_field {labels_field!r} must give one class per row (str or int), "
+                             f"got a {type(v).__name__}")
+    known = np.array([v is not None for v in y])
+    classes = sorted({str(v) for v in y if v is not None})
+    if len(classes) < num_dims + 1:
+        raise ValueError(f"LDA to {num_dims} dimensions needs at least {num_dims + 1} classes in "
+                         f"{labels_field!r}; found {len(classes)}: {classes}")
+    if x.shape[1] < num_dims:
+        raise ValueError(f"LDA to {num_dims} dimensions needs embeddings of at least {num_dims} dimensions")
+    lda = LinearDiscriminantAnalysis(n_components=num_dims, **kwargs)
+    lda.fit(x[known], np.array([str(v) for v, k in zip(y, known) if k]))
+    out = lda.transform(x)
+    config.update(labels_field=labels_field, classes=classes, num_labelled=int(known.sum()),
+                  method_kwargs=_jsonable(kwargs))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def _row_collection(samples: "SampleCollection", patches_field: str | None) -> "SampleCollection":
+    return samples.to_patches(patches_field) if patches_field else samples
+
+
+def _values_by_id(coll: "SampleCollection", what: Any) -> dict[str, Any]:
+    """``{row id: value}`` of a field path or expression over the rows of ``coll``."""
+    if isinstance(what, ViewExpression):
+        q = coll._query()
+        sel, params = q.compile(what)
+        sql, all_params = q.sql(f"t.id, {sel}", params)
+        rows = coll._db.fetchall(sql, all_params)
+        if what.op in _BOOL_OPS:  # SQLite answers 0/1; a predicate colours as True/False classes
+            return {i: None if v is None else bool(v) for i, v in rows}
+        return dict(rows)
+    if not isinstance(what, str):
+        raise TypeError(f"expected a field path or expression, got {type(what).__name__}")
+    path = what
+    ftype = coll.get_field_schema().get(path)
+    if ftype in _LABEL_TYPES:
+        path += ".label"
+    elif ftype == "Detections":
+        raise ValueError(f"{what!r} holds many objects per sample; for one point per object compute the "
+                         f"visualization with patches_field={what!r}")
+    return dict(zip(coll.values("id"), coll.values(path)))
+
+
+def _row_values(samples: "SampleCollection", patches_field: str | None, keys: Sequence[str],
+                sample_ids: Sequence[str], what: Any) -> list[Any]:
+    """The value of ``what`` (field path or expression) for each row ``keys[i]``; None where missing.
+
+    For an object-level run, a path of the objects' field (``"ground_truth.label"``, or just
+    ``"ground_truth"``) gives each object's value; a sample-level path (``"uniqueness"``) gives the value
+    of each object's image.
+    """
+    coll = _row_collection(samples, patches_field)
+    try:
+        by_id = _values_by_id(coll, what)
+        ids = keys
+    except UnknownFieldError:
+        if not patches_field:
+            raise
+        by_id = _values_by_id(samples, what)
+        ids = sample_ids
+    return [by_id.get(k) for k in ids]
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@register_type
+class VisualizationResults(BrainResults):
+    """Points of a visualization run: ``points[i]`` is the position of row ``keys[i]``.
+
+    ``keys`` are sample ids, or label ids for an object-level run (``patches_field``), whose images are
+    ``sample_ids``. ``config`` records how the points were made (method, dimensions, seed, metric,
+    neighbours, the kNN graph's method and recall, embeddings field and model).
+    """
+
+    run_type = "visualization"
+    _array_names = ("points",)
+
+    @property
+    def points(self) -> np.ndarray:
+        """float32 ``[N, num_dims]``, in the order of :attr:`keys`."""
+        return self._arrays["points"]
+
+    @property
+    def label_ids(self) -> list[str] | None:
+        """For an object-level run, the objects' label ids (the keys); None otherwise."""
+        return self.keys if self.patches_field else None
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def num_dims(self) -> int:
+        return int(self.config["num_dims"])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def _from_stored(cls, samples, config, keys, sample_ids, arrays, key, stored):
+        points = arrays.get("points")
+        if points is None or points.shape != (len(keys), int(config["num_dims"])):
+            raise ValueError(f"brain run {key!r}: stored points have shape "
+                             f"{None if points is None else points.shape}, expected ({len(keys)}, "
+                             f"{config['num_dims']}); the run's arrays were damaged, compute it again")
+        return cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"))
+
+    # ------------------------------------------------------------------ views
+
+    def use_view(self, view: "SampleCollection", allow_missing: bool = True) -> "VisualizationResults":
+        """New results holding only the rows of ``view``, in ``view``'s order.
+
+        ``view`` is a sample view (for an object-level run: its samples' objects, after any
+        ``filter_labels``) or, for an object-level run, a patches view of the same field. Rows of ``view``
+        without a point (e.g. samples added after the run) are left out, or are an error when
+        ``allow_missing=False``.
+        """
+        if view._dataset.name != self._samples._dataset.name:
+            raise ValueError(f"the view is of dataset {view._dataset.name!r}; these results are of "
+                             f"{self._samples._dataset.name!r}")
+        pf = self.patches_field
+        view_pf = view._query().patches_field
+        if view_pf is not None:
+            if pf is None:
+                raise ValueError("these are sample-level points; pass a sample view, not a patches view")
+            if view_pf != pf:
+                raise ValueError(f"these points are objects of {pf!r}; the view has patches of {view_pf!r}")
+            ids = view.values("id")
+        else:
+            ids = view.to_patches(pf).values("id") if pf else view.values("id")
+        pos = {k: i for i, k in enumerate(self.keys)}
+        rows = np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
+        missing = len(ids) - len(rows)
+        if missing and not allow_missing:
+            first = next(i for i in ids if i not in pos)
+            raise KeyError(f"{missing} rows of the view have no point in these results (first: {first!r})")
+        if missing:
+            warnings.warn(f"{missing} of {len(ids)} rows of the view have no point and are left out",
+                          stacklevel=2)
+        return type(self)(view, self.config, [self.keys[r] for r in rows], [self.sample_ids[r] for r in rows],
+                          {"points": self.points[rows]}, None, {**self.info, "restricted_from": self.key})
+
+    # ------------------------------------------------------------------ plots
+
+    def values(self, what: Any) -> list[Any]:
+        """The value of a field path, expression, or list of values, for each point (None where missing)."""
+        if isinstance(what, (str, ViewExpression)):
+            return _row_values(self._samples, self.patches_field, self.keys, self.sample_ids, what)
+        vals = list(np.asarray(what).tolist()) if isinstance(what, np.ndarray) else list(what)
+        if len(vals) != len(self.keys):
+            raise ValueError(f"got {len(vals)} values for {len(self.keys)} points")
+        return vals
+
+    def visualize(self, labels: Any = None, sizes: Any = None, classes: Sequence[Any] | None = None,
+                  backend: str = "plotly", **kwargs: Any):
+        """A scatter plot of the points: an interactive plotly ``Figure`` (or a matplotlib ``Figure``).
+
+        Parameters
+        ----------
+        labels:
+            Colour by a field path (``"ground_truth.label"``, ``"uniqueness"``; a label field such as
+            ``"ground_truth"`` means its ``label``), an expression (``F("uniqueness") > 0.5``), or a list
+            of one value per point. Categorical values get one trace per class, so clicking the legend
+            hides a class and double-clicking isolates it; numbers get a continuous colour scale with a
+            colour bar.
+        sizes:
+            A numeric field path, expression or list: marker sizes, scaled to ``size_range`` (default
+            ``(3, 15)``).
+        classes:
+            Only these categories, in this order (makes ``labels`` categorical even when numeric).
+        backend:
+            ``"plotly"`` (default) or ``"matplotlib"``.
+        kwargs:
+            ``title``, ``width``, ``height``, ``marker_size``, ``opacity``, ``colorscale`` (plotly) /
+            ``cmap`` (matplotlib), ``size_range``, ``figsize`` (matplotlib).
+        """
+        if backend not in ("plotly", "matplotlib"):
+            raise ValueError(f"unknown backend {backend!r}: 'plotly' or 'matplotlib'")
+        spec = self._plot_spec(labels, sizes, classes, kwargs)
+        return _plotly(spec, kwargs) if backend == "plotly" else _matplotlib(spec, kwargs)
+
+    def _plot_spec(self, labels: Any, sizes: Any, classes: Sequence[Any] | None, kwargs: dict) -> dict[str, Any]:
+        n = len(self.keys)
+        spec: dict[str, Any] = {"points": self.points, "keys": np.asarray(self.keys, dtype=object),
+                                "sample_ids": np.asarray(self.sample_ids, dtype=object) if self.patches_field
+                                else None, "num_dims": self.num_dims, "kind": "none",
+                                "title": kwargs.pop("title", self._title()),
+                                "label_name": _name_of(labels)}
+        if labels is not None:
+            vals = self.values(labels)
+            for v in vals:
+                if isinstance(v, (list, dict)):
+                    raise ValueError(f"labels must give one value per point; {_name_of(labels)!r} gives a "
+                                     f"{type(v).__name__}")
+            numeric = all(isinstance(v, Number) and not isinstance(v, bool) for v in vals if v is not None) \
+                and any(v is not None for v in vals)
+            if classes is not None or not numeric:
+                spec.update(kind="categorical", groups=_groups(vals, classes))
+            else:
+                spec.update(kind="numeric", values=np.array([np.nan if v is None else float(v) for v in vals]))
+            spec["text"] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+        elif classes is not None:
+            raise ValueError("classes= needs labels= to say which class each point is")
+        if sizes is not None:
+            svals = self.values(sizes)
+            if not all(v is None or (isinstance(v, Number) and not isinstance(v, bool)) for v in svals):
+                raise ValueError(f"sizes must be numeric; {_name_of(sizes)!r} is not")
+            s = np.array([np.nan if v is None else float(v) for v in svals])
+            lo, hi = kwargs.pop("size_range", (3.0, 15.0))
+            finite = np.isfinite(s)
+            smin, smax = (s[finite].min(), s[finite].max()) if finite.any() else (0.0, 0.0)
+            scaled = np.full(n, float(lo))
+            if smax > smin:
+                scaled[finite] = lo + (s[finite] - smin) / (smax - smin) * (hi - lo)
+            else:
+                scaled[finite] = (lo + hi) / 2
+            spec["sizes"] = scaled
+        else:
+            kwargs.pop("size_range", None)
+        return spec
+
+    def _title(self) -> str:
+        what = "objects" if self.patches_field else "samples"
+        name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA", "lda": "LDA", "manual": "points"}[self.method]
+        key = f" ({self.key})" if self.key else ""
+        return f"{name} of {len(self.keys):,} {what}{key}"
+
+
+def _name_of(x: Any) -> str | None:
+    if x is None:
+        return None
+    if isinstance(x, str):
+        return x
+    if isinstance(x, ViewExpression):
+        return repr(x)
+    return "value"
+
+
+def _groups(vals: list[Any], classes: Sequence[Any] | None) -> list[tuple[str, np.ndarray]]:
+    """``[(class name, row indices)]``: ``classes`` in their order, else sorted, then missing values."""
+    names = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+    missing = np.array([v is None for v in vals])
+    if classes is not None:
+        order = [str(c) for c in classes]
+        return [(c, np.flatnonzero((names == c) & ~missing)) for c in order]
+    present = set(names[~missing].tolist())
+    numeric = all(isinstance(v, Number) and not isinstance(v, bool) for v in vals if v is not None)
+    order = sorted(present, key=(lambda s: float(s)) if numeric else (lambda s: s))
+    groups = [(c, np.flatnonzero((names == c) & ~missing)) for c in order]
+    if missing.any():
+        groups.append(("(none)", np.flatnonzero(missing)))
+    return groups
+
+
+def _palette(n: int) -> list[str]:
+    from plotly import colors
+
+    if n <= 10:
+        return list(colors.qualitative.Plotly[:n])
+    if n <= 24:
+        return list(colors.qualitative.Dark24[:n])
+    return list(colors.sample_colorscale("Turbo", [i / max(n - 1, 1) for i in range(n)]))
+
+
+def _hover(spec: dict[str, Any], rows: np.ndarray) -> tuple[np.ndarray, str]:
+    cols = [spec["keys"][rows]]
+    lines = ["id: %{customdata[0]}"]
+    if spec["sample_ids"] is not None:
+        cols.append(spec["sample_ids"][rows])
+        lines.append(f"sample: %{{customdata[{len(cols) - 1}]}}")
+    if "text" in spec:
+        cols.append(spec["text"][rows])
+        lines.append(f"{spec['label_name']}: %{{customdata[{len(cols) - 1}]}}")
+    return np.stack(cols, axis=1), "<br>".join(lines) + "<extra></extra>"
+
+
+def _plotly(spec: dict[str, Any], kwargs: dict[str, Any]):
+    import plotly.graph_objects as go
+
+    pts, n, three = spec["points"], len(spec["points"]), spec["num_dims"] == 3
+    base_size = kwargs.pop("marker_size", 5 if n <= 10_000 else 3)
+    opacity = kwargs.pop("opacity", 0.8 if n <= 10_000 else 0.6)
+    colorscale = kwargs.pop("colorscale", "Viridis")
+    Trace = go.Scatter3d if three else go.Scattergl
+
+    def trace(rows: np.ndarray, name: str, marker: dict[str, Any], showlegend: bool = True):
+        custom, template = _hover(spec, rows)
+        size = spec["sizes"][rows] if "sizes" in spec else base_size
+        coords = {"x": pts[rows, 0], "y": pts[rows, 1]}
+        if three:
+            coords["z"] = pts[rows, 2]
+        return Trace(mode="markers", name=name, customdata=custom, hovertemplate=template,
+                     marker={"size": size, "opacity": opacity, **marker}, showlegend=showlegend, **coords)
+
+    traces = []
+    if spec["kind"] == "categorical":
+        groups = spec["groups"]
+        colours = _palette(len(groups))
+        for (name, rows), colour in zip(groups, colours):
+            traces.append(trace(rows, name, {"color": "#9e9e9e" if name == "(none)" else colour}))
+    elif spec["kind"] == "numeric":
+        v = spec["values"]
+        ok = np.isfinite(v)
+        rows = np.flatnonzero(ok)
+        traces.append(trace(rows, spec["label_name"], {
+            "color": v[rows], "colorscale": colorscale, "showscale": True,
+            "colorbar": {"title": {"text": spec["label_name"]}}}, showlegend=False))
+        if not ok.all():
+            traces.append(trace(np.flatnonzero(~ok), "(none)", {"color": "#9e9e9e"}))
+    else:
+        traces.append(trace(np.arange(n), "points", {}, showlegend=False))
+    fig = go.Figure(traces)
+    layout: dict[str, Any] = {"title": {"text": spec["title"]}, "legend": {"itemsizing": "constant"},
+                              "template": "plotly_white", "hovermode": "closest"}
+    for k in ("width", "height"):
+        if k in kwargs:
+            layout[k] = kwargs.pop(k)
+    fig.update_layout(**layout)
+    if kwargs:
+        raise TypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
+    return fig
+
+
+def _matplotlib(spec: dict[str, Any], kwargs: dict[str, Any]):
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    pts, n, three = spec["points"], len(spec["points"]), spec["num_dims"] == 3
+    base_size = kwargs.pop("marker_size", 5 if n <= 10_000 else 3)
+    opacity = kwargs.pop("opacity", 0.8 if n <= 10_000 else 0.6)
+    cmap = kwargs.pop("cmap", "viridis")
+    fig = Figure(figsize=kwargs.pop("figsize", (8, 6.5)))
+    for k in ("width", "height"):
+        kwargs.pop(k, None)  # plotly-only sizes in pixels
+    ax = fig.add_subplot(projection="3d") if three else fig.add_subplot()
+
+    def scatter(rows: np.ndarray, **kw):
+        size = spec["sizes"][rows] ** 2 / 4 if "sizes" in spec else base_size ** 2 / 4
+        coords = [pts[rows, d] for d in range(spec["num_dims"])]
+        return ax.scatter(*coords, s=size, alpha=opacity, linewidths=0, **kw)
+
+    if spec["kind"] == "categorical":
+        groups = spec["groups"]
+        palette = colormaps["tab10" if len(groups) <= 10 else "tab20" if len(groups) <= 20 else "turbo"]
+        for i, (name, rows) in enumerate(groups):
+            colour = "#9e9e9e" if name == "(none)" else palette(i if len(groups) <= 20 else i / max(len(groups) - 1, 1))
+            scatter(rows, color=colour, label=name)
+        ax.legend(title=spec["label_name"], markerscale=2, loc="best", fontsize="small")
+    elif spec["kind"] == "numeric":
+        v = spec["values"]
+        ok = np.isfinite(v)
+        if not ok.all():
+            scatter(np.flatnonzero(~ok), color="#9e9e9e", label="(none)")
+        sc = scatter(np.flatnonzero(ok), c=v[ok], cmap=cmap)
+        fig.colorbar(sc, ax=ax, label=spec["label_name"])
+    else:
+        scatter(np.arange(n))
+    ax.set_title(spec["title"])
+    if kwargs:
+        raise TypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- numba cache
+
+_numba_lock = threading.Lock()
+_numba_done = False
+
+
+def _enable_numba_cache() -> int:
+    """Switch on numba's on-disk cache for umap-learn's module-level kernels; returns how many.
+
+    Each dispatcher gets a cache file named after its function *and* its compile options, because
+    umap-learn jits one function twice (``parallel=False`` and ``parallel=True``) and numba's index would
+    otherwise hand one variant's machine code to the other. Failures (e.g. a numba version whose internals
+    differ) leave umap-learn as it was: slower to start, never wrong.
+    """
+    global _numba_done
+    with _numba_lock:
+        if _numba_done:
+            return 0
+        _numba_done = True
+        if os.environ.get("EMBEDLENS_NUMBA_CACHE", "1").lower() in ("0", "false", "no", "off"):
+            return 0
+        try:
+            return _patch_umap_dispatchers()
+        except Exception as e:  # pragma: no cover - depends on numba internals
+            warnings.warn(f"could not enable numba's cache for umap-learn ({e!r}); the first UMAP run of each "
+                          "process will compile its kernels", stacklevel=3)
+            return 0
+
+
+def _patch_umap_dispatchers() -> int:
+    from numba.core import caching
+    from numba.core.registry import CPUDispatcher
+
+    import umap.distances
+    import umap.layouts
+    import umap.spectral
+    import umap.umap_
+    import umap.utils
+
+    from ..config import home
+
+    class HomeLocator(caching.UserProvidedCacheLocator):
+        """``$EMBEDLENS_HOME/.cache/numba``: used when neither NUMBA_CACHE_DIR nor __pycache__ can be."""
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            root = home() / ".cache" / "numba"
+            self._cache_path = str(root / self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not os.path.exists(py_file):
+                return None
+            self = cls(py_func, py_file)
+            try:
+                self.ensure_cache_path()
+            except OSError:
+                return None
+            return self
+
+    def cache_for(dispatcher) -> Any:
+        options = repr(sorted((k, repr(v)) for k, v in dispatcher.targetoptions.items()))
+        tag = hashlib.sha1(options.encode()).hexdigest()[:8]
+
+        class Impl(caching.CompileResultCacheImpl):
+            _locator_classes = [caching.UserProvidedCacheLocator, caching.InTreeCacheLocator, HomeLocator]
+
+            def get_filename_base(self, fullname, abiflags):
+                return super().get_filename_base(f"{fullname}-{tag}", abiflags)
+
+        class Cache(caching.FunctionCache):
+            _impl_class = Impl
+
+        return Cache(dispatcher.py_func)
+
+    count = 0
+    for module in (umap.umap_, umap.layouts, umap.utils, umap.spectral, umap.distances):
+        for obj in list(vars(module).values()):
+            if (isinstance(obj, CPUDispatcher) and isinstance(obj._cache, caching.NullCache)
+                    and obj.py_func.__closure__ is None and obj.py_func.__module__ == module.__name__):
+                obj._cache = cache_for(obj)
+                count += 1
+    return count
+
+
+def warm_up(num_dims: int = 2) -> float:
+    """Compile (or load from the cache) umap-learn's kernels on a tiny problem; returns the seconds taken.
+
+    Not needed for correctness: call it once after installing (or while building a container image) so
+    that even the first visualization on this machine starts without the ~7 s numba compilation.
+    """
+    from .neighbors import exact_graph
+
+    t0 = time.perf_counter()
+    _enable_numba_cache()
+    import umap
+
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    g = exact_graph(x, 5, DEFAULT_METRIC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed, n_jobs in ((0, 1), (None, -1)):  # the sequential (seeded) and the parallel layout
+            umap.UMAP(n_neighbors=6, n_components=num_dims, metric=DEFAULT_METRIC, n_epochs=2,
+                      precomputed_knn=(g.indices, g.distances, None), random_state=seed,
+                      n_jobs=n_jobs).fit_transform(x)
+    return time.perf_counter() - t0
+
+
+__all__ = ["METHODS", "VisualizationResults", "compute_visualization", "warm_up"]
