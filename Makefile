@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test demo test bench clean
+.PHONY: install install-test demo test bench clean frontend browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,22 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# The app's page (TypeScript, Vite) is built into the package when node and npm are here; without them
+# the app serves its API and a page that says how to build it.
+APP_STATIC := src/embedlens/app/static/index.html
+FRONTEND_SRC := $(wildcard frontend/src/*) frontend/index.html frontend/package.json frontend/package-lock.json \
+	frontend/vite.config.ts frontend/tsconfig.json
+
+$(APP_STATIC): $(FRONTEND_SRC)
+	@if command -v npm >/dev/null 2>&1; then \
+		cd frontend && npm ci --no-audit --no-fund && npm run build; \
+	else \
+		echo "npm not found: the app's page is not built (the API still works)"; \
+	fi
+
+frontend: $(APP_STATIC)
+
+install: $(STAMP) frontend
 
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install -c constraints.txt -e '.[test,ray,bench]'
@@ -28,11 +43,17 @@ install-test: $(TEST_STAMP)
 demo: install
 	$(VENV)/bin/embedlens demo
 
-test: install-test
+# The browser tests drive Debian's chromium (never a downloaded browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+test: install-test frontend browser
 	$(PY) -m pytest tests
 
 bench: install-test
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info src/embedlens/app/static frontend/node_modules

@@ -5,6 +5,7 @@
 >>> ds.match(el.F("ground_truth.label") == "3").count()
 """
 
+from .app import Session, launch_app
 from .brain import compute_hardness, compute_mistakenness, compute_predictions, compute_visualization, propose_labels
 from .config import home
 from .core.dataset import Dataset, dataset_exists, delete_dataset, list_datasets, load_dataset
@@ -26,5 +27,5 @@ __all__ = [
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
     "ImageError", "Label", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
     "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",
-    "load_dataset", "load_model", "load_sample_dataset", "staged_dataset",
+    "load_dataset", "load_model", "load_sample_dataset", "staged_dataset", "Session", "launch_app",
 ]

@@ -1,0 +1,217 @@
+"""App benchmark: a million points in the WebGL plot, in headless Chromium (software GL).
+
+Run: ``.venv/bin/python bench/bench_app.py [--quick] [--points N]``. Needs /usr/bin/chromium and the built
+page (``make install``); without them it says so and exits 0.
+
+Setup (untimed): a dataset of N samples (default 1,000,000; ``--quick`` 200,000) whose images do not exist
+(the grid shows placeholders), a ``cluster`` label field, and a ``method="manual"`` visualization run of
+N random points in 10 Gaussian clusters.
+
+Measured, in the page with ``performance.now()`` (test hooks on ``window.__embedlens``):
+
+* open: from asking for the panel (``openRun``) to the first frame drawn with the points; cold (the page's
+  first load, server cache empty) and warm (second time), with the fetch / draw / first-frame split;
+* colour: colouring by the 10-category field (codes fetched as uint8 bytes);
+* lasso: a lasso drawn with the mouse around one cluster (~N/10 points) -> the grid showing its samples:
+  mouse-up -> server answered -> first grid rows in the DOM;
+* pan and zoom: frames drawn per second (regl-scatterplot's ``draw`` events) and animation frames per
+  second (requestAnimationFrame) while the mouse drags / the wheel turns for ~3 s.
+
+Baseline in the same run: the points route as binary float32 against the same points as a JSON array
+(what the app never sends), server side and transfer size. Software GL on a shared 2-core machine: the
+in-page figures are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import save, table
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+def build(n: int):
+    import embedlens as el
+    from embedlens.brain.visualization import compute_visualization
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    angles = labels * (2 * np.pi / 10)
+    centers = np.stack([np.cos(angles), np.sin(angles)], 1) * 10
+    pts = (centers + rng.normal(0, 1.2, (n, 2))).astype(np.float32)
+    t = time.perf_counter()
+    ds = el.Dataset("bench-app", overwrite=True)
+    ds.add_samples([el.Sample(f"/nonexistent/bench/{i:07d}.png", cluster=f"c{labels[i]}") for i in range(n)])
+    compute_visualization(ds, points=pts, brain_key="points", progress=False)
+    print(f"setup: {n:,} samples and points in {time.perf_counter() - t:.1f} s", flush=True)
+    return ds, pts, labels
+
+
+def baseline_transfer(session, pts: np.ndarray) -> list[dict]:
+    import httpx
+
+    url = f"http://127.0.0.1:{session.port}/api/points/points"
+    httpx.get(url, timeout=120)  # load the run into the server's cache
+    t = time.perf_counter()
+    r = httpx.get(url, timeout=120)
+    binary_s = time.perf_counter() - t
+    arr = np.frombuffer(r.content, dtype="<f4")
+    t = time.perf_counter()
+    text = json.dumps(pts.tolist())
+    json_encode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    json.loads(text)
+    json_decode_s = time.perf_counter() - t
+    assert arr.size == pts.size
+    return [
+        {"case": "points route: binary float32", "seconds": binary_s, "MB": len(r.content) / 1e6},
+        {"case": "baseline: same points as JSON (encode + decode)", "seconds": json_encode_s + json_decode_s,
+         "MB": len(text) / 1e6},
+        {"case": "ratio JSON / binary", "seconds": (json_encode_s + json_decode_s) / binary_s,
+         "MB": len(text) / len(r.content)},
+    ]
+
+
+def lasso_polygon_around(page, center: np.ndarray, half: float) -> list[tuple[int, int]]:
+    corners = [center + np.array(d) * half for d in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    px = [page.evaluate("([x, y]) => window.__embedlens.toPage(x, y)", [float(c[0]), float(c[1])]) for c in corners]
+    return [(round(x), round(y)) for x, y in px]
+
+
+def draw_lasso(page, vertices) -> None:
+    page.mouse.move(*vertices[0])
+    page.mouse.down()
+    for x, y in [*vertices[1:], vertices[0]]:
+        page.mouse.move(x, y, steps=8)
+        page.wait_for_timeout(60)
+    page.mouse.up()
+
+
+def frames_during(page, action, seconds: float) -> dict:
+    page.evaluate("""() => { window.__raf = 0; window.__rafOn = true;
+        const f = () => { if (!window.__rafOn) return; window.__raf++; requestAnimationFrame(f); };
+        requestAnimationFrame(f); window.__draw0 = window.__embedlens.plot.frames;
+        window.__t0 = performance.now(); }""")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        action()
+    out = page.evaluate("""() => { window.__rafOn = false; const ms = performance.now() - window.__t0;
+        return {ms, raf: window.__raf, draws: window.__embedlens.plot.frames - window.__draw0}; }""")
+    return {"draw_fps": out["draws"] / out["ms"] * 1000, "raf_fps": out["raf"] / out["ms"] * 1000,
+            "seconds": out["ms"] / 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--points", type=int, default=None)
+    args = ap.parse_args()
+    n = args.points or (200_000 if args.quick else 1_000_000)
+    from embedlens.app import STATIC_BUILT
+
+    if not os.path.exists(CHROMIUM) or not STATIC_BUILT():
+        print(f"bench_app: skipped ({CHROMIUM} or the built page is missing: apt-get install chromium; make install)")
+        return
+    os.environ["EMBEDLENS_HOME"] = tempfile.mkdtemp(prefix="bench_app_")
+    from playwright.sync_api import sync_playwright
+
+    from embedlens.app import launch_app
+
+    ds, pts, labels = build(n)
+    session = launch_app(ds, port=0, auto=False)
+    rows: list[dict] = []
+    try:
+        transfer = baseline_transfer(session, pts)
+        session.refresh()  # forget the cached run: the page's first open is cold
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 860})
+            page.goto(session.url)
+            page.wait_for_function("window.__embedlens && window.__embedlens.ready", timeout=600_000)
+            page.wait_for_function("window.__embedlens.plot.timings.firstFrame > 0", timeout=600_000)
+            t = page.evaluate("window.__embedlens.plot.timings")
+            rows.append({"step": "open panel, cold (page load)", "ms": t["firstFrame"] - t["openStart"],
+                         "fetch_ms": t["pointsLoaded"] - t["openStart"], "draw_ms": t["drawn"] - t["pointsLoaded"],
+                         "frame_ms": t["firstFrame"] - t["drawn"]})
+            page.wait_for_function("window.__embedlens.plot.header !== null", timeout=600_000)
+            t0 = page.evaluate("performance.now()")
+            page.evaluate("window.__embedlens.openRun('points')")
+            t = page.evaluate("window.__embedlens.plot.timings")
+            rows.append({"step": "open panel, warm", "ms": t["firstFrame"] - t["openStart"],
+                         "fetch_ms": t["pointsLoaded"] - t["openStart"], "draw_ms": t["drawn"] - t["pointsLoaded"],
+                         "frame_ms": t["firstFrame"] - t["drawn"]})
+            t1 = page.evaluate("performance.now()")
+            rows.append({"step": "open + colour by 10 classes + view mask (openRun total)", "ms": t1 - t0})
+            ms = page.evaluate("""async () => { const t = performance.now();
+                await window.__embedlens.plot.colorBy(''); const t1 = performance.now();
+                await window.__embedlens.plot.colorBy('cluster'); return [t1 - t, performance.now() - t1]; }""")
+            rows.append({"step": "colour by 'cluster' (10 categories, uint8 codes)", "ms": ms[1]})
+
+            # lasso around cluster 0 (~n/10 points)
+            center = pts[labels == 0].mean(0)
+            poly = lasso_polygon_around(page, center, 3.0)
+            before = page.evaluate("window.__embedlens.timings.gridUpdated")
+            draw_lasso(page, poly)
+            page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=600_000)
+            page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')", timeout=600_000)
+            t = page.evaluate("({...window.__embedlens.timings, up: window.__embedlens.plot.timings.pointerUp, "
+                              "sel: window.__embedlens.selectedPoints().length})")
+            rows.append({"step": f"lasso {t['sel']:,} points -> grid (mouse-up to first rows)",
+                         "ms": t["gridUpdated"] - t["up"], "select_event_ms": t["lassoSent"] - t["up"],
+                         "server_ms": t["lassoAnswered"] - t["lassoSent"],
+                         "grid_ms": t["gridUpdated"] - t["lassoAnswered"]})
+            page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_app.png"))
+            page.mouse.dblclick(*poly[0])  # clear
+            page.wait_for_timeout(1000)
+
+            # pan and zoom
+            page.click("#mode-pan")
+            box = page.locator("#plot-canvas").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            state = {"dx": 1}
+
+            def pan() -> None:
+                page.mouse.move(cx, cy)
+                page.mouse.down()
+                page.mouse.move(cx + 120 * state["dx"], cy + 60, steps=15)
+                page.mouse.up()
+                state["dx"] *= -1
+
+            rows.append({"step": "pan (mouse drags)", **frames_during(page, pan, 3.0)})
+            page.mouse.move(cx, cy)
+
+            def zoom() -> None:
+                for _ in range(5):
+                    page.mouse.wheel(0, -120 * state["dx"])
+                state["dx"] *= -1
+
+            rows.append({"step": "zoom (wheel)", **frames_during(page, zoom, 3.0)})
+            rows.append({"step": "idle", **frames_during(page, lambda: page.wait_for_timeout(100), 1.5)})
+            browser.close()
+    finally:
+        session.close()
+        ds.delete()
+    print(f"\n{n:,} points, headless Chromium (software GL)\n")
+    print(table(rows, ["step", "ms", "fetch_ms", "draw_ms", "frame_ms", "select_event_ms", "server_ms", "grid_ms",
+                       "draw_fps", "raf_fps"]))
+    print()
+    print(table(transfer, ["case", "seconds", "MB"]))
+    name = f"app-{n}" if args.points else ("app-quick" if args.quick else "app")
+    path = save(name, [{"points": n, **r} for r in rows + transfer])
+    print(f"\nsaved {path}")
+
+
+if __name__ == "__main__":
+    main()

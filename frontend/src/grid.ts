@@ -1,0 +1,212 @@
+// The image grid: virtualised (only the rows in sight are in the DOM), fed page by page from /api/samples.
+
+import { getJSON, type SamplesPage, type Tile } from "./api";
+
+const PAGE = 120;
+const MIN_TILE = 128;
+const GAP = 6;
+const CAPTION = 38;
+const OVERSCAN_ROWS = 2;
+
+export interface GridEvents {
+  select(tile: Tile, additive: boolean): void;
+  open(tile: Tile): void;
+  error(message: string): void;
+}
+
+export class Grid {
+  private readonly scroll: HTMLElement;
+  private readonly spacer: HTMLElement;
+  private readonly nodes = new Map<number, HTMLElement>();
+  private pages = new Map<number, Tile[]>();
+  private pending = new Set<number>();
+  private generation = 0;
+  private cols = 1;
+  private tileW = MIN_TILE;
+  private rowH = MIN_TILE + CAPTION + GAP;
+  private frame = 0;
+  total = 0;
+  /** performance.now() when the last reset() had its first rows in the DOM (read by tests and bench). */
+  renderedAt = 0;
+
+  constructor(
+    scroll: HTMLElement,
+    spacer: HTMLElement,
+    private readonly events: GridEvents,
+  ) {
+    this.scroll = scroll;
+    this.spacer = spacer;
+    scroll.addEventListener("scroll", () => this.schedule(), { passive: true });
+    new ResizeObserver(() => {
+      this.layout();
+      this.render(true);
+    }).observe(scroll);
+    this.layout();
+  }
+
+  /** Load the grid again from the server; `keepScroll` keeps the position (tags or selection changed). */
+  async reset(keepScroll = false): Promise<void> {
+    const gen = ++this.generation;
+    this.pages = new Map();
+    this.pending = new Set();
+    if (!keepScroll) this.scroll.scrollTop = 0;
+    const first = this.firstVisibleIndex();
+    const page = Math.floor(first / PAGE);
+    try {
+      await this.load(page, gen);
+    } catch (e) {
+      this.events.error(String((e as Error).message || e));
+      return;
+    }
+    if (gen !== this.generation) return;
+    for (const node of this.nodes.values()) node.remove();
+    this.nodes.clear();
+    this.render(true);
+    this.renderedAt = performance.now();
+  }
+
+  /** Ask for a page once; the grid renders again when it arrives. */
+  private ensurePage(page: number): void {
+    if (this.pages.has(page) || this.pending.has(page)) return;
+    const gen = this.generation;
+    this.load(page, gen).then(
+      () => {
+        if (gen === this.generation) this.schedule();
+      },
+      (e) => this.events.error(String((e as Error).message || e)),
+    );
+  }
+
+  private async load(page: number, gen: number): Promise<void> {
+    const pending = this.pending;
+    pending.add(page);
+    try {
+      const res = await getJSON<SamplesPage>(`/api/samples?offset=${page * PAGE}&limit=${PAGE}`);
+      if (gen !== this.generation) return;
+      this.pages.set(page, res.samples);
+      if (res.total !== this.total) {
+        this.total = res.total;
+        this.layout();
+      }
+    } finally {
+      pending.delete(page);
+    }
+  }
+
+  private layout(): void {
+    const width = Math.max(this.scroll.clientWidth - GAP, MIN_TILE);
+    this.cols = Math.max(1, Math.floor((width + GAP) / (MIN_TILE + GAP)));
+    this.tileW = Math.floor((width - GAP * (this.cols - 1)) / this.cols);
+    this.rowH = this.tileW + CAPTION + GAP;
+    const rows = Math.ceil(this.total / this.cols);
+    this.spacer.style.height = `${rows * this.rowH}px`;
+  }
+
+  private firstVisibleIndex(): number {
+    return Math.floor(this.scroll.scrollTop / this.rowH) * this.cols;
+  }
+
+  private schedule(): void {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render(false);
+    });
+  }
+
+  private render(relayout: boolean): void {
+    const top = this.scroll.scrollTop;
+    const height = this.scroll.clientHeight;
+    const firstRow = Math.max(0, Math.floor(top / this.rowH) - OVERSCAN_ROWS);
+    const lastRow = Math.ceil((top + height) / this.rowH) + OVERSCAN_ROWS;
+    const start = firstRow * this.cols;
+    const end = Math.min(this.total, lastRow * this.cols);
+    for (const [i, node] of this.nodes) {
+      if (i < start || i >= end) {
+        node.remove();
+        this.nodes.delete(i);
+      }
+    }
+    for (let i = start; i < end; i++) {
+      const page = Math.floor(i / PAGE);
+      const tile = this.pages.get(page)?.[i - page * PAGE];
+      if (!tile) this.ensurePage(page);
+      let node = this.nodes.get(i);
+      if (node && (relayout || node.dataset.id !== (tile?.sample_id ?? ""))) {
+        node.remove();
+        this.nodes.delete(i);
+        node = undefined;
+      }
+      if (!node) {
+        node = this.makeNode(i, tile);
+        this.nodes.set(i, node);
+        this.spacer.appendChild(node);
+      }
+    }
+  }
+
+  private makeNode(i: number, tile: Tile | undefined): HTMLElement {
+    const row = Math.floor(i / this.cols);
+    const col = i % this.cols;
+    const node = document.createElement("div");
+    node.className = "tile";
+    node.style.left = `${col * (this.tileW + GAP)}px`;
+    node.style.top = `${row * this.rowH}px`;
+    node.style.width = `${this.tileW}px`;
+    node.style.height = `${this.tileW + CAPTION}px`;
+    node.dataset.index = String(i);
+    if (!tile) {
+      node.classList.add("loading");
+      node.dataset.id = "";
+      return node;
+    }
+    node.dataset.id = tile.sample_id;
+    if (tile.selected) node.classList.add("selected");
+    const img = document.createElement("img");
+    img.src = tile.thumb;
+    img.alt = "";
+    img.draggable = false;
+    img.style.height = `${this.tileW}px`;
+    node.appendChild(img);
+    const caption = document.createElement("div");
+    caption.className = "caption";
+    for (const chip of tile.labels) {
+      const span = document.createElement("span");
+      span.className = "chip label";
+      span.textContent = String(chip.label ?? "");
+      span.title = chip.field;
+      caption.appendChild(span);
+    }
+    for (const tag of tile.tags) {
+      const span = document.createElement("span");
+      span.className = "chip tag";
+      span.textContent = tag;
+      caption.appendChild(span);
+    }
+    node.appendChild(caption);
+    node.addEventListener("click", (ev) => this.events.select(tile, ev.shiftKey || ev.metaKey || ev.ctrlKey));
+    node.addEventListener("dblclick", () => this.events.open(tile));
+    return node;
+  }
+
+  /** Mark samples selected or not in the loaded pages and the DOM (no request). */
+  markSelected(selected: (sampleId: string) => boolean): void {
+    for (const tiles of this.pages.values()) for (const t of tiles) t.selected = selected(t.sample_id);
+    for (const node of this.nodes.values()) {
+      const id = node.dataset.id;
+      if (id) node.classList.toggle("selected", selected(id));
+    }
+  }
+
+  /** Sample ids of the tiles now in the DOM, in grid order. */
+  idsInDom(): string[] {
+    return [...this.nodes.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([, n]) => n.dataset.id ?? "")
+      .filter((id) => id);
+  }
+
+  loadedTiles(): Tile[] {
+    return [...this.pages.values()].flat();
+  }
+}

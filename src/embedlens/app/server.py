@@ -1,0 +1,382 @@
+"""The app's HTTP and WebSocket routes: a thin shell over :class:`~embedlens.app.state.AppState`.
+
+Routes parse and check their input, call the state (which calls the embedlens API), and serialise the
+answer. Errors the client can fix come back as 4xx with ``{"detail": message}``; the server keeps serving.
+
+JSON routes (under ``/api``)::
+
+    GET  /api/datasets                      names, and the current one
+    POST /api/dataset        {name}          show another dataset
+    GET  /api/state                          dataset, view stages and counts, selection, lasso
+    GET  /api/summary                        fields (type, count), tags and label values with counts
+    GET  /api/samples?offset=&limit=         a page of the grid (current view, narrowed by the lasso)
+    GET  /api/sample/{id}                    every field of one sample
+    GET  /api/view  /  POST /api/view {stages}    the view as stage JSON (Stage.to_dict)
+    POST /api/selection {ids, mode}          select samples (replace/add/remove/toggle)
+    GET  /api/selection                      selected sample ids and objects
+    POST /api/selection/clear                clear the selection and the lasso
+    POST /api/tag  {tags, ids?, labels?}     tag the selection (or ids); /api/untag the same
+    GET  /api/runs                           visualization runs; /api/similarity_runs
+    POST /api/sort_by_similarity {ids?, k?, brain_key?}
+    GET  /api/points/{key}                   binary: float32 little-endian x, y interleaved
+    GET  /api/points/{key}/meta              JSON header: count, bounds, colour-by fields
+    GET  /api/points/{key}/ids               JSON: the point keys and their sample ids
+    GET  /api/points/{key}/values?field=     JSON header of colour-by values; /values.bin the bytes
+    GET  /api/points/{key}/mask              binary: uint8 per point, 1 = in the current view
+    POST /api/points/{key}/lasso             binary body: uint32 point indices -> the grid shows them
+    GET  /api/points/{key}/lasso             binary: uint32 indices of the current lasso
+    POST /api/points/{key}/indices {ids?}    binary: uint32 indices of the points of these samples
+    GET  /media/thumb/{id}, /media/full/{id} the image of a sample of the dataset (looked up by id)
+    WS   /ws                                 state messages whenever the view or selection changes
+"""
+
+from __future__ import annotations
+
+import hmac
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from ..core.query import UnknownFieldError
+from .state import AppState, NotFound
+
+STATIC_DIR = Path(__file__).with_name("static")
+TOKEN_COOKIE = "embedlens_token"
+TOKEN_HEADER = "x-embedlens-token"
+CLIENT_HEADER = "x-embedlens-client"
+MAX_BINARY_BODY = 64 * 1024 * 1024  # 16M point indices
+_PLACEHOLDER = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
+    '<rect width="64" height="64" fill="#2b2f36"/><path d="M18 44l10-12 8 9 6-7 8 10z" fill="#5b6270"/>'
+    '<circle cx="24" cy="22" r="5" fill="#5b6270"/><path d="M10 10L54 54" stroke="#b04a4a" stroke-width="3"/>'
+    '</svg>'
+)
+_NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>embedlens</title>
+<body style="font-family:sans-serif;background:#16181d;color:#ddd;padding:2em">
+<h1>embedlens</h1><p>The web page is not built. Build it with <code>make install</code> (needs node and npm),
+or <code>cd frontend &amp;&amp; npm ci &amp;&amp; npm run build</code>.
+The API is served under <code>/api</code>.</p>"""
+
+
+class DatasetBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ViewBody(BaseModel):
+    stages: list[dict[str, Any]] = Field(max_length=100)
+
+
+class SelectionBody(BaseModel):
+    ids: list[str] = Field(default_factory=list, max_length=10_000_000)
+    mode: Literal["replace", "add", "remove", "toggle"] = "replace"
+    clear_lasso: bool = False
+
+
+class TagBody(BaseModel):
+    tags: list[str] = Field(min_length=1, max_length=100)
+    ids: list[str] | None = None
+    labels: bool = False
+
+
+class IdsBody(BaseModel):
+    ids: list[str] | None = None
+
+
+class SimilarityBody(BaseModel):
+    ids: list[str] | None = None
+    k: int | None = Field(default=None, ge=1)
+    brain_key: str | None = None
+
+
+def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: list[str] | None = None,
+               static_dir: Path | None = None) -> FastAPI:
+    """The FastAPI application serving ``state``.
+
+    ``auth_token``: every request must carry it (``Authorization: Bearer``, ``X-Embedlens-Token``,
+    ``?token=`` or the cookie the page gets from its first ``?token=`` request), else 401.
+    ``trusted_hosts``: Host header names accepted (guards a loopback server against DNS rebinding).
+    """
+    app = FastAPI(title="embedlens", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.embedlens = state
+    static = Path(static_dir) if static_dir is not None else STATIC_DIR
+    hosts = {h.lower() for h in trusted_hosts} if trusted_hosts else None
+
+    def token_ok(headers: Any, query: Any, cookies: Any) -> bool:
+        if auth_token is None:
+            return True
+        given = (query.get("token") or headers.get(TOKEN_HEADER) or cookies.get(TOKEN_COOKIE) or "")
+        auth = headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = given or auth[7:].strip()
+        return hmac.compare_digest(given.encode(), auth_token.encode())
+
+    def host_name(hostport: str) -> str:
+        hostport = hostport.lower()
+        return hostport.split("]")[0] + "]" if hostport.startswith("[") else hostport.rsplit(":", 1)[0]
+
+    def host_ok(headers: Any) -> bool:
+        if hosts is None:
+            return True
+        return host_name(headers.get("host") or "") in hosts
+
+    def origin_ok(headers: Any) -> bool:
+        """A page of another site may open a WebSocket to a loopback server: only our own pages may."""
+        origin = headers.get("origin")
+        if hosts is None or not origin:
+            return True
+        return host_name(origin.split("://", 1)[-1]) in hosts
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if not host_ok(request.headers):
+            return JSONResponse({"detail": "unknown Host header"}, status_code=400)
+        if not token_ok(request.headers, request.query_params, request.cookies):
+            return JSONResponse({"detail": "missing or wrong auth token"}, status_code=401)
+        if request.method == "POST":
+            ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+            if ctype not in ("application/json", "application/octet-stream"):
+                # Cross-site forms can only send "simple" content types; refusing them stops CSRF.
+                return JSONResponse({"detail": "POST bodies must be application/json or application/octet-stream"},
+                                    status_code=415)
+        response = await call_next(request)
+        if auth_token is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, auth_token, httponly=True, samesite="strict")
+        return response
+
+    # ------------------------------------------------------------------ errors
+
+    def error(status: int, e: BaseException) -> JSONResponse:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        return JSONResponse({"detail": msg or type(e).__name__}, status_code=status)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, e: NotFound):
+        return error(404, e)
+
+    @app.exception_handler(UnknownFieldError)
+    async def unknown_field(_: Request, e: UnknownFieldError):
+        return error(400, e)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_: Request, e: ValueError):
+        return error(400, e)
+
+    @app.exception_handler(TypeError)
+    async def bad_type(_: Request, e: TypeError):
+        return error(400, e)
+
+    @app.exception_handler(KeyError)
+    async def missing(_: Request, e: KeyError):
+        return error(404, e)
+
+    @app.exception_handler(NotImplementedError)
+    async def not_implemented(_: Request, e: NotImplementedError):
+        return error(501, e)
+
+    def origin(request: Request) -> str | None:
+        return request.headers.get(CLIENT_HEADER)
+
+    # ------------------------------------------------------------------ datasets, views, samples
+
+    @app.get("/api/datasets")
+    def datasets():
+        from ..core.dataset import list_datasets
+
+        return {"datasets": list_datasets(), "current": state.dataset.name if state.dataset else None}
+
+    @app.post("/api/dataset")
+    def set_dataset(body: DatasetBody, request: Request):
+        state.set_dataset(body.name, origin(request))
+        return state.state_message("dataset")
+
+    @app.get("/api/state")
+    def get_state():
+        return state.state_message()
+
+    @app.get("/api/summary")
+    def summary():
+        return state.summary()
+
+    @app.get("/api/samples")
+    def samples(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
+        return state.samples_page(offset, limit)
+
+    @app.get("/api/sample/{sample_id}")
+    def sample(sample_id: str):
+        return state.sample(sample_id)
+
+    @app.get("/api/view")
+    def get_view():
+        msg = state.state_message()
+        return {"stages": msg.get("view", {}).get("stages", []), "count": msg.get("view", {}).get("count", 0)}
+
+    @app.post("/api/view")
+    def set_view(body: ViewBody, request: Request):
+        state.set_view_stages(body.stages, origin(request))
+        return state.state_message("view")
+
+    # ------------------------------------------------------------------ selection and tags
+
+    @app.get("/api/selection")
+    def get_selection():
+        with state.lock:
+            return {"selected": list(state.selected), "selected_labels": list(state.selected_labels)}
+
+    @app.post("/api/selection")
+    def set_selection(body: SelectionBody, request: Request):
+        selected = state.set_selected(body.ids, body.mode, origin(request), clear_lasso=body.clear_lasso)
+        return {"selected_count": len(selected)}
+
+    @app.post("/api/selection/clear")
+    def clear_selection(request: Request):
+        state.clear_selection(origin(request))
+        return {"selected_count": 0}
+
+    @app.post("/api/tag")
+    def tag(body: TagBody, request: Request):
+        return state.tag(body.tags, body.ids, remove=False, labels=body.labels, origin=origin(request))
+
+    @app.post("/api/untag")
+    def untag(body: TagBody, request: Request):
+        return state.tag(body.tags, body.ids, remove=True, labels=body.labels, origin=origin(request))
+
+    @app.get("/api/similarity_runs")
+    def similarity_runs():
+        return {"runs": state.similarity_runs()}
+
+    @app.post("/api/sort_by_similarity")
+    def sort_by_similarity(body: SimilarityBody, request: Request):
+        return state.sort_by_similarity(body.ids, body.k, body.brain_key, origin(request))
+
+    # ------------------------------------------------------------------ plots
+
+    @app.get("/api/runs")
+    def runs():
+        return {"runs": state.visualization_runs()}
+
+    @app.get("/api/points/{brain_key}")
+    def points(brain_key: str):
+        run = state.run(brain_key)
+        return Response(run.xy, media_type="application/octet-stream",
+                        headers={"X-Embedlens-Count": str(run.count), "Cache-Control": "no-store"})
+
+    @app.get("/api/points/{brain_key}/meta")
+    def points_meta(brain_key: str):
+        return state.run_meta(brain_key)
+
+    @app.get("/api/points/{brain_key}/ids")
+    def points_ids(brain_key: str):
+        return state.run_ids(brain_key)
+
+    @app.get("/api/points/{brain_key}/values")
+    def points_values(brain_key: str, field: str = Query(..., min_length=1, max_length=200)):
+        header, _ = state.run_values(brain_key, field)
+        return header
+
+    @app.get("/api/points/{brain_key}/values.bin")
+    def points_values_bin(brain_key: str, field: str = Query(..., min_length=1, max_length=200)):
+        header, data = state.run_values(brain_key, field)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"X-Embedlens-Dtype": header["dtype"], "X-Embedlens-Kind": header["kind"]})
+
+    @app.get("/api/points/{brain_key}/mask")
+    def points_mask(brain_key: str):
+        return Response(state.view_mask(brain_key), media_type="application/octet-stream")
+
+    @app.post("/api/points/{brain_key}/lasso")
+    async def points_lasso(brain_key: str, request: Request):
+        if int(request.headers.get("content-length") or 0) > MAX_BINARY_BODY:
+            return JSONResponse({"detail": "too many point indices"}, status_code=413)
+        body = await request.body()
+        if len(body) % 4 or len(body) > MAX_BINARY_BODY:
+            raise ValueError("the body must be little-endian uint32 point indices (a multiple of 4 bytes)")
+        idx = np.frombuffer(body, dtype="<u4")
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(state.set_lasso, brain_key, idx, origin(request))
+
+    @app.get("/api/points/{brain_key}/lasso")
+    def get_lasso(brain_key: str):
+        key, idx = state.lasso_indices()
+        if key != brain_key:
+            idx = np.zeros(0, dtype=np.uint32)
+        return Response(idx.astype("<u4").tobytes(), media_type="application/octet-stream")
+
+    @app.post("/api/points/{brain_key}/indices")
+    def points_indices(brain_key: str, body: IdsBody):
+        idx = state.point_indices(brain_key, body.ids)
+        return Response(idx.astype("<u4").tobytes(), media_type="application/octet-stream")
+
+    # ------------------------------------------------------------------ media
+
+    @app.get("/media/thumb/{sample_id}")
+    def thumb(sample_id: str):
+        return _file_or_placeholder(state.media_path(sample_id, "thumb"), thumbnail=True)
+
+    @app.get("/media/full/{sample_id}")
+    def full(sample_id: str):
+        return _file_or_placeholder(state.media_path(sample_id, "full"), thumbnail=False)
+
+    # ------------------------------------------------------------------ live updates
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket):
+        if not (host_ok(websocket.headers) and origin_ok(websocket.headers)
+                and token_ok(websocket.headers, websocket.query_params, websocket.cookies)):
+            await websocket.close(code=4401)
+            return
+        await websocket.accept()
+        client_id = state.hub.add(websocket)
+        try:
+            from starlette.concurrency import run_in_threadpool
+
+            msg = await run_in_threadpool(state.state_message, "hello")
+            await websocket.send_json({**msg, "type": "hello", "client_id": client_id})
+            while True:
+                data = await websocket.receive_json()
+                if isinstance(data, dict) and data.get("type") == "ping":
+                    await websocket.send_json({"type": "pong"})
+        except (WebSocketDisconnect, RuntimeError, ValueError):
+            pass
+        finally:
+            state.hub.remove(client_id)
+
+    # ------------------------------------------------------------------ the page
+
+    @app.get("/")
+    def index():
+        page = static / "index.html"
+        if not page.exists():
+            return HTMLResponse(_NOT_BUILT)
+        return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/assets/{name}")
+    def asset(name: str):
+        # Built files only: a flat folder, names without separators.
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise NotFound("no such asset")
+        path = static / "assets" / name
+        if not path.is_file():
+            raise NotFound("no such asset")
+        media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if name.endswith(".js"):
+            media = "text/javascript"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+    return app
+
+
+def _file_or_placeholder(path: str | None, thumbnail: bool) -> Response:
+    if path is None or not os.path.isfile(path):
+        return Response(_PLACEHOLDER, media_type="image/svg+xml", headers={"X-Embedlens-Missing": "1"})
+    media = "image/jpeg" if thumbnail else (mimetypes.guess_type(path)[0] or "")
+    if not media.startswith("image/") or media == "image/svg+xml":
+        media = "application/octet-stream"  # never let a dataset file be run as a page or a script
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=60",
+                                                         "X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,276 @@
+"""``launch_app`` and :class:`Session`: the app server in a background thread, driven from Python.
+
+>>> import embedlens as el
+>>> ds = el.load_sample_dataset("digits")
+>>> session = el.launch_app(ds)
+>>> session.view = ds.match_tags("test")      # the page shows the test split
+>>> session.selected                           # ids of the samples selected (or lassoed) in the page
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import webbrowser
+from typing import Any
+
+from ..core.collection import SampleCollection
+from ..core.dataset import Dataset
+from .state import AppState
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_PORT = 5151
+
+
+class Session:
+    """A running app: ``url``, and the page's dataset, view and selection, in sync both ways.
+
+    Setting :attr:`view` (or :attr:`dataset`, :attr:`selected`) updates every open page at once over
+    its WebSocket; selections and lassos made in the page show up in :attr:`selected` and
+    :attr:`selected_labels`. The server runs in a daemon thread until :meth:`close`.
+
+    Parameters
+    ----------
+    dataset:
+        A dataset or view to show (or None: choose one in the page).
+    port:
+        TCP port; 0 picks a free one (see :attr:`port`).
+    address:
+        Interface to bind. Anything other than 127.0.0.1/localhost/::1 needs an ``auth_token``; without
+        one a random token is made and printed with the URL.
+    auto:
+        Open the page: inline in a notebook, else in the default browser when there is a display (set
+        ``EMBEDLENS_NO_BROWSER=1`` to never open one).
+    auth_token:
+        Every request must carry it (``?token=``, ``Authorization: Bearer`` or ``X-Embedlens-Token``).
+    """
+
+    def __init__(self, dataset: SampleCollection | None = None, port: int = DEFAULT_PORT,
+                 address: str = "127.0.0.1", auto: bool = True, auth_token: str | None = None,
+                 log_level: str = "warning") -> None:
+        import uvicorn
+
+        from .server import create_app
+
+        if dataset is not None and not isinstance(dataset, SampleCollection):
+            raise TypeError(f"launch_app() takes a dataset or view, got {type(dataset).__name__}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        if not isinstance(address, str) or not address:
+            raise ValueError(f"address must be a host name or IP address, got {address!r}")
+        self._remote = address not in LOOPBACK
+        self.auth_token = resolve_auth_token(address, auth_token)
+        self.address = address
+        self._state = AppState(dataset)
+        trusted = None if self._remote else ["127.0.0.1", "localhost", "[::1]", "::1"]
+        self._app = create_app(self._state, auth_token=auth_token, trusted_hosts=trusted)
+        config = uvicorn.Config(self._app, host=address, port=port, log_level=log_level, lifespan="off",
+                                access_log=False, ws_ping_interval=20, ws_ping_timeout=20)
+        self._server = uvicorn.Server(config)
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=f"embedlens-app-{port}", daemon=True)
+        self._error: BaseException | None = None
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._closed = True
+                self._server.should_exit = True
+                reason = f": {self._error}" if self._error else " (is the port in use?)"
+                raise OSError(f"could not start the embedlens app on {address}:{port}{reason}")
+            time.sleep(0.02)
+        self.port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        if auto:
+            self.open()
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except BaseException as e:  # SystemExit when the port is taken: reported by __init__
+            self._error = e
+
+    # ------------------------------------------------------------------ where
+
+    @property
+    def url(self) -> str:
+        """The page's address (with ``?token=`` when the server needs a token)."""
+        host = self.address
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        token = f"?token={self.auth_token}" if self.auth_token else ""
+        return f"http://{host}:{self.port}/{token}"
+
+    @property
+    def server_port(self) -> int:
+        return self.port
+
+    def open(self) -> None:
+        """Show the page: inline in a notebook, else in a browser (when a display is available)."""
+        if _in_notebook():
+            from IPython.display import IFrame, display
+
+            display(IFrame(self.url, width="100%", height=800))
+            return
+        print(f"embedlens app: {self.url}", file=sys.stderr)
+        if os.environ.get("EMBEDLENS_NO_BROWSER") or not _has_display():
+            return
+        try:
+            webbrowser.open(self.url, new=2)
+        except Exception:  # no browser: the URL is printed
+            pass
+
+    show = open
+
+    # ------------------------------------------------------------------ what the page shows
+
+    @property
+    def dataset(self) -> Dataset | None:
+        return self._state.dataset
+
+    @dataset.setter
+    def dataset(self, value: Dataset | str | None) -> None:
+        if value is None:
+            raise ValueError("session.dataset takes a dataset or a dataset name")
+        self._state.set_dataset(value, origin="python")
+
+    @property
+    def view(self) -> SampleCollection | None:
+        """The collection the page shows (its sidebar filters included); set it to change the page."""
+        return self._state.view
+
+    @view.setter
+    def view(self, value: SampleCollection | None) -> None:
+        if self._state.dataset is None:
+            if value is None:
+                return
+            self._state.set_dataset(value, origin="python")
+            return
+        self._state.set_view(value, origin="python", keep_lasso=False)
+
+    def clear_view(self) -> None:
+        self.view = None
+
+    @property
+    def selected(self) -> list[str]:
+        """Ids of the samples selected in the page (clicked in the grid, or lassoed in the plot)."""
+        with self._state.lock:
+            return list(self._state.selected)
+
+    @selected.setter
+    def selected(self, ids: Any) -> None:
+        self._state.set_selected([] if ids is None else list(ids), "replace", origin="python")
+
+    @property
+    def selected_labels(self) -> list[dict]:
+        """Objects lassoed in an object-level plot: ``{"label_id", "sample_id", "field"}`` each."""
+        with self._state.lock:
+            return [dict(d) for d in self._state.selected_labels]
+
+    def clear_selection(self) -> None:
+        self._state.clear_selection(origin="python")
+
+    def tag_selected(self, tags: str | list[str]) -> None:
+        """Tag the selected samples, as the page's tag button does."""
+        self._state.tag(tags, origin="python")
+
+    def refresh(self) -> None:
+        """Reload the pages (after new brain runs, tags or fields made in Python)."""
+        self._state.refresh(origin="python")
+
+    @property
+    def num_pages(self) -> int:
+        """How many pages are connected right now."""
+        return self._state.hub.count
+
+    # ------------------------------------------------------------------ lifetime
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every open page is closed (after one was opened), :meth:`close` is called, or
+        ``timeout`` seconds pass; Ctrl-C returns too."""
+        hub = self._state.hub
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._closed and (deadline is None or time.monotonic() < deadline):
+                if hub.connected_once.is_set() and hub.all_gone.wait(0.2):
+                    # a reload closes and reopens the socket: wait a moment before calling it closed
+                    time.sleep(1.0)
+                    if hub.count == 0:
+                        return
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+
+    def close(self) -> None:
+        """Stop the server (pages stay open but no longer update)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = self._state.dataset.name if self._state.dataset is not None else None
+        n = len(self._state.view) if self._state.view is not None else 0
+        return (f"<Session url={self.url!r} dataset={name!r} view={n} samples selected={len(self._state.selected)} "
+                f"{'closed' if self._closed else 'running'}>")
+
+
+def launch_app(dataset: SampleCollection | None = None, view: SampleCollection | None = None,
+               port: int = DEFAULT_PORT, address: str = "127.0.0.1", auto: bool = True,
+               auth_token: str | None = None) -> Session:
+    """Start the app on ``dataset`` (or ``view``) and return its :class:`Session`.
+
+    As ``fiftyone.launch_app``: ``session.url``, ``session.view = ...``, ``session.selected``. The
+    server binds to ``address`` (127.0.0.1 by default); binding anywhere else needs ``auth_token``
+    (one is generated and printed when not given). ``port=0`` picks a free port.
+    """
+    return Session(view if view is not None else dataset, port=port, address=address, auto=auto,
+                   auth_token=auth_token)
+
+
+def resolve_auth_token(address: str, auth_token: str | None) -> str | None:
+    """The token a server on ``address`` needs: the one given; a new random one (printed) when binding
+    beyond the loopback interface without one; else None."""
+    if auth_token is not None:
+        if not isinstance(auth_token, str) or len(auth_token) < 8:
+            raise ValueError("auth_token must be a string of at least 8 characters")
+        return auth_token
+    if address in LOOPBACK:
+        return None
+    token = secrets.token_urlsafe(24)
+    print(f"embedlens: binding to {address}, so every request needs this token: {token}", file=sys.stderr)
+    return token
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    if ipy is None:
+        return False
+    try:
+        shell = ipy.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _has_display() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -1,0 +1,652 @@
+"""What one app server shows: a dataset, its current view, the page's selection, and cached plot data.
+
+Every route and the Python :class:`~embedlens.app.session.Session` go through :class:`AppState`, which
+calls the embedlens API (views, tags, brain runs) under one lock and tells the open pages what changed
+(:class:`Hub`). Plot geometry leaves as bytes: points are little-endian float32 ``x, y`` pairs and
+colour-by values are uint8/uint16 category codes or float32 numbers, never JSON arrays of numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+from ..core.collection import SampleCollection
+from ..core.dataset import Dataset, list_datasets, load_dataset
+from ..core.expressions import F
+from ..core.labels import Label
+
+ID_RE = re.compile(r"^[0-9a-f]{24}$")
+TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+MAX_PAGE = 1000
+#: Selections up to this size travel inside state messages; larger ones are counted only.
+MAX_IDS_IN_MESSAGE = 5000
+LABEL_FIELD_TYPES = ("Classification", "Detection", "Detections")
+
+
+class NotFound(KeyError):
+    """A sample, dataset or run that the request names does not exist (HTTP 404)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+def check_ids(ids: Any, what: str = "ids") -> list[str]:
+    """A list of sample/label ids (24 hex characters), de-duplicated in order; ValueError otherwise."""
+    if not isinstance(ids, (list, tuple)):
+        raise ValueError(f"{what} must be a list of ids")
+    bad = [i for i in ids if not isinstance(i, str) or not ID_RE.match(i)]
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} invalid ids (24 hex characters expected), first: {str(bad[0])[:40]!r}")
+    return list(dict.fromkeys(ids))
+
+
+def check_tags(tags: Any) -> list[str]:
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, (list, tuple)) or not tags:
+        raise ValueError("tags must be a non-empty list of strings")
+    bad = [t for t in tags if not isinstance(t, str) or not TAG_RE.match(t) or not t.strip()]
+    if bad:
+        raise ValueError(f"invalid tag {str(bad[0])[:40]!r}: 1-128 printable characters, not only spaces")
+    return list(dict.fromkeys(tags))
+
+
+def jsonable(value: Any) -> Any:
+    """A field value as JSON: labels as dicts, arrays as a short description, NaN as None."""
+    if isinstance(value, Label):
+        return value.to_dict()
+    if isinstance(value, np.ndarray):
+        return {"_cls": "array", "shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def stages_of(coll: SampleCollection) -> list[dict]:
+    return [s.to_dict() for s in coll._stages]
+
+
+@dataclass
+class RunData:
+    """A visualization run, loaded once: results plus its ids as numpy arrays for fast indexing."""
+
+    key: str
+    results: Any
+    keys: np.ndarray
+    sample_ids: np.ndarray
+    xy: bytes
+    values: dict[str, tuple[dict, bytes]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class Lasso:
+    """Points selected in the plot: the grid shows their samples."""
+
+    brain_key: str
+    indices: np.ndarray  # uint32 point indices
+    sample_ids: list[str]
+    keys: list[str]  # the points' own ids: label ids for an object-level run
+    patches_field: str | None = None
+
+
+class Hub:
+    """The open pages (WebSocket connections); messages to them can be sent from any thread."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.connected_once = threading.Event()
+        self.all_gone = threading.Event()
+
+    def add(self, websocket: Any) -> str:
+        client_id = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._clients[client_id] = websocket
+            self.all_gone.clear()
+        self.connected_once.set()
+        return client_id
+
+    def remove(self, client_id: str) -> None:
+        with self._lock:
+            self._clients.pop(client_id, None)
+            if not self._clients:
+                self.all_gone.set()
+
+    @property
+    def count(self) -> int:
+        return len(self._clients)
+
+    def publish(self, message: dict) -> None:
+        """Send ``message`` to every page; returns at once (delivery happens on the server's loop)."""
+        with self._lock:
+            loop, clients = self._loop, list(self._clients.items())
+        if loop is None or not clients or loop.is_closed():
+            return
+        text = json.dumps(message)
+
+        async def send_all() -> None:
+            for client_id, ws in clients:
+                try:
+                    await ws.send_text(text)
+                except Exception:  # a page that went away: its handler removes it
+                    self.remove(client_id)
+
+        try:
+            asyncio.run_coroutine_threadsafe(send_all(), loop)
+        except RuntimeError:  # the loop stopped meanwhile
+            pass
+
+
+class AppState:
+    """The dataset, view and selection the app shows, shared by the server's routes and the Session."""
+
+    def __init__(self, collection: SampleCollection | None = None) -> None:
+        self.lock = threading.RLock()
+        self.hub = Hub()
+        self.revision = 0
+        self.selected: list[str] = []
+        self.selected_labels: list[dict] = []
+        self.lasso: Lasso | None = None
+        self._runs: dict[str, RunData] = {}
+        self.dataset: Dataset | None = None
+        self.view: SampleCollection | None = None
+        if collection is not None:
+            self._set_collection(collection)
+
+    # ------------------------------------------------------------------ dataset and view
+
+    def _set_collection(self, collection: SampleCollection) -> None:
+        if not isinstance(collection, SampleCollection):
+            raise TypeError(f"expected a dataset or view, got {type(collection).__name__}")
+        self.dataset = collection._dataset
+        self.view = collection
+        self.selected, self.selected_labels, self.lasso = [], [], None
+        self._runs.clear()
+
+    def require(self) -> tuple[Dataset, SampleCollection]:
+        if self.dataset is None or self.view is None:
+            raise NotFound("no dataset is loaded; choose one with POST /api/dataset")
+        return self.dataset, self.view
+
+    def set_dataset(self, name_or_collection: Any, origin: str | None = None) -> None:
+        with self.lock:
+            if isinstance(name_or_collection, str):
+                if name_or_collection not in list_datasets():
+                    raise NotFound(f"no dataset {name_or_collection!r}; datasets: {', '.join(list_datasets())}")
+                coll: SampleCollection = load_dataset(name_or_collection)
+            else:
+                coll = name_or_collection
+            self._set_collection(coll)
+        self.notify("dataset", origin)
+
+    def set_view(self, view: SampleCollection | None, origin: str | None = None, keep_lasso: bool = True) -> None:
+        """Show ``view`` (None: the whole dataset). A view of another dataset switches datasets."""
+        with self.lock:
+            dataset, _ = self.require()
+            if view is None:
+                view = dataset.view()
+            if not isinstance(view, SampleCollection):
+                raise TypeError(f"session.view takes a dataset or view, got {type(view).__name__}")
+            if view._dataset.name != dataset.name or view._dataset.path != dataset.path:
+                self._set_collection(view)
+                reason = "dataset"
+            else:
+                self.view = view
+                if not keep_lasso:
+                    self.lasso = None
+                reason = "view"
+        self.notify(reason, origin)
+
+    def set_view_stages(self, stages: Any, origin: str | None = None) -> None:
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ValueError("stages must be a list of stage objects ({'_stage': ..., 'kwargs': {...}})")
+        with self.lock:
+            dataset, _ = self.require()
+            try:
+                view = dataset.view_from_dicts(stages)
+            except KeyError as e:  # a stage dict without its keys
+                raise ValueError(f"malformed view stage: missing {e}") from None
+            self.set_view(view, origin)
+
+    def grid_view(self) -> SampleCollection:
+        """The current view narrowed to the samples lassoed in the plot (when there is a lasso)."""
+        _, view = self.require()
+        if self.lasso is None:
+            return view
+        pf = view._query().patches_field
+        if pf is not None:
+            if pf == self.lasso.patches_field:  # objects of the same field: exactly the lassoed objects
+                return view.select(self.lasso.keys)
+            return view.match(F("sample_id").is_in(self.lasso.sample_ids))
+        return view.select(self.lasso.sample_ids)
+
+    # ------------------------------------------------------------------ messages to the pages
+
+    def state_message(self, reason: str = "state", origin: str | None = None) -> dict:
+        with self.lock:
+            if self.dataset is None or self.view is None:
+                return {"type": "state", "reason": reason, "origin": origin, "revision": self.revision,
+                        "dataset": None}
+            sel = self.selected
+            lasso = None
+            if self.lasso is not None:
+                lasso = {"brain_key": self.lasso.brain_key, "points": len(self.lasso.indices),
+                         "samples": len(self.lasso.sample_ids)}
+            return {
+                "type": "state", "reason": reason, "origin": origin, "revision": self.revision,
+                "dataset": self.dataset.name, "patches": bool(self.view._is_patches),
+                "view": {"stages": stages_of(self.view), "count": len(self.view)},
+                "grid_count": len(self.grid_view()),
+                "selected_count": len(sel), "selected": sel if len(sel) <= MAX_IDS_IN_MESSAGE else None,
+                "selected_labels_count": len(self.selected_labels), "lasso": lasso,
+            }
+
+    def notify(self, reason: str, origin: str | None = None) -> None:
+        with self.lock:
+            self.revision += 1
+        if self.hub.count:
+            self.hub.publish(self.state_message(reason, origin))
+
+    # ------------------------------------------------------------------ reading
+
+    def summary(self) -> dict:
+        """Fields with types and counts, tags and label values with counts, for the current view."""
+        with self.lock:
+            dataset, view = self.require()
+            schema = view.get_field_schema()
+            fields = []
+            labels: dict[str, dict] = {}
+            numeric = []
+            for name, ftype in schema.items():
+                if name in ("id", "filepath", "tags", "metadata", "sample_id"):
+                    count = len(view) if name != "metadata" else len(view.exists("metadata"))
+                else:
+                    count = len(view.exists(name))
+                fields.append({"name": name, "type": ftype, "count": count})
+                if ftype in LABEL_FIELD_TYPES:
+                    path = f"{name}.detections.label" if ftype == "Detections" else f"{name}.label"
+                    in_view = view.count_values(path)
+                    same = dataset.get_field_schema().get(name) == ftype  # not so in a patches view
+                    everywhere = dataset.distinct(path) if same else list(in_view)
+                    labels[name] = {"type": ftype, "path": path,
+                                    "values": [{"value": v, "count": int(in_view.get(v, 0))}
+                                               for v in sorted(set(everywhere) | {v for v in in_view if v is not None},
+                                                               key=str)]}
+                elif ftype in ("int", "float") and name != "_rowid":
+                    numeric.append(name)
+            tags_in_view = view.count_sample_tags()
+            all_tags = sorted(set(dataset.count_sample_tags()) | set(tags_in_view), key=str)
+            return {
+                "name": dataset.name, "total": len(dataset), "count": len(view), "patches": bool(view._is_patches),
+                "fields": fields, "tags": [{"tag": t, "count": int(tags_in_view.get(t, 0))} for t in all_tags],
+                "labels": labels, "numeric_fields": numeric, "stages": stages_of(view),
+                "saved_views": dataset.list_saved_views(),
+            }
+
+    def samples_page(self, offset: int, limit: int) -> dict:
+        if offset < 0 or not 0 < limit <= MAX_PAGE:
+            raise ValueError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
+        with self.lock:
+            grid = self.grid_view()
+            total = len(grid)
+            page = grid.skip(offset).limit(limit) if offset else grid.limit(limit)
+            schema = page.get_field_schema()
+            label_fields = [n for n, t in schema.items() if t in LABEL_FIELD_TYPES]
+            patches = page._is_patches
+            thumbs = page.thumbnail_paths()  # made now, in parallel, so the tiles' requests are file reads
+            selected = set(self.selected)
+            samples = []
+            for s, thumb in zip(page, thumbs):
+                sid = s["sample_id"] if patches else s.id
+                chips = []
+                for name in label_fields:
+                    chips.extend(_chips(name, s.get(name)))
+                samples.append({
+                    "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
+                    "missing": thumb is None, "tags": list(s.tags or []), "labels": chips,
+                    "selected": sid in selected,
+                })
+            return {"total": total, "offset": offset, "limit": limit, "samples": samples}
+
+    def sample(self, sample_id: str) -> dict:
+        check_ids([sample_id], "sample id")
+        with self.lock:
+            dataset, _ = self.require()
+            try:
+                s = dataset[sample_id]
+            except KeyError:
+                raise NotFound(f"no sample {sample_id!r} in dataset {dataset.name!r}") from None
+            return {"id": s.id, "fields": {k: jsonable(v) for k, v in s.to_dict().items()},
+                    "thumb": f"/media/thumb/{s.id}", "full": f"/media/full/{s.id}"}
+
+    def media_path(self, sample_id: str, kind: str) -> str | None:
+        """The file to send for a sample: its cached thumbnail or its image; None when unreadable.
+
+        Looked up by id in the dataset only, so a request can never name a path.
+        """
+        if not isinstance(sample_id, str) or not ID_RE.match(sample_id):
+            raise NotFound("no such sample")
+        with self.lock:
+            dataset, _ = self.require()
+            one = dataset.select([sample_id])
+            paths = one.values("filepath")
+            if not paths:
+                raise NotFound("no such sample")
+            if kind == "thumb":
+                return one.thumbnail_paths()[0]
+            return paths[0]
+
+    # ------------------------------------------------------------------ selection and tags
+
+    def set_selected(self, ids: Sequence[str], mode: str = "replace", origin: str | None = None,
+                     clear_lasso: bool = False) -> list[str]:
+        ids = check_ids(list(ids))
+        if mode not in ("replace", "add", "remove", "toggle"):
+            raise ValueError("mode must be one of replace, add, remove, toggle")
+        with self.lock:
+            dataset, _ = self.require()
+            if ids:
+                found = set(dataset.select(ids).values("id"))
+                missing = [i for i in ids if i not in found]
+                if missing:
+                    raise NotFound(f"{len(missing)} ids are not samples of dataset {dataset.name!r}, "
+                                   f"first: {missing[0]!r}")
+            current = dict.fromkeys(self.selected)
+            if mode == "replace":
+                current = dict.fromkeys(ids)
+            elif mode == "add":
+                current.update(dict.fromkeys(ids))
+            elif mode == "remove":
+                for i in ids:
+                    current.pop(i, None)
+            else:
+                for i in ids:
+                    if i in current:
+                        current.pop(i)
+                    else:
+                        current[i] = None
+            self.selected = list(current)
+            keep = set(self.selected)
+            self.selected_labels = [d for d in self.selected_labels if d["sample_id"] in keep]
+            if clear_lasso:
+                self.lasso = None
+        self.notify("selection", origin)
+        return self.selected
+
+    def set_lasso(self, brain_key: str, indices: np.ndarray, origin: str | None = None) -> dict:
+        """Select points of a plot: the grid then shows their samples (an object's sample, for patches)."""
+        with self.lock:
+            run = self.run(brain_key)
+            idx = np.asarray(indices)
+            if idx.size and (idx.min() < 0 or idx.max() >= run.count):
+                raise ValueError(f"point indices must be in [0, {run.count}); got {int(idx.max())}")
+            idx = np.unique(idx).astype(np.uint32)
+            if idx.size == 0:
+                self.lasso = None
+                self.selected, self.selected_labels = [], []
+            else:
+                sample_ids = list(dict.fromkeys(run.sample_ids[idx].tolist()))
+                pf = run.results.patches_field
+                self.lasso = Lasso(brain_key, idx, sample_ids, run.keys[idx].tolist(), pf)
+                self.selected = sample_ids
+                self.selected_labels = ([{"label_id": k, "sample_id": s, "field": pf}
+                                         for k, s in zip(run.keys[idx].tolist(), run.sample_ids[idx].tolist())]
+                                        if pf else [])
+        self.notify("selection", origin)
+        return {"points": int(idx.size), "samples": len(self.selected)}
+
+    def clear_selection(self, origin: str | None = None) -> None:
+        with self.lock:
+            self.selected, self.selected_labels, self.lasso = [], [], None
+        self.notify("selection", origin)
+
+    def tag(self, tags: Any, ids: Any = None, remove: bool = False, labels: bool = False,
+            origin: str | None = None) -> dict:
+        """Tag (``remove``: untag) the samples ``ids`` (default: the selection); ``labels``: the selected objects."""
+        tags = check_tags(tags)
+        with self.lock:
+            dataset, _ = self.require()
+            if labels:
+                by_field: dict[str, list[str]] = {}
+                for d in self.selected_labels:
+                    by_field.setdefault(d["field"], []).append(d["label_id"])
+                if not by_field:
+                    raise ValueError("no labels are selected (lasso objects in a patches plot first)")
+                n = 0
+                for fname, label_ids in by_field.items():
+                    coll = dataset.to_patches(fname).select(label_ids)
+                    (coll.untag_samples if remove else coll.tag_samples)(tags)
+                    n += len(label_ids)
+            else:
+                ids = self.selected if ids is None else check_ids(ids)
+                if not ids:
+                    raise ValueError("nothing to tag: select samples first, or pass ids")
+                coll = dataset.select(ids)
+                n = len(coll)
+                if n != len(ids):
+                    found = set(coll.values("id"))
+                    missing = [i for i in ids if i not in found]
+                    raise NotFound(f"{len(missing)} ids are not samples of dataset {dataset.name!r}, "
+                                   f"first: {missing[0]!r}")
+                (coll.untag_samples if remove else coll.tag_samples)(tags)
+        self.notify("tags", origin)
+        return {"tagged" if not remove else "untagged": n, "tags": tags}
+
+    def sort_by_similarity(self, ids: Any = None, k: int | None = None, brain_key: str | None = None,
+                           origin: str | None = None) -> dict:
+        try:
+            from ..brain import similarity  # noqa: F401
+        except ImportError:
+            raise NotImplementedError("similarity search is not available in this embedlens version") from None
+        with self.lock:
+            _, view = self.require()
+            ids = self.selected if ids is None else check_ids(ids)
+            if not ids:
+                raise ValueError("select samples first: they are the query")
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+                raise ValueError(f"k must be a positive integer, got {k!r}")
+            new = view.sort_by_similarity(ids, k=k, brain_key=brain_key)
+            self.lasso = None
+            self.view = new
+        self.notify("view", origin)
+        return {"count": len(new)}
+
+    def similarity_runs(self) -> list[str]:
+        with self.lock:
+            dataset, _ = self.require()
+            try:
+                from ..brain import similarity  # noqa: F401
+            except ImportError:
+                return []
+            return dataset.list_brain_runs(type="similarity")
+
+    # ------------------------------------------------------------------ plots
+
+    def visualization_runs(self) -> list[dict]:
+        with self.lock:
+            dataset, _ = self.require()
+            out = []
+            for key in dataset.list_brain_runs(type="visualization"):
+                info = dataset.get_brain_info(key)
+                cfg = info.get("config", {})
+                out.append({"key": key, "method": cfg.get("method"), "num_dims": cfg.get("num_dims"),
+                            "patches_field": cfg.get("patches_field"), "created_at": info.get("created_at")})
+            return out
+
+    def run(self, brain_key: str) -> RunData:
+        from ..brain import visualization  # noqa: F401  (registers the results class of the runs)
+
+        with self.lock:
+            dataset, _ = self.require()
+            cached = self._runs.get(brain_key)
+            if cached is not None:
+                return cached
+            if not isinstance(brain_key, str) or not dataset.has_brain_run(brain_key):
+                raise NotFound(f"no brain run {brain_key!r} on dataset {dataset.name!r}")
+            if dataset.get_brain_info(brain_key)["type"] != "visualization":
+                raise ValueError(f"brain run {brain_key!r} is not a visualization run")
+            results = dataset.load_brain_results(brain_key)
+            pts = np.asarray(results.points, dtype=np.float32)[:, :2]
+            run = RunData(brain_key, results, np.asarray(results.keys), np.asarray(results.sample_ids),
+                          np.ascontiguousarray(pts, dtype="<f4").tobytes())
+            self._runs[brain_key] = run
+            return run
+
+    def run_meta(self, brain_key: str) -> dict:
+        with self.lock:
+            run = self.run(brain_key)
+            pts = np.asarray(run.results.points, dtype=np.float32)[:, :2]
+            cfg = run.results.config
+            bounds = [float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()),
+                      float(pts[:, 1].max())] if len(pts) else [0.0, 0.0, 1.0, 1.0]
+            return {"key": brain_key, "count": run.count, "method": cfg.get("method"),
+                    "num_dims": cfg.get("num_dims"), "patches_field": cfg.get("patches_field"),
+                    "bounds": bounds, "points_url": f"/api/points/{brain_key}", "dtype": "<f4",
+                    "layout": "x,y interleaved", "color_fields": self.color_fields(run)}
+
+    def color_fields(self, run: RunData) -> list[dict]:
+        schema = self.dataset.get_field_schema() if self.dataset is not None else {}
+        pf = run.results.patches_field
+        out = []
+        for name, ftype in schema.items():
+            if name in ("id", "filepath", "metadata", "tags"):
+                continue
+            if ftype in ("Classification", "Detection") or (ftype == "Detections" and name == pf):
+                out.append({"path": f"{name}.label", "kind": "categorical"})
+            elif ftype in ("str", "bool"):
+                out.append({"path": name, "kind": "categorical"})
+            elif ftype in ("int", "float"):
+                out.append({"path": name, "kind": "numeric"})
+        return out
+
+    def run_values(self, brain_key: str, path: str) -> tuple[dict, bytes]:
+        """Colour-by values of every point: a JSON header and the codes or numbers as bytes."""
+        with self.lock:
+            run = self.run(brain_key)
+            if path in run.values:
+                return run.values[path]
+            allowed = {f["path"]: f["kind"] for f in self.color_fields(run)}
+            if path not in allowed:
+                raise ValueError(f"cannot colour by {path!r}; one of: {', '.join(allowed) or 'none'}")
+            vals = run.results.values(path)
+            header, data = encode_values(vals, allowed[path])
+            header.update(key=brain_key, field=path, count=run.count)
+            run.values[path] = (header, data)
+            return header, data
+
+    def run_ids(self, brain_key: str) -> dict:
+        with self.lock:
+            run = self.run(brain_key)
+            return {"key": brain_key, "keys": run.keys.tolist(), "sample_ids": run.sample_ids.tolist(),
+                    "patches_field": run.results.patches_field}
+
+    def view_mask(self, brain_key: str) -> bytes:
+        """One byte per point: 1 where the point's sample (object) is in the current view."""
+        with self.lock:
+            run = self.run(brain_key)
+            _, view = self.require()
+            if not view._stages:
+                return np.ones(run.count, dtype=np.uint8).tobytes()
+            if view._is_patches:
+                members, ids = np.asarray(view.values("id")), run.keys
+            else:
+                members, ids = np.asarray(view.values("id")), run.sample_ids
+            return np.isin(ids, members).astype(np.uint8).tobytes()
+
+    def point_indices(self, brain_key: str, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Indices of the points whose sample (or object) id is in ``ids`` (default: the selection)."""
+        with self.lock:
+            run = self.run(brain_key)
+            ids = self.selected if ids is None else check_ids(list(ids))
+            if not ids:
+                return np.zeros(0, dtype=np.uint32)
+            want = np.asarray(ids)
+            mask = np.isin(run.sample_ids, want) | np.isin(run.keys, want)
+            return np.flatnonzero(mask).astype(np.uint32)
+
+    def lasso_indices(self) -> tuple[str | None, np.ndarray]:
+        with self.lock:
+            if self.lasso is None:
+                return None, np.zeros(0, dtype=np.uint32)
+            return self.lasso.brain_key, self.lasso.indices
+
+    def refresh(self, origin: str | None = None) -> None:
+        """Forget cached runs and values (after new brain runs or edits from Python) and reload the pages."""
+        with self.lock:
+            self._runs.clear()
+            if self.dataset is not None:
+                self.dataset.reload()
+        self.notify("refresh", origin)
+
+
+def _chips(name: str, value: Any) -> list[dict]:
+    if value is None:
+        return []
+    cls = getattr(value, "_cls", None)
+    if cls in ("Classification", "Detection"):
+        conf = value.get("confidence")
+        return [{"field": name, "label": value.get("label"),
+                 "confidence": conf if isinstance(conf, Number) and math.isfinite(conf) else None}]
+    if cls == "Detections":
+        dets = value.get("detections") or []
+        names = list(dict.fromkeys(d.get("label") for d in dets))
+        return [{"field": name, "label": f"{len(dets)} objects" + (f": {', '.join(map(str, names[:3]))}"
+                                                                     if names else ""), "count": len(dets)}]
+    return []
+
+
+def encode_values(values: list[Any], kind: str) -> tuple[dict, bytes]:
+    """Categorical values as codes into a sorted category list (missing: ``len(categories)``), or
+    numeric values as float32 (missing: NaN)."""
+    n = len(values)
+    if kind == "numeric":
+        arr = np.array([np.nan if v is None or isinstance(v, bool) else float(v) for v in values], dtype="<f4")
+        finite = arr[np.isfinite(arr)]
+        header = {"kind": "numeric", "dtype": "<f4", "missing": int(n - finite.size),
+                  "min": float(finite.min()) if finite.size else None,
+                  "max": float(finite.max()) if finite.size else None}
+        return header, arr.tobytes()
+    present = [v for v in values if v is not None]
+    categories = sorted({_cat(v) for v in present}, key=lambda c: (isinstance(c, str), c))
+    if len(categories) >= 65535:
+        raise ValueError(f"{len(categories)} distinct values are too many to colour by; choose another field")
+    dtype = "<u1" if len(categories) < 255 else "<u2"
+    index = {c: i for i, c in enumerate(categories)}
+    missing_code = len(categories)
+    codes = np.fromiter((missing_code if v is None else index[_cat(v)] for v in values), dtype=dtype, count=n)
+    counts = np.bincount(codes.astype(np.int64), minlength=len(categories) + 1)
+    header = {"kind": "categorical", "dtype": dtype, "categories": categories,
+              "counts": counts[:len(categories)].tolist(), "missing": int(counts[missing_code]),
+              "missing_code": missing_code}
+    return header, codes.tobytes()
+
+
+def _cat(v: Any) -> Any:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, float, str)):
+        return v
+    return str(v)

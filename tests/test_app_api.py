@@ -1,0 +1,576 @@
+"""The app's HTTP API on real datasets: every route, binary points, tags persisted to SQLite, bad input,
+path traversal, auth tokens, live updates over the WebSocket, and a live server on a free port."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import embedlens as el
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():  # starlette's notice about its httpx client, not about embedlens
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+from embedlens.app import AppState, create_app
+from embedlens.app.session import Session, launch_app, resolve_auth_token
+from embedlens.brain.visualization import compute_visualization
+
+JSON = {"content-type": "application/json"}
+BIN = {"content-type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("app_home")
+
+
+@pytest.fixture(autouse=True)
+def _use_module_home(home, embedlens_home, monkeypatch):
+    """Every test of this module sees the datasets built once for it."""
+    monkeypatch.setenv("EMBEDLENS_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
+def digits(home):
+    """Real handwritten digits with a PCA layout of their pixels under brain key "pca"."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        ds = el.load_sample_dataset("digits", progress=False)
+        compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def boxes(home, digits):
+    """20 digit images with two boxes each, a missing image, and a per-object layout under "objects"."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        ds = el.Dataset("boxes")
+        samples = []
+        for i, (fp, label) in enumerate(zip(digits.values("filepath")[:20], digits.values("ground_truth.label"))):
+            dets = [el.Detection(label=label, bounding_box=[0.1, 0.1, 0.4, 0.4]),
+                    el.Detection(label="other", bounding_box=[0.5, 0.5, 0.4, 0.4])]
+            samples.append(el.Sample(fp, boxes=el.Detections(detections=dets), score=float(i)))
+        samples.append(el.Sample(str(home / "no-such-image.png"), score=99.0))
+        ds.add_samples(samples)
+        n = len(ds.to_patches("boxes"))
+        pts = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+        compute_visualization(ds, patches_field="boxes", points=pts, brain_key="objects", progress=False)
+    return ds
+
+
+@pytest.fixture
+def state(digits):
+    st = AppState(digits)
+    yield st
+    digits.untag_samples(["t-app", "t-ids", "t-bad", "t-ui", "t-session"])
+
+
+@pytest.fixture
+def client(state):
+    with TestClient(create_app(state)) as c:
+        yield c
+
+
+def fresh_tags(ds, ids):
+    """Tags read straight from the SQLite file, through a new connection: what persisted."""
+    con = sqlite3.connect(ds.path / "dataset.db")
+    try:
+        rows = dict(con.execute(f"SELECT id, tags FROM samples WHERE id IN ({','.join('?' * len(ids))})", ids))
+    finally:
+        con.close()
+    return {k: json.loads(v) for k, v in rows.items()}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def test_datasets_state_and_summary(client, digits):
+    d = client.get("/api/datasets").json()
+    assert "digits" in d["datasets"] and d["current"] == "digits"
+    st = client.get("/api/state").json()
+    assert st["dataset"] == "digits" and st["view"] == {"stages": [], "count": 1797}
+    assert st["grid_count"] == 1797 and st["selected_count"] == 0 and st["lasso"] is None
+    s = client.get("/api/summary").json()
+    types = {f["name"]: f["type"] for f in s["fields"]}
+    assert types["ground_truth"] == "Classification" and types["index"] == "int"
+    assert {f["name"]: f["count"] for f in s["fields"]}["ground_truth"] == 1797
+    assert {t["tag"]: t["count"] for t in s["tags"]} == digits.count_sample_tags()
+    gt = {v["value"]: v["count"] for v in s["labels"]["ground_truth"]["values"]}
+    assert gt == digits.count_values("ground_truth.label")
+    assert "index" in s["numeric_fields"]
+
+
+def test_samples_pages_follow_the_view(client, digits):
+    ids = digits.values("id")
+    page = client.get("/api/samples", params={"offset": 100, "limit": 50}).json()
+    assert page["total"] == 1797 and [s["id"] for s in page["samples"]] == ids[100:150]
+    tile = page["samples"][0]
+    assert tile["thumb"] == f"/media/thumb/{tile['id']}" and "filepath" not in tile
+    assert not any("sample-data" in json.dumps(s) for s in page["samples"])  # no file paths leak into the grid
+    assert tile["labels"][0] == {"field": "ground_truth", "label": digits[tile["id"]].ground_truth.label,
+                                 "confidence": None}
+    assert tile["tags"] == digits[tile["id"]].tags
+    last = client.get("/api/samples", params={"offset": 1790, "limit": 100}).json()
+    assert len(last["samples"]) == 7
+    for bad in ({"limit": 0}, {"limit": 5000}, {"offset": -1}, {"limit": "many"}):
+        assert client.get("/api/samples", params=bad).status_code == 422
+    assert client.get("/api/state").status_code == 200
+
+
+def test_sample_detail(client, digits):
+    sid = digits.values("id")[5]
+    d = client.get(f"/api/sample/{sid}").json()
+    assert d["id"] == sid and d["fields"]["ground_truth"]["label"] == digits[sid].ground_truth.label
+    assert d["fields"]["filepath"] == digits[sid].filepath
+    assert client.get("/api/sample/" + "0" * 24).status_code == 404
+    assert client.get("/api/sample/not-an-id").status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------- media
+
+
+def test_media_is_served_by_sample_id(client, digits):
+    sid = digits.values("id")[3]
+    r = client.get(f"/media/thumb/{sid}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(r.content)).size == (8, 8)  # never upscaled
+    r = client.get(f"/media/full/{sid}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == Path(digits[sid].filepath).read_bytes()
+
+
+@pytest.mark.parametrize("path", [
+    "/media/full/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/media/full/%2Fetc%2Fpasswd",
+    "/media/thumb/..%2Fdataset.db",
+    "/media/full/....%2F%2Fetc%2Fpasswd",
+    "/media/full/" + "0" * 24,
+    "/media/thumb/" + "g" * 24,
+    "/media/full/%00",
+    "/assets/..%2F..%2Fstate.py",
+    "/assets/.hidden",
+])
+def test_path_traversal_gets_404(client, path):
+    r = client.get(path)
+    assert r.status_code == 404, (path, r.status_code)
+    assert b"root:" not in r.content
+    assert client.get("/api/state").status_code == 200
+
+
+def test_a_sample_filepath_is_not_an_id(client, digits):
+    fp = digits.values("filepath")[0]
+    assert client.get("/media/full/" + fp.replace("/", "%2F")).status_code == 404
+    assert client.get("/media/full" + fp).status_code == 404
+
+
+def test_missing_image_gets_a_placeholder(boxes):
+    with TestClient(create_app(AppState(boxes))) as c:
+        sid = boxes.match(el.F("score") == 99.0).values("id")[0]
+        for kind in ("thumb", "full"):
+            r = c.get(f"/media/{kind}/{sid}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+            assert r.headers["x-embedlens-missing"] == "1"
+        page = c.get("/api/samples", params={"limit": 100}).json()
+        assert [s["missing"] for s in page["samples"]].count(True) == 1
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def test_runs_and_binary_points(client, digits):
+    runs = client.get("/api/runs").json()["runs"]
+    assert [r["key"] for r in runs] == ["pca"] and runs[0]["method"] == "pca"
+    results = digits.load_brain_results("pca")
+    r = client.get("/api/points/pca")
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert len(r.content) == 1797 * 2 * 4 and r.headers["x-embedlens-count"] == "1797"
+    pts = np.frombuffer(r.content, dtype="<f4").reshape(-1, 2)
+    np.testing.assert_array_equal(pts, results.points)
+    meta = client.get("/api/points/pca/meta").json()
+    assert meta["count"] == 1797 and meta["patches_field"] is None
+    assert meta["bounds"] == pytest.approx([*results.points.min(0), *results.points.max(0)])
+    assert {"path": "ground_truth.label", "kind": "categorical"} in meta["color_fields"]
+    ids = client.get("/api/points/pca/ids").json()
+    assert ids["keys"] == results.keys and ids["sample_ids"] == results.sample_ids
+    assert client.get("/api/points/nope").status_code == 404
+    assert client.get("/api/points/nope/meta").status_code == 404
+
+
+def test_colour_by_values_are_codes_and_numbers(client, digits):
+    results = digits.load_brain_results("pca")
+    h = client.get("/api/points/pca/values", params={"field": "ground_truth.label"}).json()
+    assert h["kind"] == "categorical" and h["dtype"] == "<u1" and h["categories"] == [str(i) for i in range(10)]
+    codes = np.frombuffer(client.get("/api/points/pca/values.bin",
+                                     params={"field": "ground_truth.label"}).content, dtype="<u1")
+    assert [h["categories"][c] for c in codes] == results.values("ground_truth.label")
+    assert h["counts"] == np.bincount(codes, minlength=10).tolist()
+    h = client.get("/api/points/pca/values", params={"field": "index"}).json()
+    assert h["kind"] == "numeric" and h["min"] == 0 and h["max"] == 1796
+    nums = np.frombuffer(client.get("/api/points/pca/values.bin", params={"field": "index"}).content, dtype="<f4")
+    np.testing.assert_array_equal(nums, np.array(results.values("index"), dtype=np.float32))
+    for bad in ("nope", "filepath", "ground_truth", "ground_truth.label; DROP TABLE samples"):
+        r = client.get("/api/points/pca/values", params={"field": bad})
+        assert r.status_code == 400 and "cannot colour by" in r.json()["detail"]
+    assert client.get("/api/points/pca/values").status_code == 422
+    assert len(digits) == 1797
+
+
+def test_lasso_sets_the_grid_and_the_selection(client, state, digits):
+    results = digits.load_brain_results("pca")
+    idx = np.flatnonzero(results.points[:, 0] > np.quantile(results.points[:, 0], 0.9)).astype("<u4")
+    r = client.post("/api/points/pca/lasso", content=idx.tobytes(), headers=BIN)
+    assert r.status_code == 200 and r.json() == {"points": len(idx), "samples": len(idx)}
+    want = {results.keys[i] for i in idx}
+    assert set(state.selected) == want
+    st = client.get("/api/state").json()
+    assert st["grid_count"] == len(idx) and st["lasso"] == {"brain_key": "pca", "points": len(idx),
+                                                          "samples": len(idx)}
+    page = client.get("/api/samples", params={"limit": 1000}).json()
+    assert {s["id"] for s in page["samples"]} == want and all(s["selected"] for s in page["samples"])
+    back = np.frombuffer(client.get("/api/points/pca/lasso").content, dtype="<u4")
+    np.testing.assert_array_equal(back, np.sort(idx))
+    assert client.get("/api/points/other/lasso").content == b""
+    sel = np.frombuffer(client.post("/api/points/pca/indices", json={}).content, dtype="<u4")
+    np.testing.assert_array_equal(sel, np.sort(idx))
+    # bad bodies: not uint32s, out of range, wrong content type; the server keeps serving
+    assert client.post("/api/points/pca/lasso", content=b"abc", headers=BIN).status_code == 400
+    big = np.array([5_000_000], dtype="<u4").tobytes()
+    assert client.post("/api/points/pca/lasso", content=big, headers=BIN).status_code == 400
+    assert client.post("/api/points/pca/lasso", content=idx.tobytes(),
+                       headers={"content-type": "text/plain"}).status_code == 415
+    assert client.post("/api/points/nope/lasso", content=idx.tobytes(), headers=BIN).status_code == 404
+    assert set(state.selected) == want  # unchanged by the bad requests
+    # an empty lasso clears it
+    assert client.post("/api/points/pca/lasso", content=b"", headers=BIN).json() == {"points": 0, "samples": 0}
+    assert client.get("/api/state").json()["grid_count"] == 1797
+
+
+def test_patches_lasso_selects_parent_samples_and_objects(boxes):
+    st = AppState(boxes)
+    with TestClient(create_app(st)) as c:
+        results = boxes.load_brain_results("objects")
+        meta = c.get("/api/points/objects/meta").json()
+        assert meta["count"] == 40 and meta["patches_field"] == "boxes"
+        assert {"path": "boxes.label", "kind": "categorical"} in meta["color_fields"]
+        h = c.get("/api/points/objects/values", params={"field": "boxes.label"}).json()
+        assert "other" in h["categories"] and h["counts"][h["categories"].index("other")] == 20
+        idx = np.array([0, 1, 2, 5], dtype="<u4")  # both objects of image 0, one of image 1, one of image 2
+        assert c.post("/api/points/objects/lasso", content=idx.tobytes(), headers=BIN).json() == \
+            {"points": 4, "samples": 3}
+        parents = list(dict.fromkeys(results.sample_ids[i] for i in idx))
+        assert st.selected == parents
+        assert st.selected_labels == [{"label_id": results.keys[i], "sample_id": results.sample_ids[i],
+                                       "field": "boxes"} for i in idx]
+        page = c.get("/api/samples").json()
+        assert [s["id"] for s in page["samples"]] == [i for i in boxes.values("id") if i in set(parents)]
+        assert page["samples"][0]["labels"][0]["label"].startswith("2 objects")
+        # tagging the selected objects writes their label tags
+        assert c.post("/api/tag", json={"tags": ["odd-box"], "labels": True}).json()["tagged"] == 4
+        tagged = boxes.to_patches("boxes").match_tags("odd-box").values("id")
+        assert sorted(tagged) == sorted(results.keys[i] for i in idx)
+        c.post("/api/untag", json={"tags": ["odd-box"], "labels": True})
+        assert boxes.to_patches("boxes").match_tags("odd-box").values("id") == []
+        # in a patches view of the same field, the grid shows exactly the lassoed objects
+        st.set_view(boxes.to_patches("boxes"))
+        page = c.get("/api/samples").json()
+        assert sorted(s["id"] for s in page["samples"]) == sorted(results.keys[i] for i in idx)
+        assert {s["sample_id"] for s in page["samples"]} == set(parents)
+        s = c.get("/api/summary").json()
+        assert s["count"] == 40 and s["patches"] and "other" in {v["value"] for v in s["labels"]["boxes"]["values"]}
+        mask = np.frombuffer(c.get("/api/points/objects/mask").content, dtype=np.uint8)
+        assert mask.sum() == 40
+
+
+# ---------------------------------------------------------------------------------------------- selection, tags
+
+
+def test_selection_modes(client, state, digits):
+    ids = digits.values("id")[:4]
+    assert client.post("/api/selection", json={"ids": ids[:2]}).json() == {"selected_count": 2}
+    client.post("/api/selection", json={"ids": [ids[2]], "mode": "add"})
+    client.post("/api/selection", json={"ids": [ids[0]], "mode": "remove"})
+    client.post("/api/selection", json={"ids": [ids[1], ids[3]], "mode": "toggle"})
+    assert state.selected == [ids[2], ids[3]]
+    assert client.get("/api/selection").json()["selected"] == [ids[2], ids[3]]
+    pts = np.frombuffer(client.post("/api/points/pca/indices", json={"ids": ids[:2]}).content, dtype="<u4")
+    keys = digits.load_brain_results("pca").keys
+    assert sorted(keys[i] for i in pts) == sorted(ids[:2])
+    for bad in ({"ids": ["nope"]}, {"ids": [ids[0]], "mode": "xor"}, {"ids": "abc"}, {"ids": [1, 2]}):
+        r = client.post("/api/selection", json=bad)
+        assert 400 <= r.status_code < 500, bad
+    assert client.post("/api/selection", json={"ids": ["0" * 24]}).status_code == 404
+    assert client.post("/api/selection", content=b"{not json", headers=JSON).status_code == 422
+    assert state.selected == [ids[2], ids[3]]
+    client.post("/api/selection/clear", json={})
+    assert state.selected == []
+
+
+def test_tagging_persists_to_sqlite(client, state, digits):
+    ids = digits.values("id")[10:15]
+    client.post("/api/selection", json={"ids": ids})
+    r = client.post("/api/tag", json={"tags": ["t-app"]})
+    assert r.status_code == 200 and r.json() == {"tagged": 5, "tags": ["t-app"]}
+    tags = fresh_tags(digits, ids)
+    assert all("t-app" in tags[i] for i in ids)
+    assert el.load_dataset("digits").match_tags("t-app").values("id") == ids
+    assert {t["tag"]: t["count"] for t in client.get("/api/summary").json()["tags"]}["t-app"] == 5
+    # explicit ids, then untag
+    other = digits.values("id")[20:22]
+    assert client.post("/api/tag", json={"tags": ["t-ids"], "ids": other}).json()["tagged"] == 2
+    assert client.post("/api/untag", json={"tags": ["t-app"]}).json() == {"untagged": 5, "tags": ["t-app"]}
+    tags = fresh_tags(digits, ids + other)
+    assert not any("t-app" in tags[i] for i in ids) and all("t-ids" in tags[i] for i in other)
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"tags": []}, 422),
+    ({}, 422),
+    ({"tags": [""]}, 400),
+    ({"tags": ["   "]}, 400),
+    ({"tags": ["a\nb"]}, 400),
+    ({"tags": ["x" * 200]}, 400),
+    ({"tags": [3]}, 422),
+    ({"tags": ["t-bad"], "ids": ["../../etc"]}, 400),
+    ({"tags": ["t-bad"], "ids": ["0" * 24]}, 404),
+    ({"tags": ["t-bad"], "ids": []}, 400),
+    ({"tags": ["t-bad"]}, 400),  # nothing selected
+    ({"tags": ["t-bad"], "labels": True}, 400),  # no objects selected
+])
+def test_bad_tag_requests_get_4xx_and_change_nothing(client, digits, body, status):
+    r = client.post("/api/tag", json=body)
+    assert r.status_code == status, r.text
+    assert isinstance(r.json()["detail"], (str, list))
+    assert digits.match_tags("t-bad").count() == 0
+    assert client.get("/api/state").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+
+def test_view_stages_round_trip(client, state, digits):
+    view = digits.match_tags("test").match(el.F("ground_truth.label").is_in(["3", "5"])).sort_by("index", reverse=True)
+    r = client.post("/api/view", json={"stages": view.to_dicts()})
+    assert r.status_code == 200 and r.json()["view"]["count"] == len(view)
+    assert state.view == view
+    assert client.get("/api/view").json() == {"stages": view.to_dicts(), "count": len(view)}
+    page = client.get("/api/samples", params={"limit": 1000}).json()
+    assert [s["id"] for s in page["samples"]] == view.values("id")
+    assert client.get("/api/summary").json()["count"] == len(view)
+    mask = np.frombuffer(client.get("/api/points/pca/mask").content, dtype=np.uint8)
+    keys = np.array(digits.load_brain_results("pca").keys)
+    assert set(keys[mask == 1]) == set(view.values("id"))
+    # the page's own stage JSON (plain lists, no "$lit") is understood too
+    r = client.post("/api/view", json={"stages": [
+        {"_stage": "MatchTags", "kwargs": {"tags": ["test"], "bool": True, "all": False}},
+        {"_stage": "Match", "kwargs": {"filter": {"$op": "is_in", "args": [{"$field": "ground_truth.label"},
+                                                                             {"$lit": ["3"]}]}}},
+    ]})
+    assert r.json()["view"]["count"] == digits.match_tags("test").match(el.F("ground_truth.label") == "3").count()
+    ids = digits.values("id")[:3][::-1]
+    r = client.post("/api/view", json={"stages": digits.select(ids, ordered=True).to_dicts()})
+    assert [s["id"] for s in client.get("/api/samples").json()["samples"]] == ids
+    assert client.post("/api/view", json={"stages": []}).json()["view"]["count"] == 1797
+
+
+@pytest.mark.parametrize("stages", [
+    [{"_stage": "Nope", "kwargs": {}}],
+    [{"_stage": "SortBy", "kwargs": {"field_or_expr": "no_such_field"}}],
+    [{"_stage": "Limit", "kwargs": {"limit": -1}}],
+    [{"_stage": "Match", "kwargs": {"filter": 3}}],
+    [{"_stage": "Match", "kwargs": {"filter": {"$field": "ground_truth.label;drop"}}}],
+    [{"kwargs": {}}],
+    [{"_stage": "Limit"}],
+    "not a list",
+])
+def test_bad_view_stages_get_4xx(client, state, digits, stages):
+    r = client.post("/api/view", json={"stages": stages})
+    assert 400 <= r.status_code < 500, r.text
+    assert len(state.view) == 1797
+    assert client.get("/api/samples", params={"limit": 1}).status_code == 200
+
+
+def test_post_needs_a_json_or_binary_content_type(client):
+    # Cross-site forms can only send text/plain or form encodings: those are refused.
+    r = client.post("/api/tag", content=json.dumps({"tags": ["x"]}), headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = client.post("/api/view", data={"stages": "[]"})
+    assert r.status_code == 415
+
+
+def test_sort_by_similarity(client, state, digits):
+    sim = pytest.importorskip("embedlens.brain.similarity")
+    x = digits.compute_embeddings("pixels", progress=False)
+    sim.compute_similarity(digits, embeddings=x, brain_key="app_sim", progress=False)
+    try:
+        assert client.get("/api/similarity_runs").json() == {"runs": ["app_sim"]}
+        q = digits.values("id")[7]
+        client.post("/api/selection", json={"ids": [q]})
+        r = client.post("/api/sort_by_similarity", json={"k": 10, "brain_key": "app_sim"})
+        assert r.status_code == 200 and r.json() == {"count": 10}
+        page = client.get("/api/samples").json()["samples"]
+        assert len(page) == 10 and page[0]["id"] == q
+        assert client.get("/api/view").json()["stages"][-1]["_stage"] == "SortBySimilarity"
+        assert client.post("/api/sort_by_similarity", json={"k": 0}).status_code == 422
+        assert client.post("/api/sort_by_similarity", json={"brain_key": "nope"}).status_code == 400
+        client.post("/api/selection/clear", json={})
+        assert client.post("/api/sort_by_similarity", json={"k": 5}).status_code == 400
+    finally:
+        digits.delete_brain_run("app_sim")
+
+
+def test_switching_datasets(client, state, boxes):
+    r = client.post("/api/dataset", json={"name": "boxes"})
+    assert r.status_code == 200 and r.json()["dataset"] == "boxes" and state.dataset.name == "boxes"
+    assert [x["key"] for x in client.get("/api/runs").json()["runs"]] == ["objects"]
+    assert client.post("/api/dataset", json={"name": "nope"}).status_code == 404
+    assert client.post("/api/dataset", json={"name": ""}).status_code == 422
+    assert state.dataset.name == "boxes"
+
+
+def test_no_dataset_yet(digits):
+    with TestClient(create_app(AppState())) as c:
+        assert c.get("/api/state").json()["dataset"] is None
+        assert c.get("/api/summary").status_code == 404
+        assert c.post("/api/dataset", json={"name": "digits"}).json()["dataset"] == "digits"
+        assert c.get("/api/summary").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- security
+
+
+def test_auth_token_is_enforced(state):
+    app = create_app(state, auth_token="s3cret-token-value")
+    with TestClient(app) as c:
+        for path in ("/", "/api/state", "/api/points/pca", "/media/thumb/" + "0" * 24):
+            assert c.get(path).status_code == 401, path
+        assert c.get("/api/state", params={"token": "wrong"}).status_code == 401
+        assert c.get("/api/state", headers={"x-embedlens-token": "s3cret-token-valuX"}).status_code == 401
+        assert c.get("/api/state", headers={"x-embedlens-token": "s3cret-token-value"}).status_code == 200
+        assert c.get("/api/state", headers={"authorization": "Bearer s3cret-token-value"}).status_code == 200
+        assert c.post("/api/tag", json={"tags": ["x"]}).status_code == 401
+        with pytest.raises(WebSocketDisconnect), c.websocket_connect("/ws"):
+            pass
+        with c.websocket_connect("/ws?token=s3cret-token-value") as ws:
+            assert ws.receive_json()["type"] == "hello"
+        # the page's first ?token= request sets a cookie, so its images and fetches carry the token
+        r = c.get("/", params={"token": "s3cret-token-value"})
+        assert r.status_code == 200 and "embedlens_token" in r.headers.get("set-cookie", "")
+        assert c.get("/api/state").status_code == 200
+
+
+def test_binding_beyond_loopback_requires_a_token(capsys):
+    # The rule is checked without binding anywhere but the loopback interface.
+    assert resolve_auth_token("127.0.0.1", None) is None
+    assert resolve_auth_token("localhost", None) is None
+    token = resolve_auth_token("0.0.0.0", None)
+    assert token and len(token) >= 24 and token in capsys.readouterr().err
+    assert resolve_auth_token("192.168.1.10", "my-long-token") == "my-long-token"
+    with pytest.raises(ValueError, match="auth_token"):
+        resolve_auth_token("0.0.0.0", "short")
+    with pytest.raises(ValueError, match="auth_token"):
+        Session(None, port=0, address="0.0.0.0", auto=False, auth_token="short")
+
+
+def test_a_session_with_a_token_puts_it_in_its_url(digits):
+    import httpx
+
+    session = launch_app(digits, port=0, auto=False, auth_token="loopback-token-123")
+    try:
+        assert session.url.endswith("/?token=loopback-token-123")
+        assert httpx.get(f"http://127.0.0.1:{session.port}/api/state").status_code == 401
+        assert httpx.get(session.url).status_code == 200
+    finally:
+        session.close()
+
+
+def test_trusted_hosts_stop_dns_rebinding(state):
+    with TestClient(create_app(state, trusted_hosts=["127.0.0.1", "localhost", "testserver"]),
+                    base_url="http://127.0.0.1") as c:
+        assert c.get("/api/state").status_code == 200
+        assert c.get("/api/state", headers={"host": "evil.example:5151"}).status_code == 400
+        # a page of another site cannot listen to the live state either
+        with pytest.raises(WebSocketDisconnect), c.websocket_connect("/ws", headers={"origin": "http://evil.example"}):
+            pass
+        with c.websocket_connect("/ws", headers={"origin": "http://127.0.0.1:5151"}) as ws:
+            assert ws.receive_json()["type"] == "hello"
+
+
+def test_page_not_built_message(state, tmp_path):
+    with TestClient(create_app(state, static_dir=tmp_path)) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and "not built" in r.text
+        assert c.get("/api/state").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- live
+
+
+def test_websocket_pushes_python_changes(client, state, digits):
+    with client.websocket_connect("/ws") as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "hello" and hello["client_id"] and hello["view"]["count"] == 1797
+        state.set_view(digits.match_tags("test"), origin="python")
+        msg = ws.receive_json()
+        assert msg["reason"] == "view" and msg["origin"] == "python" and msg["view"]["count"] == 360
+        ids = digits.values("id")[:2]
+        r = client.post("/api/selection", json={"ids": ids}, headers={"x-embedlens-client": hello["client_id"]})
+        assert r.status_code == 200
+        msg = ws.receive_json()
+        assert msg["reason"] == "selection" and msg["selected"] == ids and msg["origin"] == hello["client_id"]
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+
+
+def test_live_session_on_a_free_port(digits):
+    import httpx
+
+    session = launch_app(digits, port=0, auto=False)
+    try:
+        assert session.port > 0 and session.url == f"http://127.0.0.1:{session.port}/"
+        r = httpx.get(session.url)
+        assert r.status_code == 200 and "embedlens" in r.text
+        assert httpx.get(session.url + "api/state").json()["view"]["count"] == 1797
+        # Python -> page
+        session.view = digits.match_tags("test")
+        assert httpx.get(session.url + "api/state").json()["grid_count"] == 360
+        ids = digits.match_tags("test").values("id")[:3]
+        session.selected = ids
+        assert httpx.get(session.url + "api/selection").json()["selected"] == ids
+        # page -> Python
+        httpx.post(session.url + "api/selection", json={"ids": ids[:1]})
+        assert session.selected == ids[:1]
+        httpx.post(session.url + "api/tag", json={"tags": ["t-session"]})
+        assert fresh_tags(digits, ids[:1])[ids[0]].count("t-session") == 1
+        assert httpx.get(session.url + "api/samples", headers={"host": "evil.example"}).status_code == 400
+        assert "running" in repr(session)
+        session.view = None
+        assert len(session.view) == 1797
+        session.wait(timeout=0.1)
+    finally:
+        session.close()
+        digits.untag_samples("t-session")
+    assert session.closed
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(session.url, timeout=2)
+
+
+def test_port_in_use_is_a_clear_error(digits):
+    first = launch_app(digits, port=0, auto=False)
+    try:
+        with pytest.raises(OSError, match="could not start"):
+            launch_app(digits, port=first.port, auto=False)
+    finally:
+        first.close()
