@@ -6,7 +6,10 @@
 """
 
 from .app import Session, launch_app
-from .brain import compute_hardness, compute_mistakenness, compute_predictions, compute_visualization, propose_labels
+from .brain import (
+    compute_hardness, compute_mistakenness, compute_predictions, compute_similarity, compute_uniqueness,
+    compute_visualization, find_exact_duplicates, propose_labels,
+)
 from .config import home
 from .core.dataset import Dataset, dataset_exists, delete_dataset, list_datasets, load_dataset
 from .core.expressions import F, ViewExpression
@@ -23,7 +26,8 @@ from .zoo import list_sample_datasets, load_sample_dataset
 __version__ = "0.1.0"
 
 __all__ = [
-    "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_visualization", "propose_labels",
+    "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_similarity", "compute_uniqueness",
+    "compute_visualization", "find_exact_duplicates", "propose_labels",
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
     "ImageError", "Label", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
     "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",

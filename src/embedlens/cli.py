@@ -415,6 +415,531 @@ def demo(
         run_demo(DemoContext(sample_name=dataset, progress=progress))
 
 
+# ---------------------------------------------------------------------------------------------- embeddings and brain
+
+EMBED_ENGINES = ("local", "ray")
+VIS_METHODS = ("umap", "tsne", "pca", "lda")
+RUN_ACTIONS = ("list", "info", "rename", "delete")
+DEFAULT_BRAIN_KEY = "similarity"
+
+EmbeddingsOption = Annotated[Optional[str], typer.Option(
+    "--embeddings", metavar="NAME", help="A stored embeddings set to use (see `embedlens embed`).")]
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", metavar="NAME", help="Embed with this model (see `embedlens models`); its embeddings are "
+                                    "stored under the model's name and reused next time.")]
+
+
+def _field_for_model(model: str) -> str:
+    """The embeddings set a CLI command stores a model's embeddings under: its name as an identifier."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(model).stem if model.lower().endswith(".onnx") else model)
+    return name if name[:1].isalpha() else f"emb_{name}"
+
+
+def _embedding_args(ds: el.Dataset, embeddings: Optional[str], model: Optional[str]) -> dict[str, Any]:
+    """``embeddings=``/``model=``/``embeddings_field=`` for a brain method from the CLI options.
+
+    Neither option: the dataset's only stored embeddings set, else the default model (stored under its
+    name, so the next command reuses it).
+    """
+    if embeddings and model:
+        raise ValueError("pass --embeddings or --model, not both")
+    if embeddings:
+        if embeddings not in ds.list_embeddings():
+            raise ValueError(f"no embeddings {embeddings!r} in dataset {ds.name!r}; stored: "
+                             f"{', '.join(ds.list_embeddings()) or 'none'} (compute them with `embedlens embed`)")
+        return {"embeddings": embeddings}
+    if model is None:
+        stored = ds.list_embeddings()
+        if len(stored) == 1:
+            return {"embeddings": stored[0]}
+        model = el.DEFAULT_MODEL
+    field = _field_for_model(model)
+    if field in ds.list_embeddings():
+        return {"embeddings": field}
+    return {"model": model, "embeddings_field": field}
+
+
+def _similarity_index(ds: el.Dataset, brain_key: Optional[str], embeddings: Optional[str], model: Optional[str],
+                      progress: bool):
+    """The similarity index to query: an existing one, or one built now (said on stderr)."""
+    from .brain.similarity import compute_similarity, load_similarity_index
+
+    existing = ds.list_brain_runs(type="similarity")
+    if brain_key in existing or (existing and not (embeddings or model)):
+        return load_similarity_index(ds, brain_key)  # an unknown --brain-key is an error, not a new index
+    key = brain_key or DEFAULT_BRAIN_KEY
+    index = compute_similarity(ds, brain_key=key, progress=progress, **_embedding_args(ds, embeddings, model))
+    typer.echo(f"Built similarity index {key!r} ({index.method}, {len(index):,} rows).", err=True)
+    return index
+
+
+def _rows_of(ds: el.Dataset, index: Any) -> Any:
+    return ds.to_patches(index.patches_field) if index.patches_field else ds
+
+
+def _paths_by_id(coll: Any, ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    view = coll.select(ids)
+    return dict(zip(view.values("id"), view.values("filepath")))
+
+
+@app.command("embed")
+def embed(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    tags: Annotated[Optional[str], typer.Option(help="Comma-separated: embed only samples with any of these "
+                                                     "tags.")] = None,
+    model: Annotated[str, typer.Option(metavar="NAME", help="Model name (see `embedlens models`) or a .onnx "
+                                                           "file.")] = el.DEFAULT_MODEL,
+    field: Annotated[Optional[str], typer.Option(metavar="NAME", help="Embeddings set to store them in "
+                                                                      "(default: the model's name).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call.")] = None,
+    engine: Annotated[str, typer.Option(help="local (threads) or ray (a Ray cluster).")] = "local",
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed the images of a dataset with a model and store the embeddings.
+
+    The embeddings are stored as one matrix per set (default name: the
+    model's). Running it again computes only samples that are new or
+    whose file changed; an interrupted run keeps the batches it finished.
+    Unreadable images are skipped and counted.
+
+    Examples:
+
+        embedlens embed mnist
+        embedlens embed mnist --model pixels
+        embedlens embed pets --tags batch2 --batch-size 64 --engine ray
+    """
+    _check_choice(engine, EMBED_ENGINES, "--engine")
+    tag_list = _split_list(tags)
+    field = field or _field_for_model(model)
+    with _user_errors():
+        import time
+
+        ds = el.load_dataset(name)
+        coll = ds.match_tags(tag_list) if tag_list else ds
+        if len(coll) == 0:
+            raise ValueError(f"no samples of {name!r} to embed" + (f" with tags {', '.join(tag_list)}"
+                                                                  if tag_list else ""))
+        started = time.perf_counter()
+        matrix = coll.compute_embeddings(model, embeddings_field=field, batch_size=batch_size, engine=engine,
+                                         progress=progress)
+        seconds = time.perf_counter() - started
+        import numpy as np
+
+        failed = int((~np.isfinite(matrix).all(axis=1)).sum()) if matrix.size else 0
+        report = {"dataset": name, "field": field, "model": model, "count": int(len(matrix)) - failed,
+                  "failed": failed, "dim": int(matrix.shape[1]) if matrix.ndim == 2 else 0,
+                  "seconds": round(seconds, 3)}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Embedded {report['count']:,} samples of {name!r} with {model} into {field!r} "
+               f"({report['dim']}-d, {seconds:.1f} s); {failed} failed.")
+
+
+@app.command("models")
+def models(as_json: JsonOption = False) -> None:
+    """List the embedding models embedlens knows, the default first.
+
+    A model is available when the packages it needs are installed.
+    Besides these names, --model takes a path to a .onnx file.
+
+    Examples:
+
+        embedlens models
+        embedlens models --json
+    """
+    from importlib.util import find_spec
+
+    from .models import list_models, model_info
+
+    rows = []
+    for n in list_models():
+        spec = model_info(n)
+        rows.append({"name": n, "description": spec.description, "default": n == el.DEFAULT_MODEL,
+                     "available": all(find_spec(m) is not None for m in spec.requires)})
+    if as_json:
+        _emit_json(rows)
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        flag = "default" if r["default"] else ("" if r["available"] else "missing")
+        typer.echo(f"{r['name']:<{width}}  {flag:<8} {r['description']}")
+
+
+@app.command("visualize")
+def visualize(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    method: Annotated[str, typer.Option(help="umap, tsne, pca or lda (lda needs --labels-field).")] = "umap",
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="Store the points under this key "
+                                                                         "(default: the method's name).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Make the layout reproducible.")] = None,
+    patches_field: Annotated[Optional[str], typer.Option(metavar="FIELD", help="One point per object of this "
+                                                                               "Detections field.")] = None,
+    labels_field: Annotated[Optional[str], typer.Option(metavar="FIELD", help="Classes for --method lda, and "
+                                                                              "the colours of --plot.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(metavar="PATH", help="Also write an interactive plot (.html) "
+                                                                      "or a picture (.png).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of that key.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Lay the embeddings out in 2-D and store the points as a brain run.
+
+    Uses a stored embeddings set (--embeddings), or embeds with a model
+    (--model; stored under the model's name and reused). With neither,
+    the dataset's only embeddings set, else EfficientNet-Lite0.
+
+    Examples:
+
+        embedlens visualize mnist --model pixels --seed 51
+        embedlens visualize mnist --embeddings efficientnet_lite0 --method tsne
+        embedlens visualize mnist --method lda --labels-field ground_truth \\
+            --plot mnist-lda.html
+    """
+    _check_choice(method, VIS_METHODS, "--method")
+    with _user_errors():
+        from .brain.visualization import compute_visualization
+
+        ds = el.load_dataset(name)
+        key = brain_key or method
+        results = compute_visualization(ds, patches_field=patches_field, method=method, brain_key=key, seed=seed,
+                                        overwrite=overwrite, labels_field=labels_field, progress=progress,
+                                        **_embedding_args(ds, embeddings, model))
+        if plot is not None:
+            backend = "matplotlib" if plot.suffix.lower() in (".png", ".jpg", ".jpeg", ".pdf", ".svg") else "plotly"
+            fig = results.visualize(labels=labels_field, backend=backend)
+            if backend == "plotly":
+                fig.write_html(str(plot))
+            else:
+                fig.savefig(str(plot))
+    report = {"dataset": name, "brain_key": key, "method": method, "rows": len(results.keys),
+              "num_dims": int(results.points.shape[1]), "plot": str(plot) if plot else None,
+              "config": results.config}
+    if as_json:
+        _emit_json(report)
+        return
+    what = "objects" if patches_field else "samples"
+    typer.echo(f"Laid out {report['rows']:,} {what} of {name!r} with {method} -> brain run {key!r}.")
+    if plot is not None:
+        typer.echo(f"Plot: {plot}")
+
+
+@app.command("similar")
+def similar(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    query: Annotated[str, typer.Argument(help="A sample id (label id, for an object index) or an image file.",
+                                         metavar="QUERY")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many matches to print.")] = 10,
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="The similarity index (optional when "
+                                                                         "there is one).")] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Least similar first.")] = False,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the samples most similar to a sample or an image file.
+
+    Uses the dataset's similarity index (--brain-key when it has several).
+    A dataset without one (or a command given --embeddings / --model)
+    gets one first, stored as brain run 'similarity' (or --brain-key),
+    from those embeddings (default: the dataset's only embeddings set,
+    else EfficientNet-Lite0). An image file is embedded with the index's
+    model. Prints rank, id, distance and file.
+
+    Examples:
+
+        embedlens similar mnist 6553f1c0a1b2c3d4e5f60718 -k 5
+        embedlens similar pets ~/Pictures/cat.jpg --brain-key clip
+        embedlens similar mnist 6553f1c0a1b2c3d4e5f60718 --reverse --json
+    """
+    if k <= 0:
+        raise _fail(f"-k must be a positive number, got {k}")
+    with _user_errors():
+        ds = el.load_dataset(name)
+        index = _similarity_index(ds, brain_key, embeddings, model, progress)
+        coll = _rows_of(ds, index)
+        view = index.sort_by_similarity(query, k=k, reverse=reverse, samples=coll)
+        stage = view._stages[-1]
+        ids, dists = stage.kwargs["ids"], stage.kwargs["distances"]
+        paths = _paths_by_id(coll, ids)
+        rows = [{"rank": r, "id": i, "filepath": paths.get(i), "distance": d}
+                for r, (i, d) in enumerate(zip(ids, dists), 1)]
+    if as_json:
+        _emit_json({"dataset": name, "brain_key": index.key, "query": query, "reverse": reverse, "matches": rows})
+        return
+    width = len(str(len(rows)))
+    for r in rows:
+        typer.echo(f"{r['rank']:>{width}}  {r['id']}  {r['distance']:.6f}  {r['filepath']}")
+
+
+@app.command("duplicates")
+def duplicates(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    thresh: Annotated[Optional[float], typer.Option(help="Distance below which samples are near-duplicates "
+                                                         "(in the index's metric).")] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="Flag about this fraction of the samples, in "
+                                                           "(0, 1).")] = None,
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="The similarity index (optional when "
+                                                                         "there is one).")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Files with identical bytes (SHA-256) instead of "
+                                                         "near-duplicates; needs no embeddings.")] = False,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Print groups of near-duplicate (or, with --exact, identical) images.
+
+    Each group is a kept sample followed by its duplicates, nearest
+    first. Without --thresh or --fraction the threshold is relative to
+    each sample's neighbourhood (see find_duplicates in the docs). Uses
+    the dataset's similarity index, made first if it has none (see
+    `embedlens similar`).
+
+    Examples:
+
+        embedlens duplicates mnist
+        embedlens duplicates mnist --fraction 0.01 --json
+        embedlens duplicates pets --exact
+    """
+    if exact and (thresh is not None or fraction is not None):
+        raise _fail("--exact compares file bytes; it takes no --thresh or --fraction")
+    with _user_errors():
+        ds = el.load_dataset(name)
+        if exact:
+            from .brain.duplicates import find_exact_duplicates
+
+            found = find_exact_duplicates(ds, progress=progress)
+            coll, key, info = ds, None, {"rule": "sha256"}
+            groups = {kept: [(d, 0.0) for d in dups] for kept, dups in found.items()}
+        else:
+            index = _similarity_index(ds, brain_key, embeddings, model, progress)
+            index.find_duplicates(thresh=thresh, fraction=fraction)
+            coll, key, info = _rows_of(ds, index), index.key, index.duplicates_info
+            groups = index.neighbors_map
+        paths = _paths_by_id(coll, [i for kept, lst in groups.items() for i in [kept, *(d for d, _ in lst)]])
+        out = [{"kept": {"id": kept, "filepath": paths.get(kept)},
+                "duplicates": [{"id": d, "filepath": paths.get(d), "distance": dist} for d, dist in lst]}
+               for kept, lst in groups.items()]
+    flagged = sum(len(g["duplicates"]) for g in out)
+    if as_json:
+        _emit_json({"dataset": name, "brain_key": key, "exact": exact, "groups": out, "duplicates": flagged,
+                    "info": info})
+        return
+    thresh_txt = "" if exact else f" (threshold {info.get('thresh', 0):.4g}, rule {info.get('rule')})"
+    typer.echo(f"{flagged} duplicates in {len(out)} groups{thresh_txt}.")
+    for g in out:
+        typer.echo(f"{g['kept']['id']}  {g['kept']['filepath']}")
+        for d in g["duplicates"]:
+            dist = "identical" if exact else f"{d['distance']:.6f}"
+            typer.echo(f"  {d['id']}  {dist}  {d['filepath']}")
+
+
+@app.command("unique")
+def unique(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    count: Annotated[int, typer.Argument(help="How many samples to pick.", metavar="COUNT")],
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="The similarity index (optional when "
+                                                                         "there is one).")] = None,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Pick COUNT maximally different samples (greedy farthest-point order).
+
+    The first is the sample farthest from the centre of the embeddings;
+    each next one is the sample farthest from all picked so far. Uses the
+    dataset's similarity index, made first if it has none (see
+    `embedlens similar`).
+
+    Examples:
+
+        embedlens unique mnist 50
+        embedlens unique mnist 500 --brain-key pixels-index --json
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        index = _similarity_index(ds, brain_key, embeddings, model, progress)
+        ids = index.find_unique(count)
+        paths = _paths_by_id(_rows_of(ds, index), ids)
+        rows = [{"rank": r, "id": i, "filepath": paths.get(i)} for r, i in enumerate(ids, 1)]
+    if as_json:
+        _emit_json({"dataset": name, "brain_key": index.key, "count": count, "unique": rows})
+        return
+    width = len(str(len(rows)))
+    for r in rows:
+        typer.echo(f"{r['rank']:>{width}}  {r['id']}  {r['filepath']}")
+
+
+@app.command("uniqueness")
+def uniqueness(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    field: Annotated[str, typer.Option(metavar="NAME", help="The float field to write (also the run's "
+                                                            "key).")] = "uniqueness",
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing field / run.")] = False,
+    top: Annotated[int, typer.Option(min=0, help="How many of the most unique samples to print.")] = 5,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every sample's uniqueness in [0, 1] and store it in a field.
+
+    The score weighs the distances to a sample's three nearest neighbours
+    (0.6, 0.3, 0.1) and is divided by the largest, so the most unique
+    sample scores 1. Sort by it with el.F(FIELD), or delete it with
+    `embedlens runs DATASET delete FIELD`.
+
+    Examples:
+
+        embedlens uniqueness mnist
+        embedlens uniqueness mnist --model pixels --field uniq_pixels --json
+    """
+    with _user_errors():
+        import numpy as np
+
+        from .brain.uniqueness import compute_uniqueness
+
+        ds = el.load_dataset(name)
+        results = compute_uniqueness(ds, uniqueness_field=field, overwrite=overwrite, progress=progress,
+                                     **_embedding_args(ds, embeddings, model))
+        scores = results.scores
+        order = np.argsort(-scores, kind="stable")[:top]
+        ids = [results.keys[i] for i in order]
+        paths = _paths_by_id(ds, ids)
+        best = [{"id": i, "filepath": paths.get(i), "uniqueness": float(scores[j])} for i, j in zip(ids, order)]
+        report = {"dataset": name, "field": field, "count": int(len(scores)), "min": float(scores.min()),
+                  "median": float(np.median(scores)), "max": float(scores.max()), "top": best}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Scored {report['count']:,} samples of {name!r} into {field!r}: min {report['min']:.3f}, "
+               f"median {report['median']:.3f}, max {report['max']:.3f}.")
+    for b in best:
+        typer.echo(f"  {b['uniqueness']:.3f}  {b['id']}  {b['filepath']}")
+
+
+@app.command("runs")
+def runs(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    action: Annotated[str, typer.Argument(help="list, info KEY, rename OLD NEW, or delete KEY.",
+                                          metavar="ACTION")] = "list",
+    keys: Annotated[Optional[list[str]], typer.Argument(help="The run key(s) the action needs.",
+                                                        metavar="KEY...")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List, inspect, rename or delete a dataset's brain runs.
+
+    A run is what a brain method stored: visualization points, a
+    similarity index, uniqueness scores ... Deleting a run deletes the
+    fields it wrote (e.g. the uniqueness field) and its arrays.
+
+    Examples:
+
+        embedlens runs mnist
+        embedlens runs mnist info similarity
+        embedlens runs mnist rename similarity sim-pixels
+        embedlens runs mnist delete uniqueness --json
+    """
+    _check_choice(action, RUN_ACTIONS, "ACTION")
+    keys = keys or []
+    need = {"list": 0, "info": 1, "delete": 1, "rename": 2}[action]
+    if len(keys) != need:
+        raise _fail(f"`runs {action}` takes {need} key{'s' if need != 1 else ''}, got {len(keys)}")
+    with _user_errors():
+        ds = el.load_dataset(name)
+        if action == "list":
+            rows = [ds.get_brain_info(k) for k in ds.list_brain_runs()]
+            rows = [{k: r[k] for k in ("key", "type", "method", "fields", "created_at", "updated_at")} for r in rows]
+            out: Any = rows
+        elif action == "info":
+            out = ds.get_brain_info(keys[0])
+        elif action == "rename":
+            ds.rename_brain_run(keys[0], keys[1])
+            out = {"renamed": keys[0], "to": keys[1]}
+        else:
+            info = ds.get_brain_info(keys[0])
+            ds.delete_brain_run(keys[0])
+            out = {"deleted": keys[0], "fields_deleted": info["fields"]}
+    if as_json:
+        _emit_json(out)
+        return
+    if action == "list":
+        if not out:
+            typer.echo(f"No brain runs on {name!r}.")
+            return
+        width = max(3, *(len(r["key"]) for r in out))
+        typer.echo(f"{'KEY':<{width}}  {'TYPE':<14} {'METHOD':<10} FIELDS")
+        for r in out:
+            typer.echo(f"{r['key']:<{width}}  {r['type']:<14} {str(r['method']):<10} {', '.join(r['fields']) or '-'}")
+    elif action == "info":
+        typer.echo(json.dumps(out, indent=2, default=str))
+    elif action == "rename":
+        typer.echo(f"Renamed brain run {keys[0]!r} to {keys[1]!r}.")
+    else:
+        fields = out["fields_deleted"]
+        typer.echo(f"Deleted brain run {keys[0]!r}" + (f" and its fields {', '.join(fields)}." if fields else "."))
+
+
+# ---------------------------------------------------------------------------------------------- app
+
+
+@app.command("app")
+def app_command(
+    dataset: Annotated[str, typer.Argument(help="The dataset to show.", metavar="DATASET")],
+    port: Annotated[int, typer.Option(help="TCP port to listen on; 0 picks a free one.")] = 5151,
+    address: Annotated[str, typer.Option(
+        help="Interface to listen on. Anything but 127.0.0.1/localhost/::1 needs an auth token.")] = "127.0.0.1",
+    auth_token: Annotated[Optional[str], typer.Option(
+        "--auth-token", metavar="TOKEN",
+        help="Every request must carry this token (?token=..., or the header X-Embedlens-Token). When "
+             "--address is not local and no token is given, one is made up and printed.")] = None,
+    view: Annotated[Optional[str], typer.Option(metavar="NAME", help="Open this saved view of the dataset.")] = None,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser",
+                                          help="Open the page in a browser (when there is a display).")] = True,
+) -> None:
+    """Open the web app on a dataset: image grid, embeddings plot, tags.
+
+    Serves the page and its API until Ctrl-C. The left sidebar filters
+    by tags and labels and sorts by a numeric field; the grid shows the
+    samples; the right panel plots a visualization run (compute one with
+    `embedlens visualize`): lasso points to show their samples in the
+    grid, then tag them. It listens on 127.0.0.1 only, unless --address
+    says otherwise (then every request needs the auth token).
+
+    Examples:
+
+        embedlens app digits
+        embedlens app digits --port 8080 --no-browser
+        embedlens app digits --address 0.0.0.0 --auth-token "$(openssl rand -hex 16)"
+    """
+    import time
+
+    from .app import launch_app
+
+    with _user_errors():
+        ds = el.load_dataset(dataset)
+        coll = ds.load_saved_view(view) if view else ds
+        session = launch_app(coll, port=port, address=address, auto=browser, auth_token=auth_token)
+    typer.echo(f"embedlens app on {dataset!r}: {session.url}  (Ctrl-C stops it)")
+    try:
+        while not session.closed:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+
+
 # ---------------------------------------------------------------------------------------------- top level
 
 

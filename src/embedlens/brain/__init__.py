@@ -9,12 +9,16 @@ from .mistakenness import MistakennessResults, compute_mistakenness
 from .neighbors import KnnGraph, knn_graph
 from .predictions import PredictionResults, compute_predictions
 from .proposals import ProposalResults, propose_labels
+from .duplicates import find_exact_duplicates
 from .runs import BrainResults
+from .similarity import SimilarityIndex, compute_similarity, load_similarity_index, sort_by_similarity
 from .source import EmbeddingSource, resolve_embeddings
+from .uniqueness import UniquenessResults, compute_uniqueness
 from .visualization import VisualizationResults, compute_visualization
 
 __all__ = [
     "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
-    "ProposalResults", "VisualizationResults", "compute_hardness", "compute_mistakenness", "compute_predictions",
+    "ProposalResults", "SimilarityIndex", "UniquenessResults", "VisualizationResults", "compute_similarity",
+    "compute_uniqueness", "find_exact_duplicates", "load_similarity_index", "sort_by_similarity", "compute_hardness", "compute_mistakenness", "compute_predictions",
     "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings",
 ]

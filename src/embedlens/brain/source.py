@@ -45,7 +45,8 @@ class EmbeddingSource:
 def _digest(*parts: Any) -> str:
     h = hashlib.sha1()
     for p in parts:
-        h.update(p.tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+        # hash the array's buffer in place: tobytes() would copy the whole matrix (1x its size at peak)
+        h.update(memoryview(np.ascontiguousarray(p)).cast("B") if isinstance(p, np.ndarray) else repr(p).encode())
         h.update(b"|")
     return h.hexdigest()[:16]
 
@@ -69,6 +70,10 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
     if not keys:
         raise ValueError("the collection is empty: nothing to compute")
     model_name = None
+    if isinstance(embeddings, str) and embeddings not in samples._dataset.list_embeddings():
+        # a name is a stored set; an unknown one must not silently embed everything with the default model
+        raise ValueError(f"no embeddings {embeddings!r} in dataset {samples._dataset.name!r}; stored: "
+                         f"{', '.join(samples._dataset.list_embeddings()) or 'none'}")
     if isinstance(embeddings, str):
         if embeddings_field and embeddings_field != embeddings:
             raise ValueError("pass the stored set either as embeddings= or embeddings_field=, not both")

@@ -1,0 +1,941 @@
+"""Similarity indexes: sort by similarity, find maximally unique samples, find near-duplicates.
+
+``compute_similarity`` keeps the embeddings of a collection (or of its objects) ready for queries.
+Small indexes are searched exactly with one BLAS matrix-vector product per query; above
+``EXACT_MAX_VALUES`` (rows x dimensions) a FAISS inverted-file index (``IndexIVFFlat``) answers
+queries, with ``nprobe`` tuned when it is built until its neighbours agree with exact search at
+``FAISS_TARGET_RECALL``. The index is stored with its brain run as ``.npy`` arrays (and FAISS's own
+file format for the IVF index), never pickled, so a fresh process answers the same queries.
+
+Everything that needs neighbours of every row (``find_duplicates``, ``compute_uniqueness``, UMAP)
+reads the one shared kNN graph of the embedding set (:meth:`EmbeddingSource.graph`).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..core.fields import check_name, dumps
+from ..core.query import SortBySimilarity
+from . import duplicates as _dups
+from .neighbors import check_metric, fill_ivf, prepare
+from .runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
+from .source import EmbeddingSource, resolve_embeddings
+
+if TYPE_CHECKING:
+    from ..core.collection import SampleCollection
+    from ..core.dataset import Dataset
+    from ..core.view import DatasetView
+    from ..models import Model
+
+BACKENDS = ("auto", "exact", "faiss")
+#: ``backend="auto"`` searches exactly while one query scans at most this many values (rows x dims) and
+#: builds a FAISS IVF index above it. Measured by ``bench/bench_similarity.py`` (2-core machine shared with
+#: other work, 512-d, k=25, median of 40 queries): exact 0.3-0.6 / 0.8-1.6 / 2.2-2.8 / 5.7-6.6 / 13-24 ms at
+#: 5k / 10k / 20k / 40k / 100k rows; tuned IVF 0.09-0.11 / 0.11-0.15 / 0.20 / 0.23-0.26 / 0.27-0.37 ms
+#: (recall@25 0.997-1.0), built in 0.08-1.9 s. IVF is faster from a few thousand rows on, but up to
+#: ~10k x 512 an exact query takes a millisecond or two, needs no build and is never approximate; above it
+#: exact time grows linearly while IVF stays under 0.5 ms.
+EXACT_MAX_VALUES = 5_120_000  # 10,000 x 512
+#: Recall@10 the IVF index must reach (measured on a sample of rows) when ``nprobe`` is tuned.
+FAISS_TARGET_RECALL = 0.99
+#: Neighbours of the shared graph that find_duplicates and compute_uniqueness ask for: the graph of
+#: UMAP's default ``n_neighbors=15`` (self + 14), so one graph serves all of them.
+GRAPH_K = 14
+_FAISS_FILE = "faiss.index"
+_ADD_CHUNK = 4_096
+_CACHE_SIZE = 4
+_cache: "collections.OrderedDict[tuple[str, str], tuple[float, SimilarityIndex]]" = collections.OrderedDict()
+_cache_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def compute_similarity(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
+                       patches_field: str | None = None, embeddings_field: str | None = None,
+                       brain_key: str | None = None, metric: str = "cosine", backend: str = "auto",
+                       overwrite: bool = False, progress: bool = True) -> "SimilarityIndex":
+    """Build a similarity index of the samples (or, with ``patches_field``, the objects) of a collection.
+
+    Parameters
+    ----------
+    samples : SampleCollection
+        A dataset or a sample view; the index holds its rows.
+    embeddings : array or str, optional
+        An ``[N, D]`` array in view order (``N`` objects with ``patches_field``) or the name of a stored
+        embeddings set. Otherwise they are computed with ``model``.
+    model : str or Model, optional
+        The model that embeds the images (default EfficientNet-Lite0). It is remembered, so image files
+        can be used as queries later, also in a fresh process.
+    patches_field : str, optional
+        A ``Detections`` field: index its objects (keys are label ids); query with a patches view.
+    embeddings_field : str, optional
+        Store the computed embeddings under this name, or reuse them if they are stored. An index over a
+        stored set does not copy the matrix: it reads the set's rows again when loaded.
+    brain_key : str, optional
+        Store the index as a brain run under this key; ``sort_by_similarity`` finds it there.
+    metric : {"cosine", "euclidean"}
+        Distance of the index: cosine distance ``1 - cos`` or euclidean distance.
+    backend : {"auto", "exact", "faiss"}
+        ``"exact"``: BLAS search, never approximate. ``"faiss"``: a FAISS ``IndexIVFFlat`` whose
+        ``nprobe`` is tuned to recall@10 >= ``FAISS_TARGET_RECALL`` (its recall is in ``config``).
+        ``"auto"``: exact up to ``EXACT_MAX_VALUES`` rows x dimensions, FAISS above.
+    overwrite : bool
+        Replace an existing run ``brain_key``; otherwise an existing key is an error raised before any work.
+    progress : bool
+        Show progress bars while embedding.
+
+    Returns
+    -------
+    SimilarityIndex
+
+    Examples
+    --------
+    >>> index = el.compute_similarity(ds, embeddings="pixels", brain_key="sim")
+    >>> ds.sort_by_similarity(ds.first().id, k=10)
+    >>> index.find_duplicates(); index.duplicates_view()
+    """
+    check_new_key(samples, brain_key, overwrite)
+    check_metric(metric)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+    if samples._is_patches:
+        raise ValueError("compute_similarity() takes a dataset or sample view; to index objects pass "
+                         "patches_field=<Detections field>")
+    started = time.perf_counter()
+    dataset = samples._dataset
+    _check_stored(dataset, embeddings)
+    stored_name = embeddings if isinstance(embeddings, str) else embeddings_field
+    model_obj = None
+    if embeddings is None and (model is not None or not (stored_name and stored_name in dataset.list_embeddings())):
+        from ..embed.compute import resolve_model
+
+        model_obj = resolve_model(model)
+    source = resolve_embeddings(samples, embeddings, model_obj if model_obj is not None else model, patches_field,
+                                embeddings_field, progress)
+    matrix = source.matrix
+    n, dim = matrix.shape
+    method = backend if backend != "auto" else ("exact" if n * dim <= EXACT_MAX_VALUES else "faiss")
+    spec = _model_spec(model_obj, source, dataset)
+    by_reference = bool(source.embeddings_field) and spec.get("fingerprint") is not None and \
+        source.embeddings_field in dataset.list_embeddings()
+    config: dict[str, Any] = {
+        "method": method, "backend": backend, "metric": metric, "dim": int(dim),
+        "patches_field": patches_field, "embeddings_field": source.embeddings_field, "model": source.model,
+        "model_kwargs": spec.get("kwargs"), "model_fingerprint": spec.get("fingerprint"),
+        "fingerprint": source.fingerprint, "matrix": "embeddings set" if by_reference else "stored",
+        "faiss": None,
+    }
+    index = SimilarityIndex(samples, config, source.keys, source.sample_ids, {} if by_reference else {"embeddings": matrix},
+                            None, {}, matrix=matrix, model=model_obj)
+    if method == "faiss":
+        index._faiss, index.config["faiss"] = _build_ivf(matrix, metric, index._norms2())
+    index.info["elapsed_s"] = round(time.perf_counter() - started, 3)
+    if brain_key:
+        index.save(brain_key, overwrite=overwrite)
+    return index
+
+
+def _check_stored(dataset: "Dataset", embeddings: Any) -> None:
+    """``embeddings="name"`` names a stored set: an unknown name is an error, not a reason to embed."""
+    if isinstance(embeddings, str) and embeddings not in dataset.list_embeddings():
+        raise ValueError(f"no embeddings {embeddings!r} in dataset {dataset.name!r}; stored: "
+                         f"{', '.join(dataset.list_embeddings()) or 'none'}. Compute them with "
+                         "compute_embeddings(model, embeddings_field=...), or pass model=")
+
+
+def _model_spec(model_obj: "Model | None", source: EmbeddingSource, dataset: "Dataset") -> dict[str, Any]:
+    """How to rebuild the index's model in another process: name, settings and fingerprint."""
+    if model_obj is not None:
+        return {"kwargs": _model_kwargs(model_obj.name, model_obj.config), "fingerprint": model_obj.fingerprint}
+    if source.embeddings_field and source.embeddings_field in dataset.list_embeddings():
+        meta = dataset.get_embeddings_info(source.embeddings_field)
+        return {"kwargs": _model_kwargs(meta.get("model"), meta.get("config") or {}),
+                "fingerprint": meta.get("fingerprint")}
+    return {}
+
+
+def _model_kwargs(name: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    if name == "pixels":
+        size = config.get("size")
+        return {"size": None if size in (None, "native") else list(size), "grayscale": bool(config.get("grayscale"))}
+    return {}
+
+
+def _build_ivf(matrix: np.ndarray, metric: str, sqnorms: np.ndarray, seed: int = 51,
+               target_recall: float = FAISS_TARGET_RECALL, k: int = 10, recall_sample: int = 128):
+    """A FAISS ``IndexIVFFlat`` of the rows (unit rows for cosine), filled chunk by chunk.
+
+    ``nlist = sqrt(N)`` lists; ``nprobe`` starts at 4 and doubles until recall@``k`` of a random sample of
+    rows (against exact search, the row itself excluded) reaches ``target_recall``.
+    """
+    import faiss
+
+    n, d = matrix.shape
+    rng = np.random.default_rng(seed)
+    nlist = max(1, min(int(math.sqrt(n)), n // 39))
+    ip = metric == "cosine"
+    quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+    index.cp.seed = seed
+    train = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    index.train(prepare(matrix[train], metric))
+    fill_ivf(index, matrix, metric)
+    sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))
+    kk = min(k, n - 1)
+    recall, nprobe = 1.0, min(4, nlist)
+    if kk >= 1:
+        truth = []
+        for start in range(0, len(sample), 16):
+            rows = sample[start:start + 16]
+            dist = _distances(matrix, sqnorms, prepare(matrix[rows], metric), metric)
+            dist[np.arange(len(rows)), rows] = np.inf
+            truth.append(np.argpartition(dist, kk - 1, axis=1)[:, :kk].copy())  # not a view of all N
+        true = np.concatenate(truth)
+        queries = prepare(matrix[sample], metric)
+        while True:
+            index.nprobe = nprobe
+            _, found = index.search(queries, kk + 1)
+            hits = [len(set(t.tolist()) & (set(f.tolist()) - {s})) for t, f, s in zip(true, found, sample.tolist())]
+            recall = float(np.sum(hits)) / (kk * len(sample))
+            if recall >= target_recall or nprobe >= nlist:
+                break
+            nprobe = min(nprobe * 2, nlist)
+    index.nprobe = nprobe
+    return index, {"index": "IndexIVFFlat", "nlist": int(nlist), "nprobe": int(nprobe),
+                   "recall_at_10": round(recall, 4), "recall_sample": int(len(sample)), "seed": seed}
+
+
+def _distances(matrix: np.ndarray, sqnorms: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
+    """Exact distances ``[len(queries), N]`` from prepared queries to the rows of ``matrix`` (one BLAS product).
+
+    For cosine the rows are not normalised in memory: ``1 - (x . q) / |x|`` with unit ``q``; for
+    euclidean ``sqrt(|x|^2 - 2 x . q + |q|^2)``. ``sqnorms`` holds ``|x|^2``.
+    """
+    if len(queries) == 1 and matrix.size <= EXACT_MAX_VALUES:
+        # one small query: a single-threaded product. Multi-threaded BLAS gains nothing at this size and,
+        # on a busy machine, waiting for its second thread cost 8-15 ms per query (measured on 2 cores).
+        dots = np.einsum("ij,j->i", np.asarray(matrix), queries[0])[None, :].astype(np.float32, copy=False)
+    else:
+        dots = np.asarray(queries @ np.asarray(matrix).T, dtype=np.float32)
+    if metric == "cosine":
+        d = 1.0 - dots / np.sqrt(np.maximum(sqnorms, 1e-24))[None, :]
+    else:
+        d = sqnorms[None, :] - 2.0 * dots + (queries * queries).sum(axis=1)[:, None]
+        np.sqrt(np.maximum(d, 0.0), out=d)
+    np.maximum(d, 0.0, out=d)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- the index
+
+
+@register_type
+class SimilarityIndex(BrainResults):
+    """A similarity index: the rows' embeddings, ready for queries, and what was found with them.
+
+    Attributes
+    ----------
+    keys : list of str
+        Sample ids of the rows (label ids for an object index; their images are ``sample_ids``).
+    config : dict
+        ``metric``, ``method`` (``"exact"`` or ``"faiss"``), ``backend`` asked for, ``model`` and
+        ``embeddings_field``, ``patches_field``, and for FAISS its ``nlist``, ``nprobe`` and measured recall.
+    unique_ids : list of str or None
+        Set by :meth:`find_unique`.
+    duplicate_ids, neighbors_map, thresh :
+        Set by :meth:`find_duplicates`.
+    """
+
+    run_type = "similarity"
+    _array_names = ("embeddings",)
+
+    def __init__(self, samples: "SampleCollection", config: dict[str, Any], keys: list[str], sample_ids: list[str],
+                 arrays: dict[str, np.ndarray], brain_key: str | None = None, info: dict[str, Any] | None = None,
+                 matrix: np.ndarray | None = None, faiss_index: Any = None, model: "Model | None" = None) -> None:
+        super().__init__(samples, config, keys, sample_ids, arrays, brain_key, info)
+        self._matrix = matrix if matrix is not None else arrays["embeddings"]
+        self._faiss = faiss_index
+        self._model = model
+        self._pos_map: dict[str, int] | None = None
+        self._sq: np.ndarray | None = None
+        self._members: tuple[str, tuple, np.ndarray] | None = None
+        self._lock = threading.Lock()
+        self.unique_ids: list[str] | None = None
+        self.duplicate_ids: list[str] | None = None
+        self.neighbors_map: dict[str, list[tuple[str, float]]] | None = None
+        self.thresh: float | None = None
+        self.duplicates_info: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def metric(self) -> str:
+        return self.config["metric"]
+
+    @property
+    def method(self) -> str:
+        """``"exact"`` or ``"faiss"``: how queries over many rows are answered."""
+        return self.config["method"]
+
+    @property
+    def total_index_size(self) -> int:
+        """Number of rows (samples, or objects) in the index."""
+        return len(self.keys)
+
+    @property
+    def index_size(self) -> int:
+        return len(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def _pos(self) -> dict[str, int]:
+        if self._pos_map is None:
+            self._pos_map = {k: i for i, k in enumerate(self.keys)}
+        return self._pos_map
+
+    def _norms2(self) -> np.ndarray:
+        if self._sq is None:
+            x = self._matrix
+            sq = np.empty(len(x), np.float32)
+            for start in range(0, len(x), _ADD_CHUNK):
+                block = np.asarray(x[start:start + _ADD_CHUNK], dtype=np.float32)
+                sq[start:start + len(block)] = np.einsum("ij,ij->i", block, block)
+            self._sq = sq
+        return self._sq
+
+    def get_embeddings(self, ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """The embeddings of ``ids`` (default: every row) as stored, and their keys."""
+        if ids is None:
+            return np.asarray(self._matrix), list(self.keys)
+        rows = self._rows_of(ids)
+        return np.asarray(self._matrix[rows]), [self.keys[r] for r in rows]
+
+    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        rows = []
+        for i in ids:
+            r = self._pos.get(i) if isinstance(i, str) else None
+            if r is None:
+                raise KeyError(f"id {i!r} is not in similarity index {self.key!r} ({len(self.keys)} rows); "
+                               "samples added after the index was built, or without an embedding, are not in it")
+            rows.append(r)
+        return np.asarray(rows, dtype=np.int64)
+
+    def _source(self) -> EmbeddingSource:
+        dataset = self._samples._dataset
+        return EmbeddingSource(self.keys, self.sample_ids, np.asarray(self._matrix, dtype=np.float32),
+                               self.config["fingerprint"], self.patches_field, self.config.get("embeddings_field"),
+                               self.config.get("model"), dataset.arrays_dir / "knn")
+
+    def graph(self, k: int = GRAPH_K):
+        """The shared kNN graph of the index's embeddings (same metric), computed once per embedding set."""
+        return self._source().graph(min(k, len(self.keys) - 1), self.metric)
+
+    # ------------------------------------------------------------------ storage
+
+    def save(self, brain_key: str | None = None, overwrite: bool = False, fields: list[str] | None = None) -> None:
+        """Store the index under ``brain_key``: the matrix (unless it is a stored embeddings set), the FAISS index."""
+        super().save(brain_key, overwrite, fields)
+        dataset = self._samples._dataset
+        if self._faiss is not None:
+            import faiss
+
+            root = _runs_dir(dataset, self.key)
+            tmp = root / f".{_FAISS_FILE}.{os.getpid()}.tmp"
+            faiss.write_index(self._faiss, str(tmp))
+            os.replace(tmp, root / _FAISS_FILE)
+        _remember(dataset, self.key, self)
+
+    @classmethod
+    def _from_stored(cls, samples, config, keys, sample_ids, arrays, key, stored):
+        dataset = samples._dataset
+        if "embeddings" in arrays:
+            matrix = arrays["embeddings"]
+        else:
+            matrix = _read_set(dataset, config, keys, key)
+        if matrix.shape != (len(keys), int(config["dim"])):
+            raise ValueError(f"similarity index {key!r}: stored embeddings have shape {matrix.shape}, expected "
+                             f"({len(keys)}, {config['dim']}); compute the index again")
+        index = cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"), matrix=matrix)
+        if config.get("method") == "faiss":
+            import faiss
+
+            path = _runs_dir(dataset, key) / _FAISS_FILE
+            if path.exists():
+                index._faiss = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+                index._faiss.nprobe = int(config["faiss"]["nprobe"])
+            else:
+                warnings.warn(f"similarity index {key!r} has lost its FAISS file; rebuilding it", stacklevel=2)
+                index._faiss, _ = _build_ivf(matrix, config["metric"], index._norms2())
+                index._faiss.nprobe = int(config["faiss"]["nprobe"])
+        return index
+
+    # ------------------------------------------------------------------ queries
+
+    def _query_vector(self, query: Any) -> tuple[np.ndarray, Any]:
+        """The prepared query vector (unit for cosine) and what the view stage records of the query."""
+        from ..core.sample import Sample
+
+        if isinstance(query, Sample):
+            query = query.id
+        if isinstance(query, os.PathLike):
+            query = os.fspath(query)
+        if isinstance(query, str):
+            if query in self._pos:
+                return self._prepare(np.asarray(self._matrix[self._pos[query]], dtype=np.float32)), query
+            if _looks_like_id(query):
+                raise KeyError(f"query id {query!r} is not in similarity index {self.key!r} ({len(self.keys)} "
+                               f"rows of {'objects' if self.patches_field else 'samples'}); ids of samples added "
+                               "after the index was built, or without an embedding, are not in it")
+            if not os.path.isfile(query):
+                raise ValueError(f"query {query!r} is neither an id in similarity index {self.key!r} nor an "
+                                 "existing image file")
+            return self._prepare(self._embed_image(query)), query
+        if isinstance(query, (list, tuple)) and query and all(isinstance(q, (str, Sample)) for q in query):
+            ids = [q.id if isinstance(q, Sample) else q for q in query]
+            for q in ids:
+                if q not in self._pos:
+                    raise KeyError(f"query id {q!r} is not in similarity index {self.key!r} ({len(self.keys)} rows)")
+            rows = self._rows_of(ids)
+            vecs = np.asarray(self._matrix[np.sort(rows)], dtype=np.float32)
+            if self.metric == "cosine":
+                vecs = prepare(vecs, "cosine")
+            return self._prepare(vecs.mean(axis=0)), list(ids)
+        if isinstance(query, (list, tuple)) and not query:
+            raise ValueError("empty query: pass an id, a list of ids, an embedding or an image path")
+        try:
+            vec = np.asarray(query, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"cannot use {type(query).__name__} as a query: pass an id, a list of ids, an "
+                            "embedding vector or an image path") from None
+        dim = int(self.config["dim"])
+        if vec.ndim == 2 and vec.shape[1] == dim and len(vec):
+            vecs = prepare(vec, "cosine") if self.metric == "cosine" else vec
+            vec = vecs.mean(axis=0)
+        if vec.ndim != 1 or vec.shape[0] != dim:
+            raise ValueError(f"query embedding has shape {tuple(np.shape(query))}; the index has dimension {dim}")
+        if not np.isfinite(vec).all():
+            raise ValueError("query embedding has NaN or inf values")
+        return self._prepare(vec), [round(float(v), 7) for v in vec]
+
+    def _prepare(self, vec: np.ndarray) -> np.ndarray:
+        vec = np.ascontiguousarray(vec, dtype=np.float32)
+        if self.metric == "cosine":
+            norm = float(np.linalg.norm(vec))
+            vec = vec / max(norm, 1e-12)
+        return vec
+
+    def _embed_image(self, path: str) -> np.ndarray:
+        model = self._get_model()
+        vec = model.embed([path])[0]
+        if vec.shape[0] != int(self.config["dim"]):
+            raise ValueError(f"model {model.name!r} gives {vec.shape[0]}-d embeddings; the index has "
+                             f"dimension {self.config['dim']}")
+        return vec
+
+    def _get_model(self) -> "Model":
+        with self._lock:
+            if self._model is None:
+                name = self.config.get("model")
+                if not name:
+                    raise ValueError(f"similarity index {self.key!r} was built from embeddings passed in as an "
+                                     "array, so it has no model to embed an image query; query with an id or a "
+                                     "vector, or build the index with model=")
+                from ..models import load_model
+
+                try:
+                    model = load_model(name, **(self.config.get("model_kwargs") or {}))
+                except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
+                    raise ValueError(f"similarity index {self.key!r}: cannot load its model {name!r} to embed "
+                                     f"an image query ({e}); query with an id or a vector") from None
+                fp = self.config.get("model_fingerprint")
+                if fp and model.fingerprint != fp:
+                    raise ValueError(f"similarity index {self.key!r}: model {name!r} loaded here is not the one "
+                                     "the index was built with (fingerprints differ); query with an id or a vector")
+                self._model = model
+            return self._model
+
+    def _search(self, q: np.ndarray, k: int | None, reverse: bool,
+                rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (of the index) and distances of the ``k`` best matches of prepared ``q`` among ``rows``."""
+        n_all = len(self.keys)
+        n = n_all if rows is None else len(rows)
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        kk = n if k is None else min(k, n)
+        dim = int(self.config["dim"])
+        # FAISS for a large index, unless the view is small enough that gathering its rows for an exact
+        # scan is cheaper (a quarter of the exact budget: a gathered row costs a copy as well as a product)
+        if self._faiss is not None and not reverse and k is not None and (
+                self.config["backend"] == "faiss" or
+                (n_all * dim > EXACT_MAX_VALUES and (rows is None or n * dim > EXACT_MAX_VALUES // 4))):
+            found = self._faiss_search(q, kk, rows)
+            if found is not None:
+                return found
+        return self._exact_search(q, kk, reverse, rows)
+
+    def _exact_search(self, q, k, reverse, rows):
+        sq = self._norms2()
+        if rows is None or len(rows) * 2 > len(self.keys):
+            d = _distances(self._matrix, sq, q[None, :], self.metric)[0]
+            if rows is not None:
+                d = d[rows]
+        else:
+            d = _distances(self._matrix[rows], sq[rows], q[None, :], self.metric)[0]
+        key = -d if reverse else d
+        if k < len(d):
+            part = np.argpartition(key, k - 1)[:k]
+            order = part[np.lexsort((part, key[part]))]
+        else:
+            order = np.argsort(key, kind="stable")
+        out = order if rows is None else rows[order]
+        return out.astype(np.int64), d[order]
+
+    def _faiss_search(self, q, k, rows):
+        import faiss
+
+        index = self._faiss
+        nprobe = int(self.config["faiss"]["nprobe"])
+        nlist = int(self.config["faiss"]["nlist"])
+        if rows is None:
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+        else:
+            mask = np.zeros(len(self.keys), bool)
+            mask[rows] = True
+            bits = np.packbits(mask, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            # probe more lists when the view holds a small part of the index, so k members are still found
+            more = min(nlist, int(math.ceil(nprobe * len(self.keys) / max(len(rows), 1))))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=more)
+        dist, idx = index.search(q[None, :], k, params=params)
+        idx, dist = idx[0], dist[0]
+        if (idx < 0).any():
+            return None  # not enough members in the probed lists: the caller searches exactly
+        if self.metric == "cosine":
+            dist = 1.0 - dist
+        else:
+            dist = np.sqrt(np.maximum(dist, 0.0))
+        dist = np.maximum(dist, 0.0).astype(np.float32)
+        order = np.lexsort((idx, dist))
+        return idx[order].astype(np.int64), dist[order]
+
+    def _member_rows(self, samples: "SampleCollection") -> np.ndarray | None:
+        """Index rows of the collection's members (None: every row is a member)."""
+        pf = self.patches_field
+        view_pf = samples._query().patches_field
+        if pf and view_pf != pf:
+            raise ValueError(f"similarity index {self.key!r} holds objects of {pf!r}: query a patches view, "
+                             f"e.g. dataset.to_patches({pf!r}).sort_by_similarity(...)")
+        if not pf and view_pf:
+            raise ValueError(f"similarity index {self.key!r} holds samples, not objects; query a sample view")
+        if not samples._stages or (pf and len(samples._stages) == 1):
+            return None
+        # The members of the last view asked about are remembered until the dataset is written to.
+        db = samples._dataset._database()
+        with db._lock:
+            stamp = (db._conn.total_changes, db._conn.execute("PRAGMA data_version").fetchone()[0],
+                     str(samples._dataset.path))
+        sig = dumps([s.to_dict() for s in samples._stages])
+        cached = self._members
+        if cached is not None and cached[0] == sig and cached[1] == stamp:
+            return cached[2]
+        ids = samples.values("id")
+        pos = self._pos
+        rows = np.sort(np.fromiter((pos[i] for i in ids if i in pos), dtype=np.int64))
+        self._members = (sig, stamp, rows)
+        return rows
+
+    def sort_by_similarity(self, query: Any, k: int | None = None, reverse: bool = False,
+                           dist_field: str | None = None, samples: "SampleCollection | None" = None) -> "DatasetView":
+        """The members of ``samples`` (default: the collection the index was built on) most similar to ``query``.
+
+        See :func:`sort_by_similarity` for the query kinds and options.
+        """
+        if samples is None:
+            samples = self._samples
+            if self.patches_field:
+                samples = samples.to_patches(self.patches_field)
+        k = _check_k(k)
+        if dist_field is not None:
+            check_name(dist_field)
+            if dist_field in samples.get_field_schema():
+                raise ValueError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
+        q, recorded = self._query_vector(query)
+        rows = self._member_rows(samples)
+        found, dist = self._search(q, k, bool(reverse), rows)
+        ids = [self.keys[r] for r in found.tolist()]
+        return samples._view(SortBySimilarity(recorded, ids, dist.tolist(), k=k, reverse=bool(reverse),
+                                              dist_field=dist_field, brain_key=self.key))
+
+    # ------------------------------------------------------------------ unique samples
+
+    def find_unique(self, count: int) -> list[str]:
+        """Choose ``count`` maximally unique rows by greedy farthest-point (k-center) selection.
+
+        The first row is the one farthest from the centroid (for cosine: from the mean direction); each
+        next row is the one farthest from every row chosen so far. One pass: a running vector of each
+        row's distance to its nearest chosen row is updated with one matrix-vector product per pick, so
+        the cost is ``O(count * N * D)`` time and ``O(N)`` extra memory (never ``N x N``).
+
+        Parameters
+        ----------
+        count : int
+            How many rows to choose, ``1 <= count <= total_index_size``.
+
+        Returns
+        -------
+        list of str
+            The chosen keys in the order they were picked; also stored in :attr:`unique_ids`.
+        """
+        n = len(self.keys)
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= n:
+            raise ValueError(f"count must be an integer from 1 to {n} (the index size), got {count!r}")
+        x = self._matrix
+        sq = self._norms2()
+        cosine = self.metric == "cosine"
+        norms = np.sqrt(np.maximum(sq, 1e-24))
+        if cosine:
+            centre = (np.asarray(x).T @ (1.0 / norms)).astype(np.float32) / n
+        else:
+            centre = (np.asarray(x).T @ np.ones(n, np.float32)) / n
+        first = int(np.argmax(self._point_dist(centre, sq, norms, cosine)))
+        chosen = [first]
+        mind = self._point_dist(np.asarray(x[first], dtype=np.float32), sq, norms, cosine)
+        mind[first] = -np.inf
+        for _ in range(int(count) - 1):
+            j = int(np.argmax(mind))
+            chosen.append(j)
+            np.minimum(mind, self._point_dist(np.asarray(x[j], dtype=np.float32), sq, norms, cosine), out=mind)
+            mind[j] = -np.inf
+        self.unique_ids = [self.keys[r] for r in chosen]
+        return list(self.unique_ids)
+
+    def _point_dist(self, c: np.ndarray, sq: np.ndarray, norms: np.ndarray, cosine: bool) -> np.ndarray:
+        """Distance of every row to the point ``c``: cosine distance, or squared euclidean (same order)."""
+        dots = np.asarray(self._matrix @ c, dtype=np.float32)
+        if cosine:
+            cn = float(np.linalg.norm(c))
+            if cn == 0:
+                return np.ones(len(dots), np.float32)
+            return 1.0 - dots / (norms * cn)
+        return sq - 2.0 * dots + float(c @ c)
+
+    def unique_view(self) -> "DatasetView":
+        """The unique samples found by :meth:`find_unique`, in the order they were picked."""
+        if self.unique_ids is None:
+            raise ValueError("call find_unique(count) first")
+        return self._rows_collection().select(self.unique_ids, ordered=True)
+
+    def visualize_unique(self, visualization: Any, backend: str = "plotly", **kwargs: Any):
+        """A scatter plot of ``visualization``'s points with the unique rows highlighted.
+
+        ``visualization`` is the :class:`VisualizationResults` of the same samples (or objects).
+        """
+        if self.unique_ids is None:
+            raise ValueError("call find_unique(count) first")
+        unique = set(self.unique_ids)
+        return _highlight(visualization, lambda key: "unique" if key in unique else "other", ["other", "unique"],
+                          f"{len(unique)} unique {'objects' if self.patches_field else 'samples'}", backend, kwargs)
+
+    # ------------------------------------------------------------------ duplicates
+
+    def find_duplicates(self, thresh: float | None = None, fraction: float | None = None) -> list[str]:
+        """Find near-duplicates on the shared kNN graph (``GRAPH_K`` neighbours per row).
+
+        Rows are visited in index order; each is kept unless it is within the threshold of a row kept
+        before it, in which case it is a duplicate of its nearest kept row within the threshold (as
+        FiftyOne groups them: kept rows are pairwise farther apart than the threshold). Only the
+        ``GRAPH_K`` nearest neighbours of each row are compared.
+
+        Parameters
+        ----------
+        thresh : float, optional
+            A distance in the index's metric (cosine distance ``1 - cos``, or euclidean).
+        fraction : float, optional
+            In (0, 1): the threshold is chosen (binary search over the graph's distances) so that about
+            this fraction of the rows are flagged as duplicates.
+
+        Notes
+        -----
+        With neither, the default rule is relative to each row's neighbourhood, not an absolute
+        distance. For row ``i`` let ``s_i`` be its distance to its 10th nearest neighbour and
+        ``r_i = d(i, nearest) / s_i`` (on a squared scale: cosine distance as is, euclidean squared).
+        Natural neighbours have ratios of a few tenths to 1; a copy of an image has a tiny ratio.
+        ``ratio = min(exp(median(log r) - 6.5 * 1.4826 * MAD(log r)), 0.3)`` -- a robust outlier rule
+        on the ratios of the whole set -- and ``j`` is a duplicate of ``i`` when
+        ``d(i, j) <= ratio * s_i``, or when ``d(i, j)`` is below 2% of the median nearest-neighbour
+        distance (so groups of more than 10 copies are still found). Measured on MNIST-5000 with 2%
+        planted copies (``bench/bench_similarity.py --quality``): copies with noise of 1/255 or a JPEG
+        q=98 re-encode are found with precision / recall 0.995 / 1.0 on raw pixels and 0.995 / 0.985 on
+        EfficientNet-Lite0 embeddings. Stronger edits are near-copies only for some embeddings: pixels
+        still find noise of 4/255 and JPEG q=90 (recall 1.0) but not a 1-pixel shift (0.0); EfficientNet
+        finds the shift (0.87) but not those (0.01, 0.21), because its features of 28-pixel digits move
+        more under them than the distance between two different digits. ``thresh`` is then set to the
+        largest distance at which a pair was flagged, and ``duplicates_info`` records the rule's numbers.
+
+        Returns
+        -------
+        list of str
+            The duplicate keys (also :attr:`duplicate_ids`); :attr:`neighbors_map` maps each kept key
+            that has duplicates to ``[(duplicate key, distance), ...]`` sorted by distance.
+        """
+        if thresh is not None and fraction is not None:
+            raise ValueError("pass thresh= or fraction=, not both")
+        if thresh is not None:
+            if isinstance(thresh, bool) or not isinstance(thresh, (int, float, np.floating)) \
+                    or not math.isfinite(thresh) or thresh < 0:
+                raise ValueError(f"thresh must be a non-negative distance, got {thresh!r}")
+        if fraction is not None:
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+                    or not 0 < fraction < 1:
+                raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+        n = len(self.keys)
+        if n < 2:
+            raise ValueError("find_duplicates() needs at least 2 rows in the index")
+        graph = self.graph(GRAPH_K)
+        info: dict[str, Any]
+        if thresh is None and fraction is None:
+            rows, cols, dists, info = _dups.default_edges(graph)
+        else:
+            if fraction is not None:
+                thresh = _dups.fraction_thresh(graph, float(fraction))
+                info = {"rule": "fraction", "fraction": float(fraction)}
+            else:
+                info = {"rule": "thresh"}
+            rows, cols, dists = _dups.threshold_edges(graph, float(thresh))
+        groups = _dups.group(n, rows, cols, dists)
+        keys = self.keys
+        self.neighbors_map = {keys[i]: [(keys[j], float(d)) for j, d in lst] for i, lst in groups.items()}
+        self.duplicate_ids = [d for lst in self.neighbors_map.values() for d, _ in lst]
+        if info["rule"] == "default":
+            thresh = max((d for lst in groups.values() for _, d in lst), default=0.0)
+        self.thresh = float(thresh)
+        info.update(graph_k=graph.k, graph_method=graph.method, graph_recall=graph.recall,
+                    flagged=len(self.duplicate_ids), thresh=self.thresh)
+        self.duplicates_info = info
+        return list(self.duplicate_ids)
+
+    def duplicates_view(self, type_field: str | None = None, id_field: str | None = None,
+                        dist_field: str | None = None) -> "DatasetView":
+        """The duplicate groups: each kept sample followed by its duplicates, nearest first.
+
+        Kept samples appear in index order. ``dist_field`` (distance to the kept sample, 0 for the kept
+        sample itself) is a column of the view only: nothing is written. ``type_field`` (``"nearest"`` for
+        the kept sample, ``"duplicate"`` for the others) and ``id_field`` (the kept sample's id) are
+        **written to the dataset**, as FiftyOne does, on every sample of the index's collection (None on
+        samples outside the groups, replacing values of an earlier call). They need a sample-level index.
+        """
+        if self.neighbors_map is None:
+            raise ValueError("call find_duplicates() first")
+        for name in (type_field, id_field, dist_field):
+            if name is not None:
+                check_name(name)
+        coll = self._rows_collection()
+        ids, types, kept_ids, dists = [], [], [], []
+        for kept, lst in self.neighbors_map.items():
+            ids.append(kept)
+            types.append("nearest")
+            kept_ids.append(kept)
+            dists.append(0.0)
+            for dup, d in lst:
+                ids.append(dup)
+                types.append("duplicate")
+                kept_ids.append(kept)
+                dists.append(d)
+        if dist_field is not None and dist_field in coll.get_field_schema():
+            raise ValueError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
+        if (type_field or id_field) and self.patches_field:
+            raise ValueError("type_field/id_field are written to samples; this index holds objects")
+        schema = coll.get_field_schema()
+        for field in (type_field, id_field):
+            if field in ("id", "filepath", "tags", "metadata", "sample_id"):
+                raise ValueError(f"{field!r} is a built-in field; choose another name")
+            if field is not None and field in schema and schema[field] != "str":
+                raise ValueError(f"field {field!r} exists with type {schema[field]}; choose another name")
+        all_ids = coll.values("id") if (type_field or id_field) else []
+        for field, values in ((type_field, types), (id_field, kept_ids)):
+            if field is None:
+                continue
+            if field not in schema:
+                coll._dataset.add_sample_field(field, "str")
+            by_id = dict(zip(ids, values))
+            coll.set_values(field, [by_id.get(i) for i in all_ids])
+        if dist_field is None:
+            return coll.select(ids, ordered=True)
+        return coll._view(SortBySimilarity(f"duplicates:{self.key}", ids, dists, k=None, reverse=False,
+                                           dist_field=dist_field, brain_key=self.key))
+
+    def visualize_duplicates(self, visualization: Any, backend: str = "plotly", **kwargs: Any):
+        """A scatter plot of ``visualization``'s points: kept samples with duplicates, and the duplicates."""
+        if self.neighbors_map is None:
+            raise ValueError("call find_duplicates() first")
+        kept = set(self.neighbors_map)
+        dups = set(self.duplicate_ids or [])
+        return _highlight(visualization,
+                          lambda key: "duplicate" if key in dups else ("nearest" if key in kept else "other"),
+                          ["other", "nearest", "duplicate"], f"{len(dups)} duplicates", backend, kwargs)
+
+    def _rows_collection(self) -> "SampleCollection":
+        s = self._samples
+        return s.to_patches(self.patches_field) if self.patches_field else s
+
+    def __repr__(self) -> str:
+        return (f"<SimilarityIndex key={self.key!r} metric={self.metric!r} method={self.method!r} "
+                f"rows={len(self.keys)} dim={self.config['dim']}>")
+
+
+def _highlight(visualization: Any, cls_of, classes: list[str], title: str, backend: str, kwargs: dict):
+    keys = list(visualization.keys)
+    labels = [cls_of(k) for k in keys]
+    if hasattr(visualization, "visualize"):
+        sizes = [3.0 if v == "other" else 9.0 for v in labels]
+        kwargs.setdefault("title", title)
+        kwargs.setdefault("size_range", (3.0, 9.0))
+        return visualization.visualize(labels=labels, sizes=sizes, classes=classes, backend=backend, **kwargs)
+    import plotly.graph_objects as go
+
+    pts = np.asarray(visualization.points)
+    fig = go.Figure()
+    for c in classes:
+        rows = [i for i, v in enumerate(labels) if v == c]
+        fig.add_trace(go.Scattergl(x=pts[rows, 0], y=pts[rows, 1], mode="markers", name=c,
+                                   text=[keys[i] for i in rows], marker={"size": 3 if c == "other" else 8}))
+    fig.update_layout(title=title)
+    return fig
+
+
+def _looks_like_id(s: str) -> bool:
+    return len(s) == 24 and all(c in "0123456789abcdef" for c in s)
+
+
+def _check_k(k: Any) -> int | None:
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer (or None for every match), got {k!r}")
+    return int(k)
+
+
+def _read_set(dataset: "Dataset", config: dict[str, Any], keys: list[str], key: str) -> np.ndarray:
+    from ..embed.compute import embedding_set
+
+    name = config["embeddings_field"]
+    store = embedding_set(dataset, name)
+    if not store.exists:
+        raise ValueError(f"similarity index {key!r} reads its embeddings from the set {name!r}, which was "
+                         "deleted; compute the index again")
+    fp = config.get("model_fingerprint")
+    if fp and store.meta.get("fingerprint") != fp:
+        raise ValueError(f"similarity index {key!r}: the embeddings set {name!r} now holds another model's "
+                         "embeddings; compute the index again")
+    matrix, found = store.get(keys)
+    if not found.all():
+        raise ValueError(f"similarity index {key!r}: {int((~found).sum())} of its rows are no longer in the "
+                         f"embeddings set {name!r}; compute the index again")
+    return matrix
+
+
+# ---------------------------------------------------------------------------------------------- loading, cache
+
+
+def _remember(dataset: "Dataset", key: str, index: SimilarityIndex) -> None:
+    stamp = get_brain_info(dataset, key)["updated_at"]
+    with _cache_lock:
+        _cache[(str(dataset.path), key)] = (stamp, index)
+        _cache.move_to_end((str(dataset.path), key))
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget the similarity indexes loaded in this process (they are loaded again on the next query)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def load_similarity_index(dataset: "Dataset", brain_key: str | None = None) -> SimilarityIndex:
+    """The similarity index ``brain_key`` of ``dataset`` (optional when there is exactly one).
+
+    Loaded indexes are kept in memory (the last few, per dataset and key), so repeated queries pay no
+    loading; an index that was overwritten or renamed since is loaded again.
+    """
+    key = _similarity_key(dataset, brain_key)
+    stamp = get_brain_info(dataset, key)["updated_at"]
+    ck = (str(dataset.path), key)
+    with _cache_lock:
+        hit = _cache.get(ck)
+        if hit is not None and hit[0] == stamp:
+            _cache.move_to_end(ck)
+            return hit[1]
+    index = dataset.load_brain_results(key)
+    _remember(dataset, key, index)
+    return index
+
+
+def _similarity_key(dataset: "Dataset", brain_key: str | None) -> str:
+    keys = list_brain_runs(dataset, type="similarity")
+    if brain_key is None:
+        if len(keys) == 1:
+            return keys[0]
+        if not keys:
+            raise ValueError(f"dataset {dataset.name!r} has no similarity index; build one with "
+                             "el.compute_similarity(dataset, brain_key='similarity')")
+        raise ValueError(f"dataset {dataset.name!r} has {len(keys)} similarity indexes ({', '.join(keys)}); "
+                         "pass brain_key= (on the command line: --brain-key) to choose one")
+    if brain_key not in keys:
+        if isinstance(brain_key, str) and has_brain_run(dataset, brain_key):
+            kind = get_brain_info(dataset, brain_key)["type"]
+            raise ValueError(f"brain run {brain_key!r} is a {kind} run, not a similarity index; similarity "
+                             f"indexes: {', '.join(keys) or 'none'}")
+        raise ValueError(f"no similarity index {brain_key!r} on dataset {dataset.name!r}; similarity indexes: "
+                         f"{', '.join(keys) or 'none'}")
+    return brain_key
+
+
+def sort_by_similarity(samples: "SampleCollection", query: Any, k: int | None = None, reverse: bool = False,
+                       dist_field: str | None = None, brain_key: str | None = None) -> "DatasetView":
+    """The members of ``samples`` sorted by similarity to ``query`` (FiftyOne's ``sort_by_similarity``).
+
+    Parameters
+    ----------
+    samples : SampleCollection
+        A dataset or view; only its members are searched and returned. For an object index, a patches
+        view (``dataset.to_patches(field)``).
+    query : str, list of str, array, or path
+        A sample id (label id, for an object index) in the index; a list of ids (the mean of their
+        embeddings -- of their unit vectors for cosine); an embedding vector of the index's dimension
+        (or ``[m, D]`` vectors, averaged); or an image file, embedded with the index's model (an error
+        when the index was built from an array and has no model).
+    k : int, optional
+        Keep the ``k`` best matches; ``None`` sorts every member.
+    reverse : bool
+        Least similar first (the ``k`` least similar, with ``k``).
+    dist_field : str, optional
+        Add each match's distance to the view as this field (the dataset is not written).
+    brain_key : str, optional
+        The similarity index; optional when the dataset has exactly one.
+
+    Returns
+    -------
+    DatasetView
+        ``samples`` restricted to the matches, best first; the matched ids and distances are kept in the
+        view's last stage, so saving or reloading the view needs no index.
+    """
+    k = _check_k(k)
+    index = load_similarity_index(samples._dataset, brain_key)
+    return index.sort_by_similarity(query, k=k, reverse=reverse, dist_field=dist_field, samples=samples)
+
+
+__all__ = ["BACKENDS", "EXACT_MAX_VALUES", "FAISS_TARGET_RECALL", "GRAPH_K", "SimilarityIndex", "clear_cache",
+           "compute_similarity", "load_similarity_index", "sort_by_similarity"]
