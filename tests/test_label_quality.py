@@ -162,3 +162,28 @@ def test_detection_mistakes_of_each_kind():
     assert [d.possible_missing for d in p] == [False, False, False, True]
     s = ds.first()
     assert s.mistakenness == 1.0 and s.possible_missing == 1 and s.possible_spurious == 1
+
+
+def test_label_quality_commands(digits):
+    import json
+
+    from typer.testing import CliRunner
+
+    from embedlens.cli import app
+
+    run = CliRunner().invoke
+    out = run(app, ["predictions", "digits", "--embeddings", "pixels", "--no-progress", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["out_of_fold_accuracy"] > 0.9
+    out = run(app, ["mistakes", "digits", "--top", "3", "--no-progress", "--json"])
+    assert out.exit_code == 0, out.output
+    top = json.loads(out.stdout)["top"]
+    assert len(top) == 3 and top[0]["mistakenness"] >= top[2]["mistakenness"] and top[0]["label"] is not None
+    out = run(app, ["hardness", "digits", "--json"])
+    assert out.exit_code == 0 and len(json.loads(out.stdout)["top"]) == 10
+    out = run(app, ["propose-labels", "digits", "--unlabeled-tags", "train", "--embeddings", "pixels",
+                    "--no-progress", "--json"])
+    report = json.loads(out.stdout)
+    assert report["labeled"] + report["left"] == digits.match_tags("train").count()
+    out = run(app, ["mistakes", "digits", "--pred-field", "nope"])
+    assert out.exit_code == 1 and "nope" in out.output

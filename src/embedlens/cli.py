@@ -828,6 +828,196 @@ def uniqueness(
         typer.echo(f"  {b['uniqueness']:.3f}  {b['id']}  {b['filepath']}")
 
 
+# ---------------------------------------------------------------------------------------------- label quality
+
+
+def _suspects(ds: el.Dataset, ids: list[str], scores: Any, label_field: str, pred_field: str | None,
+              score_name: str, top: int) -> list[dict[str, Any]]:
+    """The ``top`` highest-scoring samples with their file, given label and predicted label."""
+    import numpy as np
+
+    scores = np.asarray(scores, float)
+    order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if not np.isnan(scores[i])][:top]
+    picked = [ids[i] for i in order]
+    view = ds.select(picked, ordered=True)
+    given = dict(zip(view.values("id"), view.values(f"{label_field}.label")))
+    predicted = dict(zip(view.values("id"), view.values(f"{pred_field}.label"))) if pred_field else {}
+    paths = dict(zip(view.values("id"), view.values("filepath")))
+    return [{"id": ids[i], "filepath": paths.get(ids[i]), "label": given.get(ids[i]),
+             "predicted": predicted.get(ids[i]), score_name: float(scores[i])} for i in order]
+
+
+def _print_suspects(rows: list[dict[str, Any]], score_name: str) -> None:
+    for r in rows:
+        pred = f" -> predicted {r['predicted']!r}" if r.get("predicted") is not None else ""
+        typer.echo(f"  {r[score_name]:.3f}  {r['id']}  label {r['label']!r}{pred}  {r['filepath']}")
+
+
+@app.command("predictions")
+def predictions(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    label_field: Annotated[str, typer.Option(metavar="FIELD", help="Classification labels to learn from.")]
+    = "ground_truth",
+    pred_field: Annotated[str, typer.Option(metavar="FIELD", help="Field to write (also the run's key).")]
+    = "predictions",
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing field / run.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict every sample's class from its embedding, out of fold.
+
+    A logistic regression on the embeddings, trained in FOLDS folds so
+    that no sample is predicted by a model that saw its label. Writes
+    Classification predictions with confidence and logits: what
+    `embedlens mistakes` and `embedlens hardness` read.
+
+    Examples:
+
+        embedlens predictions mnist
+        embedlens predictions mnist --embeddings pixels --pred-field pixel_predictions --json
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        res = el.compute_predictions(ds, label_field=label_field, pred_field=pred_field, folds=folds,
+                                     overwrite=overwrite, progress=progress, **_embedding_args(ds, embeddings, model))
+        report = {"dataset": name, "pred_field": pred_field, "samples": len(res.keys), "classes": res.classes,
+                  "out_of_fold_accuracy": res.accuracy, "folds": res.config["folds"]}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Predicted {report['samples']:,} samples of {name!r} into {pred_field!r}; out-of-fold "
+               f"accuracy {res.accuracy:.3f} over {len(res.classes)} classes ({report['folds']} folds).")
+
+
+@app.command("mistakes")
+def mistakes(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    pred_field: Annotated[str, typer.Option(metavar="FIELD", help="The predictions to compare with.")]
+    = "predictions",
+    label_field: Annotated[str, typer.Option(metavar="FIELD", help="The human labels to check.")] = "ground_truth",
+    field: Annotated[str, typer.Option(metavar="NAME", help="Float field to write (also the run's key).")]
+    = "mistakenness",
+    embeddings: EmbeddingsOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing field / run.")] = False,
+    top: Annotated[int, typer.Option(min=0, help="How many suspects to print.")] = 10,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Score how likely each human label is wrong, and print the top suspects.
+
+    For classifications: 1 - the probability of the given label, averaged
+    over the predictions' logits and a vote of the nearest neighbours in
+    embedding space. For detections: per-object mistakenness, misplaced
+    boxes, possibly missing and spurious objects. Run `embedlens
+    predictions` first to get honest predictions from the embeddings.
+
+    Examples:
+
+        embedlens predictions mnist && embedlens mistakes mnist
+        embedlens mistakes mnist --top 50 --json
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        res = el.compute_mistakenness(ds, pred_field, label_field=label_field, mistakenness_field=field,
+                                      embeddings=embeddings, overwrite=overwrite, progress=progress)
+        schema = ds.get_field_schema()
+        classification = schema.get(label_field) == "Classification"
+        rows = _suspects(ds, res.keys, res.scores, label_field if classification else "id",
+                         pred_field if classification else None, field, top) if classification else []
+        if not classification:
+            import numpy as np
+
+            order = np.argsort(-np.nan_to_num(res.scores, nan=-1.0), kind="stable")[:top]
+            paths = _paths_by_id(ds, [res.keys[i] for i in order])
+            rows = [{"id": res.keys[i], "filepath": paths.get(res.keys[i]), field: float(res.scores[i])}
+                    for i in order]
+        report = {"dataset": name, "field": field, "method": res.config["method"], "top": rows}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Scored the labels of {name!r} into {field!r} ({report['method']}). Top suspects:")
+    if classification:
+        _print_suspects(rows, field)
+    else:
+        for r in rows:
+            typer.echo(f"  {r[field]:.3f}  {r['id']}  {r['filepath']}")
+
+
+@app.command("hardness")
+def hardness(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    pred_field: Annotated[str, typer.Option(metavar="FIELD", help="Predictions with logits.")] = "predictions",
+    field: Annotated[str, typer.Option(metavar="NAME", help="Float field to write (also the run's key).")]
+    = "hardness",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing field / run.")] = False,
+    top: Annotated[int, typer.Option(min=0, help="How many of the hardest samples to print.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Score how hard each sample is for the model: its prediction's entropy, in [0, 1].
+
+    Examples:
+
+        embedlens hardness mnist
+        embedlens hardness mnist --pred-field predictions --top 20 --json
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        res = el.compute_hardness(ds, pred_field, hardness_field=field, overwrite=overwrite)
+        rows = _suspects(ds, res.keys, res.scores, "ground_truth" if "ground_truth" in ds.get_field_schema()
+                         else pred_field, pred_field, field, top)
+        report = {"dataset": name, "field": field, "top": rows}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Scored the hardness of {name!r} into {field!r}. Hardest samples:")
+    _print_suspects(rows, field)
+
+
+@app.command("propose-labels")
+def propose_labels_command(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    label_field: Annotated[str, typer.Option(metavar="FIELD", help="The labels to learn from.")] = "ground_truth",
+    unlabeled_tags: Annotated[Optional[str], typer.Option(
+        "--unlabeled-tags", metavar="T1,T2",
+        help="Label the samples with these tags (default: the samples without a label).")] = None,
+    pred_field: Annotated[str, typer.Option(metavar="FIELD", help="Where proposals go (also the run's key).")]
+    = "hypothesis",
+    min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Leave a sample unlabelled below "
+                                                                         "this confidence.")] = 0.5,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing field / run.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Pre-annotate: propose labels for unlabelled samples from their labelled neighbours.
+
+    A logistic regression and a nearest-neighbour vote on the embeddings
+    agree on a class and a confidence; samples below --min-confidence
+    stay unlabelled for a person to look at.
+
+    Examples:
+
+        embedlens propose-labels mnist --unlabeled-tags train
+        embedlens propose-labels mnist --unlabeled-tags train --min-confidence 0.7 --json
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        tags = _split_list(unlabeled_tags)
+        res = el.propose_labels(ds, label_field=label_field, unlabeled=ds.match_tags(tags) if tags else None,
+                                pred_field=pred_field, min_confidence=min_confidence, overwrite=overwrite,
+                                progress=progress, **_embedding_args(ds, embeddings, model))
+        report = {"dataset": name, "pred_field": pred_field, "labeled": res.num_labeled, "left": res.num_left}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Proposed labels for {res.num_labeled:,} samples of {name!r} into {pred_field!r}; "
+               f"left {res.num_left:,} unlabelled (confidence below {min_confidence}).")
+
+
 @app.command("runs")
 def runs(
     name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],

@@ -111,12 +111,65 @@ def _demo_embed(ctx: DemoContext) -> None:
         ctx.echo(f"  {len(emb) / seconds:.0f} images/s on this machine ({seconds:.1f} s, incl. model load)")
 
 
+def _demo_visualize(ctx: DemoContext) -> None:
+    field = ctx.results["embeddings_field"]
+    viz = el.compute_visualization(ctx.ds, embeddings=field, brain_key="umap", seed=51, overwrite=True,
+                                   progress=ctx.progress)
+    ctx.show(f'viz = el.compute_visualization(ds, embeddings={_q(field)}, brain_key="umap", seed=51)')
+    ctx.show("viz.points.shape", viz.points.shape)
+    ctx.echo('  viz.visualize(labels="ground_truth.label") draws it; `embedlens app` shows it linked to the images')
+
+
+def _demo_similar(ctx: DemoContext) -> None:
+    field = ctx.results["embeddings_field"]
+    index = el.compute_similarity(ctx.ds, embeddings=field, brain_key="sim", overwrite=True, progress=ctx.progress)
+    ctx.results["index"] = index
+    query = ctx.ds.match_tags("test").first()
+    near = ctx.ds.sort_by_similarity(query.id, k=6, brain_key="sim", dist_field="dist")
+    ctx.show(f'index = el.compute_similarity(ds, embeddings={_q(field)}, brain_key="sim")')
+    ctx.show(f"ds.sort_by_similarity({_q(query.id)}, k=6).values('ground_truth.label')",
+             near.values("ground_truth.label"))
+    ctx.echo(f"  the query is a {query.ground_truth.label!r}; distances {[round(d, 3) for d in near.values('dist')]}")
+
+
+def _demo_duplicates_unique(ctx: DemoContext) -> None:
+    index = ctx.results["index"]
+    index.find_duplicates()
+    ctx.show("index.find_duplicates(); len(index.duplicate_ids)", len(index.duplicate_ids))
+    index.find_unique(10)
+    labels = ctx.ds.select(index.unique_ids, ordered=True).values("ground_truth.label")
+    ctx.show("index.find_unique(10); labels of the 10 most unique", labels)
+
+
+def _demo_mistakes(ctx: DemoContext) -> None:
+    field = ctx.results["embeddings_field"]
+    res = el.compute_predictions(ctx.ds, embeddings=field, overwrite=True, progress=ctx.progress)
+    ctx.show(f"el.compute_predictions(ds, embeddings={_q(field)}).accuracy  # out of fold", round(res.accuracy, 3))
+    el.compute_mistakenness(ctx.ds, "predictions", overwrite=True, progress=ctx.progress)
+    top = ctx.ds.sort_by("mistakenness", reverse=True).limit(5)
+    ctx.show('el.compute_mistakenness(ds, "predictions"); ds.sort_by("mistakenness", reverse=True).limit(5)')
+    for i, lab, pred, score in zip(top.values("id"), top.values("ground_truth.label"),
+                                   top.values("predictions.label"), top.values("mistakenness")):
+        ctx.echo(f"  {score:.3f}  {i}  labelled {lab!r}, looks like {pred!r}")
+
+
+def _demo_propose(ctx: DemoContext) -> None:
+    field = ctx.results["embeddings_field"]
+    res = el.propose_labels(ctx.ds, embeddings=field, unlabeled=ctx.ds.match_tags("train"), pred_field="hypothesis",
+                            overwrite=True, progress=ctx.progress)
+    got = ctx.ds.match_tags("train").exists("hypothesis")
+    right = sum(a == b for a, b in zip(got.values("hypothesis.label"), got.values("ground_truth.label")))
+    ctx.show(f'el.propose_labels(ds, embeddings={_q(field)}, unlabeled=ds.match_tags("train"))')
+    ctx.echo(f"  proposed {res.num_labeled} labels ({right / max(res.num_labeled, 1):.1%} agree with the hidden "
+             f"ground truth), left {res.num_left} for a person")
+
+
 def _demo_where(ctx: DemoContext) -> None:
     ctx.echo(f"  dataset:  {ctx.ds.path}")
     ctx.echo(f"  images:   {sample_data_dir(ctx.sample_name)}")
     ctx.echo(f"  export:   {ctx.results['export_dir']}")
     ctx.echo(f"  Python:   ds = el.load_dataset({_q(ctx.ds.name)})")
-    ctx.echo(f"  Next:     embedlens datasets info {ctx.ds.name}")
+    ctx.echo(f"  Next:     embedlens app {ctx.ds.name}   (the embeddings plot linked to the images)")
 
 
 # Later features append steps here (embed -> visualize -> duplicates -> mistakes -> app).
@@ -128,6 +181,11 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("Save the view", _demo_save_view),
     ("Export the test split as a class tree", _demo_export),
     ("Embed every image with EfficientNet-Lite0", _demo_embed),
+    ("Lay the embeddings out in 2-D (UMAP)", _demo_visualize),
+    ("Find similar images", _demo_similar),
+    ("Near-duplicates and the most unique images", _demo_duplicates_unique),
+    ("Find label mistakes", _demo_mistakes),
+    ("Pre-annotate the train split from the test split", _demo_propose),
     ("Where the data lives", _demo_where),
 ]
 
