@@ -185,5 +185,5 @@ def test_label_quality_commands(digits):
                     "--no-progress", "--json"])
     report = json.loads(out.stdout)
     assert report["labeled"] + report["left"] == digits.match_tags("train").count()
-    out = run(app, ["mistakes", "digits", "--pred-field", "nope"])
+    out = run(app, ["mistakes", "digits", "--pred-field", "nope", "--field", "m2"])
     assert out.exit_code == 1 and "nope" in out.output
