@@ -51,6 +51,20 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def row_keys(samples: "SampleCollection", patches_field: str | None) -> tuple[list[str], list[str]]:
+    """The rows a brain method works on, in view order: ``(keys, sample_ids)`` — sample ids, or the label
+    ids of the objects of ``patches_field`` with their images' ids."""
+    if patches_field:
+        patches = samples.to_patches(patches_field)
+        keys, sample_ids = patches.values("id"), patches.values("sample_id")
+    else:
+        keys = samples.values("id")
+        sample_ids = keys
+    if not keys:
+        raise ValueError("the collection is empty: nothing to compute")
+    return keys, sample_ids
+
+
 def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                        patches_field: str | None = None, embeddings_field: str | None = None,
                        progress: bool = True, **compute_kwargs: Any) -> EmbeddingSource:
@@ -61,14 +75,7 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
     ``embeddings_field`` when given, so the next method reuses them. Samples whose image could not be
     read have no embedding; they are left out with a warning.
     """
-    if patches_field:
-        patches = samples.to_patches(patches_field)
-        keys, sample_ids = patches.values("id"), patches.values("sample_id")
-    else:
-        keys = samples.values("id")
-        sample_ids = keys
-    if not keys:
-        raise ValueError("the collection is empty: nothing to compute")
+    keys, sample_ids = row_keys(samples, patches_field)
     model_name = None
     if isinstance(embeddings, str) and embeddings not in samples._dataset.list_embeddings():
         # a name is a stored set; an unknown one must not silently embed everything with the default model

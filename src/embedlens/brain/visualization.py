@@ -37,7 +37,7 @@ import numpy as np
 from ..core.expressions import ViewExpression
 from ..core.query import UnknownFieldError
 from .runs import BrainResults, check_new_key, register_type
-from .source import resolve_embeddings
+from .source import resolve_embeddings, row_keys
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -132,7 +132,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     check_new_key(samples, brain_key, overwrite)
     labels_by_key = None
     if method == "lda":  # read the classes first, so a wrong labels_field fails before any embedding work
-        all_keys, all_sample_ids = _row_keys(samples, patches_field)
+        all_keys, all_sample_ids = row_keys(samples, patches_field)
         labels_by_key = dict(zip(all_keys, _row_values(samples, patches_field, all_keys, all_sample_ids,
                                                        labels_field)))
 
@@ -142,7 +142,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     if method == "manual":
         if embeddings is not None or model is not None:
             raise ValueError("method='manual' takes points=, not embeddings= or model=")
-        keys, sample_ids = _row_keys(samples, patches_field)
+        keys, sample_ids = row_keys(samples, patches_field)
         out = _check_points(points, len(keys), num_dims)
     else:
         source = resolve_embeddings(samples, embeddings, model, patches_field, embeddings_field, progress)
@@ -198,18 +198,6 @@ def _check_points(points: Any, n_rows: int, num_dims: int) -> np.ndarray:
         raise ValueError(f"points has NaN or inf (or values too large for float32) in {int(bad.sum())} rows "
                          f"(first: row {int(np.flatnonzero(bad)[0])})")
     return a
-
-
-def _row_keys(samples: "SampleCollection", patches_field: str | None) -> tuple[list[str], list[str]]:
-    if patches_field:
-        patches = samples.to_patches(patches_field)
-        keys, sample_ids = patches.values("id"), patches.values("sample_id")
-    else:
-        keys = samples.values("id")
-        sample_ids = keys
-    if not keys:
-        raise ValueError("the collection is empty: nothing to lay out")
-    return keys, sample_ids
 
 
 def _pop_graph_args(kwargs: dict[str, Any]) -> tuple[str, str]:
