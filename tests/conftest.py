@@ -51,3 +51,17 @@ def photos(tmp_path_factory) -> dict[str, Path]:
         Image.fromarray(arr).save(path, quality=92)
         out[name] = path
     return out
+
+
+@pytest.fixture(scope="module")
+def digits_px(tmp_path_factory):
+    """The digits sample dataset with pixel embeddings stored as "px", built once per test module
+    in a home of its own; returns ``(dataset, embeddings)``."""
+    import embedlens as el
+
+    home = tmp_path_factory.mktemp("digits_px_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        ds = el.load_sample_dataset("digits", progress=False)
+        x = ds.compute_embeddings("pixels", embeddings_field="px", progress=False)
+    return ds, x

@@ -27,14 +27,8 @@ from embedlens.cli import app
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The digits sample dataset with pixel embeddings stored as "px", built once for the module."""
-    home = tmp_path_factory.mktemp("sim_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.load_sample_dataset("digits", progress=False)
-        x = ds.compute_embeddings("pixels", embeddings_field="px", progress=False)
-    return ds, x
+def digits(digits_px):
+    return digits_px
 
 
 @pytest.fixture

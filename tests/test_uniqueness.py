@@ -14,13 +14,8 @@ WEIGHTS = (0.6, 0.3, 0.1)  # FiftyOne's weights of the 1st, 2nd and 3rd neighbou
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uniq_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.load_sample_dataset("digits", progress=False)
-        x = ds.compute_embeddings("pixels", embeddings_field="px", progress=False)
-    return ds, x
+def digits(digits_px):
+    return digits_px
 
 
 @pytest.fixture
