@@ -43,7 +43,6 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ..core.query import UnknownFieldError
 from .state import AppState, NotFound
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -151,33 +150,16 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     # ------------------------------------------------------------------ errors
 
-    def error(status: int, e: BaseException) -> JSONResponse:
-        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        return JSONResponse({"detail": msg or type(e).__name__}, status_code=status)
+    def handler(status: int):
+        async def respond(_: Request, e: BaseException) -> JSONResponse:
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            return JSONResponse({"detail": msg or type(e).__name__}, status_code=status)
+        return respond
 
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, e: NotFound):
-        return error(404, e)
-
-    @app.exception_handler(UnknownFieldError)
-    async def unknown_field(_: Request, e: UnknownFieldError):
-        return error(400, e)
-
-    @app.exception_handler(ValueError)
-    async def bad_value(_: Request, e: ValueError):
-        return error(400, e)
-
-    @app.exception_handler(TypeError)
-    async def bad_type(_: Request, e: TypeError):
-        return error(400, e)
-
-    @app.exception_handler(KeyError)
-    async def missing(_: Request, e: KeyError):
-        return error(404, e)
-
-    @app.exception_handler(NotImplementedError)
-    async def not_implemented(_: Request, e: NotImplementedError):
-        return error(501, e)
+    # Starlette picks the handler of the nearest class in the exception's MRO: NotFound (a KeyError)
+    # answers 404 and UnknownFieldError (a ValueError) 400 through these entries.
+    for exc, status in ((KeyError, 404), (ValueError, 400), (TypeError, 400), (NotImplementedError, 501)):
+        app.add_exception_handler(exc, handler(status))
 
     def origin(request: Request) -> str | None:
         return request.headers.get(CLIENT_HEADER)
