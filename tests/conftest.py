@@ -65,3 +65,14 @@ def digits_px(tmp_path_factory):
         ds = el.load_sample_dataset("digits", progress=False)
         x = ds.compute_embeddings("pixels", embeddings_field="px", progress=False)
     return ds, x
+
+
+@pytest.fixture
+def digits_px_clean(digits_px):
+    """``digits_px``'s dataset, with the brain runs and fields a test adds removed afterwards."""
+    ds = digits_px[0]
+    fields = set(ds.get_field_schema())
+    yield ds
+    ds.delete_brain_runs()
+    for f in set(ds.get_field_schema()) - fields:
+        ds.delete_sample_field(f)

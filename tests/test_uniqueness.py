@@ -19,13 +19,8 @@ def digits(digits_px):
 
 
 @pytest.fixture
-def ds(digits):
-    ds = digits[0]
-    fields = set(ds.get_field_schema())
-    yield ds
-    ds.delete_brain_runs()
-    for f in set(ds.get_field_schema()) - fields:
-        ds.delete_sample_field(f)
+def ds(digits_px_clean):
+    return digits_px_clean
 
 
 def _reference(x, metric="cosine"):
