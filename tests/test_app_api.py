@@ -110,7 +110,9 @@ def test_datasets_state_and_summary(client, digits):
     assert {t["tag"]: t["count"] for t in s["tags"]} == digits.count_sample_tags()
     gt = {v["value"]: v["count"] for v in s["labels"]["ground_truth"]["values"]}
     assert gt == digits.count_values("ground_truth.label")
-    assert "index" in s["numeric_fields"]
+    numeric = {f["name"]: f for f in s["numeric"]}
+    assert (numeric["index"]["min"], numeric["index"]["max"]) == digits.bounds("index")
+    assert s["actions"] == {"duplicates": [], "unique": [], "mistakes": [], "hardness": []}
 
 
 def test_samples_pages_follow_the_view(client, digits):
@@ -137,6 +139,18 @@ def test_sample_detail(client, digits):
     assert d["fields"]["filepath"] == digits[sid].filepath
     assert client.get("/api/sample/" + "0" * 24).status_code == 404
     assert client.get("/api/sample/not-an-id").status_code == 400
+
+
+def test_sample_detail_lists_every_box(boxes):
+    with TestClient(create_app(AppState(boxes))) as c:
+        sid = boxes.values("id")[3]
+        d = c.get(f"/api/sample/{sid}").json()
+        dets = boxes[sid].boxes.detections
+        assert [(b["id"], b["label"], b["box"]) for b in d["boxes"]] == \
+            [(x.id, x.label, x.bounding_box) for x in dets]
+        assert d["schema"]["boxes"] == "Detections" and d["fields"]["score"] == 3.0
+        tile = c.get("/api/samples", params={"limit": 5}).json()["samples"][3]
+        assert [b["box"] for b in tile["boxes"]] == [[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4]]
 
 
 # ---------------------------------------------------------------------------------------------- media
@@ -232,12 +246,13 @@ def test_lasso_sets_the_grid_and_the_selection(client, state, digits):
     results = digits.load_brain_results("pca")
     idx = np.flatnonzero(results.points[:, 0] > np.quantile(results.points[:, 0], 0.9)).astype("<u4")
     r = client.post("/api/points/pca/lasso", content=idx.tobytes(), headers=BIN)
-    assert r.status_code == 200 and r.json() == {"points": len(idx), "samples": len(idx)}
+    assert r.status_code == 200 and r.json() == client.get("/api/state").json()  # the answer is the new state
     want = {results.keys[i] for i in idx}
     assert set(state.selected) == want
-    st = client.get("/api/state").json()
+    st = r.json()
     assert st["grid_count"] == len(idx) and st["lasso"] == {"brain_key": "pca", "points": len(idx),
                                                           "samples": len(idx)}
+    assert st["selected_count"] == len(idx) and not st["grid_patches"]
     page = client.get("/api/samples", params={"limit": 1000}).json()
     assert {s["id"] for s in page["samples"]} == want and all(s["selected"] for s in page["samples"])
     back = np.frombuffer(client.get("/api/points/pca/lasso").content, dtype="<u4")
@@ -254,8 +269,8 @@ def test_lasso_sets_the_grid_and_the_selection(client, state, digits):
     assert client.post("/api/points/nope/lasso", content=idx.tobytes(), headers=BIN).status_code == 404
     assert set(state.selected) == want  # unchanged by the bad requests
     # an empty lasso clears it
-    assert client.post("/api/points/pca/lasso", content=b"", headers=BIN).json() == {"points": 0, "samples": 0}
-    assert client.get("/api/state").json()["grid_count"] == 1797
+    st = client.post("/api/points/pca/lasso", content=b"", headers=BIN).json()
+    assert st["lasso"] is None and st["selected_count"] == 0 and st["grid_count"] == 1797
 
 
 def test_patches_lasso_selects_parent_samples_and_objects(boxes):
@@ -268,15 +283,21 @@ def test_patches_lasso_selects_parent_samples_and_objects(boxes):
         h = c.get("/api/points/objects/values", params={"field": "boxes.label"}).json()
         assert "other" in h["categories"] and h["counts"][h["categories"].index("other")] == 20
         idx = np.array([0, 1, 2, 5], dtype="<u4")  # both objects of image 0, one of image 1, one of image 2
-        assert c.post("/api/points/objects/lasso", content=idx.tobytes(), headers=BIN).json() == \
-            {"points": 4, "samples": 3}
+        msg = c.post("/api/points/objects/lasso", content=idx.tobytes(), headers=BIN).json()
+        assert msg["lasso"] == {"brain_key": "objects", "points": 4, "samples": 3}
         parents = list(dict.fromkeys(results.sample_ids[i] for i in idx))
         assert st.selected == parents
         assert st.selected_labels == [{"label_id": results.keys[i], "sample_id": results.sample_ids[i],
                                        "field": "boxes"} for i in idx]
+        # the grid switches to the lassoed objects, each tile with its own box
+        assert msg["grid_patches"] and msg["grid_count"] == 4 and not msg["patches"]
         page = c.get("/api/samples").json()
-        assert [s["id"] for s in page["samples"]] == [i for i in boxes.values("id") if i in set(parents)]
-        assert page["samples"][0]["labels"][0]["label"].startswith("2 objects")
+        assert [s["id"] for s in page["samples"]] == [results.keys[i] for i in idx]
+        assert [s["sample_id"] for s in page["samples"]] == [results.sample_ids[i] for i in idx]
+        by_id = {d.id: d for s in boxes.exists("boxes") for d in s.boxes.detections}
+        for tile in page["samples"]:
+            assert [(b["id"], b["box"]) for b in tile["boxes"]] == [(tile["id"], by_id[tile["id"]].bounding_box)]
+            assert tile["labels"][0]["label"] == by_id[tile["id"]].label
         # tagging the selected objects writes their label tags
         assert c.post("/api/tag", json={"tags": ["odd-box"], "labels": True}).json()["tagged"] == 4
         tagged = boxes.to_patches("boxes").match_tags("odd-box").values("id")
@@ -429,6 +450,71 @@ def test_sort_by_similarity(client, state, digits):
         assert client.post("/api/sort_by_similarity", json={"k": 5}).status_code == 400
     finally:
         digits.delete_brain_run("app_sim")
+
+
+@pytest.fixture(scope="module")
+def scored(home, digits):
+    """A copy of digits with a similarity index, uniqueness, predictions, mistakenness and hardness."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        ds = digits.clone("digits-scored")
+        originals = ds.limit(5)  # five exact copies, for the duplicates action to find
+        ds.add_samples([el.Sample(fp, ground_truth=el.Classification(label=lab)) for fp, lab in
+                        zip(originals.values("filepath"), originals.values("ground_truth.label"))])
+        x = ds.compute_embeddings("pixels", progress=False)
+        el.compute_similarity(ds, embeddings=x, brain_key="sim", progress=False)
+        el.compute_uniqueness(ds, embeddings=x, progress=False)
+        el.compute_predictions(ds, embeddings=x, progress=False)
+        el.compute_mistakenness(ds, "predictions", progress=False)
+        el.compute_hardness(ds, "predictions")
+    return ds
+
+
+@pytest.mark.parametrize("action, field", [("mistakes", "mistakenness"), ("unique", "uniqueness"),
+                                           ("hardness", "hardness")])
+def test_actions_show_the_top_scores(scored, action, field):
+    st = AppState(scored.match_tags("test"))
+    with TestClient(create_app(st)) as c:
+        assert c.get("/api/summary").json()["actions"][action][-1] == field  # the default
+        r = c.post("/api/action", json={"name": action, "count": 25})
+        assert r.status_code == 200 and r.json() == {"action": action, "brain_key": field, "count": 25}
+        want = scored.match_tags("test").sort_by(field, reverse=True).limit(25).values("id")
+        assert [s["id"] for s in c.get("/api/samples").json()["samples"]] == want
+        stages = c.get("/api/view").json()["stages"]
+        assert [s["_stage"] for s in stages] == ["MatchTags", "SortBy", "Limit"]
+        scores = scored.select(want, ordered=True).values(field)
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_show_duplicates_and_unique_from_a_similarity_index(scored):
+    from embedlens.brain.similarity import SimilarityIndex  # noqa: F401
+
+    st = AppState(scored)
+    with TestClient(create_app(st)) as c:
+        assert c.get("/api/summary").json()["actions"]["duplicates"] == ["sim"]
+        r = c.post("/api/action", json={"name": "duplicates"})
+        index = scored.load_brain_results("sim")
+        index.find_duplicates()
+        want = index.duplicates_view().values("id")
+        assert r.json()["count"] == len(want) >= 10
+        page = c.get("/api/samples", params={"limit": 1000}).json()["samples"]
+        assert [s["id"] for s in page] == want[:1000]
+        r = c.post("/api/action", json={"name": "unique", "brain_key": "sim", "count": 7})
+        index.find_unique(7)
+        assert r.json()["count"] == 7
+        assert [s["id"] for s in c.get("/api/samples").json()["samples"]] == index.unique_ids
+
+
+def test_bad_actions_get_4xx(client, state, scored):
+    assert client.post("/api/action", json={"name": "mistakes"}).status_code == 400  # digits has no runs
+    assert "compute_mistakenness" in client.post("/api/action", json={"name": "mistakes"}).json()["detail"]
+    assert client.post("/api/action", json={"name": "rm -rf"}).status_code == 422
+    assert client.post("/api/action", json={"name": "unique", "count": 0}).status_code == 422
+    with TestClient(create_app(AppState(scored))) as c:
+        r = c.post("/api/action", json={"name": "mistakes", "brain_key": "sim"})
+        assert r.status_code == 404 and "mistakenness" in r.json()["detail"]
+        assert c.get("/api/state").json()["view"]["stages"] == []  # unchanged
+    assert state.view is not None and len(state.view) == 1797
 
 
 def test_switching_datasets(client, state, boxes):

@@ -18,12 +18,14 @@ JSON routes (under ``/api``)::
     POST /api/tag  {tags, ids?, labels?}     tag the selection (or ids); /api/untag the same
     GET  /api/runs                           visualization runs; /api/similarity_runs
     POST /api/sort_by_similarity {ids?, k?, brain_key?}
+    POST /api/action {name, brain_key?, count?}   show duplicates / unique / mistakes / hardness
     GET  /api/points/{key}                   binary: float32 little-endian x, y interleaved
     GET  /api/points/{key}/meta              JSON header: count, bounds, colour-by fields
     GET  /api/points/{key}/ids               JSON: the point keys and their sample ids
     GET  /api/points/{key}/values?field=     JSON header of colour-by values; /values.bin the bytes
     GET  /api/points/{key}/mask              binary: uint8 per point, 1 = in the current view
-    POST /api/points/{key}/lasso             binary body: uint32 point indices -> the grid shows them
+    POST /api/points/{key}/lasso             binary body: uint32 point indices -> the grid shows them;
+                                             answers the new state (as GET /api/state)
     GET  /api/points/{key}/lasso             binary: uint32 indices of the current lasso
     POST /api/points/{key}/indices {ids?}    binary: uint32 indices of the points of these samples
     GET  /media/thumb/{id}, /media/full/{id} the image of a sample of the dataset (looked up by id)
@@ -85,6 +87,12 @@ class TagBody(BaseModel):
 
 class IdsBody(BaseModel):
     ids: list[str] | None = None
+
+
+class ActionBody(BaseModel):
+    name: Literal["duplicates", "unique", "mistakes", "hardness"]
+    brain_key: str | None = Field(default=None, max_length=200)
+    count: int = Field(default=100, ge=1, le=1_000_000)
 
 
 class SimilarityBody(BaseModel):
@@ -236,6 +244,10 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
     def sort_by_similarity(body: SimilarityBody, request: Request):
         return state.sort_by_similarity(body.ids, body.k, body.brain_key, origin(request))
 
+    @app.post("/api/action")
+    def action(body: ActionBody, request: Request):
+        return state.apply_action(body.name, body.brain_key, body.count, origin(request))
+
     # ------------------------------------------------------------------ plots
 
     @app.get("/api/runs")
@@ -281,7 +293,11 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
         idx = np.frombuffer(body, dtype="<u4")
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(state.set_lasso, brain_key, idx, origin(request))
+        def lasso_and_state() -> dict:
+            state.set_lasso(brain_key, idx, origin(request))
+            return state.state_message()
+
+        return await run_in_threadpool(lasso_and_state)
 
     @app.get("/api/points/{brain_key}/lasso")
     def get_lasso(brain_key: str):

@@ -31,6 +31,10 @@ TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 MAX_PAGE = 1000
 #: Selections up to this size travel inside state messages; larger ones are counted only.
 MAX_IDS_IN_MESSAGE = 5000
+#: Boxes drawn over one grid tile; the sample modal draws all of them.
+MAX_BOXES = 50
+#: What the page's "show ..." buttons do, and the brain run each needs.
+ACTIONS = {"duplicates": "similarity", "unique": "uniqueness", "mistakes": "mistakenness", "hardness": "hardness"}
 LABEL_FIELD_TYPES = ("Classification", "Detection", "Detections")
 
 
@@ -171,6 +175,7 @@ class AppState:
         self.selected_labels: list[dict] = []
         self.lasso: Lasso | None = None
         self._runs: dict[str, RunData] = {}
+        self._grid_count = (-1, 0)
         self.dataset: Dataset | None = None
         self.view: SampleCollection | None = None
         if collection is not None:
@@ -237,11 +242,21 @@ class AppState:
         if self.lasso is None:
             return view
         pf = view._query().patches_field
+        lassoed_pf = self.lasso.patches_field
         if pf is not None:
-            if pf == self.lasso.patches_field:  # objects of the same field: exactly the lassoed objects
+            if pf == lassoed_pf:  # objects of the same field: exactly the lassoed objects
                 return view.select(self.lasso.keys)
             return view.match(F("sample_id").is_in(self.lasso.sample_ids))
+        if lassoed_pf is not None:  # objects lassoed in an object-level plot: the grid shows those objects
+            return view.to_patches(lassoed_pf).select(self.lasso.keys)
         return view.select(self.lasso.sample_ids)
+
+    def grid_count(self) -> int:
+        """len(grid_view()), counted once per revision: a lasso of 100k samples costs a table scan."""
+        with self.lock:
+            if self._grid_count[0] != self.revision:
+                self._grid_count = (self.revision, len(self.grid_view()))
+            return self._grid_count[1]
 
     # ------------------------------------------------------------------ messages to the pages
 
@@ -258,8 +273,9 @@ class AppState:
             return {
                 "type": "state", "reason": reason, "origin": origin, "revision": self.revision,
                 "dataset": self.dataset.name, "patches": bool(self.view._is_patches),
+                "grid_patches": bool(self.lasso is not None and self.lasso.patches_field) or self.view._is_patches,
                 "view": {"stages": stages_of(self.view), "count": len(self.view)},
-                "grid_count": len(self.grid_view()),
+                "grid_count": self.grid_count(),
                 "selected_count": len(sel), "selected": sel if len(sel) <= MAX_IDS_IN_MESSAGE else None,
                 "selected_labels_count": len(self.selected_labels), "lasso": lasso,
             }
@@ -296,14 +312,15 @@ class AppState:
                                                for v in sorted(set(everywhere) | {v for v in in_view if v is not None},
                                                                key=str)]}
                 elif ftype in ("int", "float") and name != "_rowid":
-                    numeric.append(name)
+                    lo, hi = view.bounds(name) if count else (None, None)
+                    numeric.append({"name": name, "type": ftype, "min": jsonable(lo), "max": jsonable(hi)})
             tags_in_view = view.count_sample_tags()
             all_tags = sorted(set(dataset.count_sample_tags()) | set(tags_in_view), key=str)
             return {
                 "name": dataset.name, "total": len(dataset), "count": len(view), "patches": bool(view._is_patches),
                 "fields": fields, "tags": [{"tag": t, "count": int(tags_in_view.get(t, 0))} for t in all_tags],
-                "labels": labels, "numeric_fields": numeric, "stages": stages_of(view),
-                "saved_views": dataset.list_saved_views(),
+                "labels": labels, "numeric": numeric, "stages": stages_of(view),
+                "saved_views": dataset.list_saved_views(), "actions": self._action_runs(dataset),
             }
 
     def samples_page(self, offset: int, limit: int) -> dict:
@@ -311,7 +328,7 @@ class AppState:
             raise ValueError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
         with self.lock:
             grid = self.grid_view()
-            total = len(grid)
+            total = self.grid_count()
             page = grid.skip(offset).limit(limit) if offset else grid.limit(limit)
             schema = page.get_field_schema()
             label_fields = [n for n, t in schema.items() if t in LABEL_FIELD_TYPES]
@@ -321,12 +338,13 @@ class AppState:
             samples = []
             for s, thumb in zip(page, thumbs):
                 sid = s["sample_id"] if patches else s.id
-                chips = []
+                chips, boxes = [], []
                 for name in label_fields:
                     chips.extend(_chips(name, s.get(name)))
+                    boxes.extend(_boxes(name, s.get(name)))
                 samples.append({
                     "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
-                    "missing": thumb is None, "tags": list(s.tags or []), "labels": chips,
+                    "missing": thumb is None, "tags": list(s.tags or []), "labels": chips, "boxes": boxes,
                     "selected": sid in selected,
                 })
             return {"total": total, "offset": offset, "limit": limit, "samples": samples}
@@ -339,8 +357,11 @@ class AppState:
                 s = dataset[sample_id]
             except KeyError:
                 raise NotFound(f"no sample {sample_id!r} in dataset {dataset.name!r}") from None
-            return {"id": s.id, "fields": {k: jsonable(v) for k, v in s.to_dict().items()},
-                    "thumb": f"/media/thumb/{s.id}", "full": f"/media/full/{s.id}"}
+            schema = dataset.get_field_schema()
+            boxes = [b for name, t in schema.items() if t in ("Detection", "Detections")
+                     for b in _boxes(name, s.get(name), limit=10_000)]
+            return {"id": s.id, "fields": {k: jsonable(v) for k, v in s.to_dict().items()}, "boxes": boxes,
+                    "schema": schema, "thumb": f"/media/thumb/{s.id}", "full": f"/media/full/{s.id}"}
 
     def media_path(self, sample_id: str, kind: str) -> str | None:
         """The file to send for a sample: its cached thumbnail or its image; None when unreadable.
@@ -473,6 +494,56 @@ class AppState:
             self.view = new
         self.notify("view", origin)
         return {"count": len(new)}
+
+    def _action_runs(self, dataset: Dataset) -> dict[str, list[str]]:
+        """For each page action, the brain runs it can use (empty: the button is off)."""
+        out = {action: dataset.list_brain_runs(type=run_type) for action, run_type in ACTIONS.items()}
+        # find_unique on a similarity index needs no uniqueness run; a uniqueness run, when there is one,
+        # comes last so that it is the default
+        out["unique"] = out["duplicates"] + out["unique"]
+        return out
+
+    def apply_action(self, name: str, brain_key: str | None = None, count: int = 100,
+                     origin: str | None = None) -> dict:
+        """Show the duplicates, the most unique, the likeliest mistakes or the hardest samples.
+
+        ``duplicates`` replaces the view by the similarity index's duplicate groups (finding them with the
+        default rule when the index has none yet); the others sort the current view by the run's score,
+        highest first, and keep ``count``. ``brain_key`` picks the run (default: the newest).
+        """
+        if name not in ACTIONS:
+            raise ValueError(f"unknown action {name!r}; one of: {', '.join(ACTIONS)}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
+            raise ValueError(f"count must be an integer in 1..1000000, got {count!r}")
+        from ..brain import similarity  # noqa: F401  (registers the similarity results class)
+
+        with self.lock:
+            dataset, view = self.require()
+            available = self._action_runs(dataset)[name]
+            if not available:
+                need = {"duplicates": "compute_similarity", "unique": "compute_uniqueness or compute_similarity",
+                        "mistakes": "compute_mistakenness", "hardness": "compute_hardness"}[name]
+                raise ValueError(f"no brain run for {name!r} on dataset {dataset.name!r}: run {need} first")
+            key = brain_key if brain_key is not None else available[-1]
+            if key not in available:
+                raise NotFound(f"brain run {key!r} cannot show {name!r}; runs that can: {', '.join(available)}")
+            info = dataset.get_brain_info(key)
+            if info["type"] == "similarity":
+                index = dataset.load_brain_results(key)
+                if name == "duplicates":
+                    if index.neighbors_map is None:
+                        index.find_duplicates()
+                    new = index.duplicates_view()
+                else:
+                    index.find_unique(min(count, index.total_index_size))
+                    new = index.unique_view()
+            else:
+                score = info["config"][f"{info['type']}_field"]
+                new = view.sort_by(score, reverse=True).limit(count)
+            self.lasso = None
+            self.view = new
+        self.notify("view", origin)
+        return {"action": name, "brain_key": key, "count": len(new)}
 
     def similarity_runs(self) -> list[str]:
         with self.lock:
@@ -616,6 +687,21 @@ def _chips(name: str, value: Any) -> list[dict]:
         return [{"field": name, "label": f"{len(dets)} objects" + (f": {', '.join(map(str, names[:3]))}"
                                                                      if names else ""), "count": len(dets)}]
     return []
+
+
+def _boxes(name: str, value: Any, limit: int = MAX_BOXES) -> list[dict]:
+    """The boxes of a Detection/Detections value, for drawing over an image (relative [x, y, w, h])."""
+    cls = getattr(value, "_cls", None)
+    dets = [value] if cls == "Detection" else (value.get("detections") or [])[:limit] if cls == "Detections" else []
+    out = []
+    for d in dets:
+        box = d.get("bounding_box")
+        if not box:
+            continue
+        conf = d.get("confidence")
+        out.append({"field": name, "id": d.get("id"), "label": d.get("label"), "box": [float(b) for b in box],
+                    "confidence": conf if isinstance(conf, Number) and math.isfinite(conf) else None})
+    return out
 
 
 def encode_values(values: list[Any], kind: str) -> tuple[dict, bytes]:
