@@ -26,7 +26,7 @@ import numpy as np
 from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
-from .neighbors import check_metric, fill_ivf, prepare
+from .neighbors import build_ivf, check_metric, prepare
 from .runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
 from .source import EmbeddingSource, resolve_embeddings
 
@@ -171,48 +171,16 @@ def _model_kwargs(name: str | None, config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _build_ivf(matrix: np.ndarray, metric: str, sqnorms: np.ndarray, seed: int = 51,
-               target_recall: float = FAISS_TARGET_RECALL, k: int = 10, recall_sample: int = 128):
-    """A FAISS ``IndexIVFFlat`` of the rows (unit rows for cosine), filled chunk by chunk.
+def _build_ivf(matrix: np.ndarray, metric: str, sqnorms: np.ndarray, seed: int = 51):
+    """The FAISS index and its ``config["faiss"]``, ``nprobe`` tuned to recall@10 >= ``FAISS_TARGET_RECALL``.
 
-    ``nlist = sqrt(N)`` lists; ``nprobe`` starts at 4 and doubles until recall@``k`` of a random sample of
-    rows (against exact search, the row itself excluded) reaches ``target_recall``.
+    ``sqrt(N)`` lists, not the graph's ``2 sqrt(N)``: ``EXACT_MAX_VALUES`` was measured with it.
     """
-    import faiss
-
-    n, d = matrix.shape
-    rng = np.random.default_rng(seed)
-    nlist = max(1, min(int(math.sqrt(n)), n // 39))
-    ip = metric == "cosine"
-    quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
-    index.cp.seed = seed
-    train = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
-    index.train(prepare(matrix[train], metric))
-    fill_ivf(index, matrix, metric)
-    sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))
-    kk = min(k, n - 1)
-    recall, nprobe = 1.0, min(4, nlist)
-    if kk >= 1:
-        truth = []
-        for start in range(0, len(sample), 16):
-            rows = sample[start:start + 16]
-            dist = _distances(matrix, sqnorms, prepare(matrix[rows], metric), metric)
-            dist[np.arange(len(rows)), rows] = np.inf
-            truth.append(np.argpartition(dist, kk - 1, axis=1)[:, :kk].copy())  # not a view of all N
-        true = np.concatenate(truth)
-        queries = prepare(matrix[sample], metric)
-        while True:
-            index.nprobe = nprobe
-            _, found = index.search(queries, kk + 1)
-            hits = [len(set(t.tolist()) & (set(f.tolist()) - {s})) for t, f, s in zip(true, found, sample.tolist())]
-            recall = float(np.sum(hits)) / (kk * len(sample))
-            if recall >= target_recall or nprobe >= nlist:
-                break
-            nprobe = min(nprobe * 2, nlist)
-    index.nprobe = nprobe
-    return index, {"index": "IndexIVFFlat", "nlist": int(nlist), "nprobe": int(nprobe),
-                   "recall_at_10": round(recall, 4), "recall_sample": int(len(sample)), "seed": seed}
+    n = len(matrix)
+    index, nprobe, recall = build_ivf(matrix, metric, 10, nlist=int(math.sqrt(n)), seed=seed,
+                                      recall_target=FAISS_TARGET_RECALL, recall_sample=128, sqnorms=sqnorms)
+    return index, {"index": "IndexIVFFlat", "nlist": int(index.nlist), "nprobe": int(nprobe),
+                   "recall_at_10": round(recall, 4), "recall_sample": min(128, n), "seed": seed}
 
 
 def _distances(matrix: np.ndarray, sqnorms: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
