@@ -47,7 +47,55 @@ def digits(home):
         mp.setenv("EMBEDLENS_HOME", str(home))
         ds = el.load_sample_dataset("digits", progress=False)
         compute_visualization(ds, model="pixels", method="umap", brain_key="umap", seed=51, progress=False)
+        # the scores the page's "show" buttons and numeric filters work on
+        x = ds.compute_embeddings("pixels", progress=False)
+        el.compute_uniqueness(ds, embeddings=x, progress=False)
+        el.compute_predictions(ds, embeddings=x, progress=False)
+        el.compute_mistakenness(ds, "predictions", progress=False)
     return ds
+
+
+@pytest.fixture(scope="module")
+def scenes(home, digits):
+    """A detection dataset of real images: 40 scenes of three digits each, boxed and labelled, plus 12
+    boxes drawn around empty background and labelled as digits (the planted mistakes), and a UMAP of
+    every object's pixels under brain key "objects"."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from embedlens.brain.visualization import compute_visualization
+    from embedlens.models import PixelsModel
+
+    rng = np.random.default_rng(7)
+    bunch = load_digits()
+    images, labels = (bunch.images * (255 / 16)).astype(np.uint8), bunch.target
+    folder = home / "scene-images"
+    folder.mkdir(exist_ok=True)
+    samples, planted = [], []
+    for i in range(40):
+        canvas = rng.integers(0, 48, (96, 96)).astype(np.uint8)  # a noisy background, as photos have
+        dets = []
+        for j, (x, y) in enumerate([(4, 8), (36, 40), (66, 6)]):
+            k = int(rng.integers(len(images)))
+            digit = Image.fromarray(images[k]).resize((24, 24), Image.NEAREST)
+            canvas[y:y + 24, x:x + 24] = np.maximum(canvas[y:y + 24, x:x + 24], np.asarray(digit))
+            dets.append(el.Detection(label=str(labels[k]), bounding_box=[x / 96, y / 96, 24 / 96, 24 / 96]))
+        if i % 10 < 3:  # a box around nothing
+            d = el.Detection(label=str(rng.integers(10)), bounding_box=[8 / 96, 64 / 96, 24 / 96, 24 / 96])
+            planted.append(d.id)
+            dets.append(d)
+        path = folder / f"scene{i:02d}.png"
+        Image.fromarray(canvas).save(path)
+        samples.append(el.Sample(str(path), ground_truth=el.Detections(detections=dets)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        ds = el.Dataset("scenes", overwrite=True)
+        ds.add_samples(samples)
+        x = ds.compute_patch_embeddings(PixelsModel(size=(16, 16), grayscale=True), "ground_truth",
+                                        progress=False)
+        compute_visualization(ds, embeddings=x, patches_field="ground_truth", method="umap", brain_key="objects",
+                              seed=51, progress=False)
+    return ds, planted
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +347,166 @@ def test_refresh_shows_new_runs(page, session, digits):
         assert page.evaluate("window.__embedlens.plot.count") == 1797
     finally:
         digits.delete_brain_run("pca_new")
+
+
+# ---------------------------------------------------------------------------------------------- workflows
+
+
+def drag_box(pg, corner_a: tuple[float, float], corner_b: tuple[float, float]) -> None:
+    pg.mouse.move(*corner_a)
+    pg.mouse.down()
+    pg.mouse.move(*corner_b, steps=12)
+    pg.wait_for_timeout(60)
+    pg.mouse.up()
+
+
+def test_mistakes_workflow_actions_stages_ranges_and_modal(page, session, digits):
+    """The MNIST tutorial's path: top mistakes, their stages, a numeric range, colour and size by a score,
+    and one sample in the modal."""
+    page.fill("#action-count", "20")
+    page.click("#action-mistakes")
+    page.wait_for_function("window.__embedlens.gridTotal() === 20", timeout=30_000)
+    top = digits.sort_by("mistakenness", reverse=True).limit(20).values("id")
+    page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+    assert page.evaluate("window.__embedlens.gridIds()") == top
+    stages = page.locator("#view-stages .stage")
+    page.wait_for_function("document.querySelectorAll('#view-stages .stage').length === 2", timeout=30_000)
+    assert stages.nth(0).text_content().startswith("sort by mistakenness ↓") and "first 20" in stages.nth(1).text_content()
+    # the plot shows only the 20 samples of the view
+    page.wait_for_function("window.__embedlens.visiblePoints().length === 20", timeout=30_000)
+    shot(page, "top-mistakes", docs=True)
+
+    # the modal: the full image and every field, with the label and what the model thinks
+    page.dblclick(f"#grid-spacer .tile[data-id='{top[0]}']")
+    page.wait_for_selector("#modal:not([hidden]) #modal-image img")
+    s = digits[top[0]]
+    fields = page.locator("#modal-fields")
+    assert fields.locator("tr[data-field='ground_truth'] td").nth(1).text_content() == s.ground_truth.label
+    assert fields.locator("tr[data-field='predictions'] td").nth(1).text_content().startswith(s.predictions.label)
+    assert fields.locator("tr[data-field='mistakenness'] td").nth(1).text_content() == f"{s.mistakenness:.4g}"
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"window.__embedlens.modal.detail.id === '{top[1]}'")
+    page.keyboard.press("Escape")
+    assert page.locator("#modal").is_hidden()
+
+    # removing "first 20" keeps the sort: every sample, likeliest mistakes first
+    stages.nth(1).locator("button").click()
+    page.wait_for_function("window.__embedlens.gridTotal() === 1797", timeout=30_000)
+    assert session.view.count() == 1797 and [type(st).__name__ for st in session.view._stages] == ["SortBy"]
+
+    # a numeric range from the sidebar: mistakenness >= 0.5
+    page.fill(".range[data-field='mistakenness'] input[data-bound='min']", "0.5")
+    page.press(".range[data-field='mistakenness'] input[data-bound='min']", "Enter")
+    want = digits.match(el.F("mistakenness") >= 0.5).sort_by("mistakenness", reverse=True)
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {len(want)}", timeout=30_000)
+    assert 0 < len(want) < 1797 and set(session.view.values("id")) == set(want.values("id"))
+
+    # colour by a numeric score: a colour bar with its range; size by uniqueness
+    page.select_option("#color-select", "mistakenness")
+    page.wait_for_selector("#legend .legend-gradient")
+    lo, hi = digits.bounds("mistakenness")
+    assert f"{hi:.3g}" in page.locator("#legend").text_content()
+    page.select_option("#size-select", "uniqueness")
+    page.wait_for_function("window.__embedlens.plot.sizeField === 'uniqueness'")
+    page.wait_for_function("window.__embedlens.plot.sp.get('sizeBy') === 'valueW'", timeout=30_000)
+    page.click("#reset-view")
+    page.wait_for_function("window.__embedlens.gridTotal() === 1797", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#view-stages .stage').length === 0", timeout=30_000)
+
+
+def test_box_select_zoom_and_autoscale(page, session, digits):
+    pts = digits.load_brain_results("umap").points
+    keys = digits.load_brain_results("umap").keys
+    page.click("#mode-box")
+    box = page.locator("#plot-canvas").bounding_box()
+    a = (int(box["x"] + box["width"] * 0.3), int(box["y"] + box["height"] * 0.25))
+    b = (int(box["x"] + box["width"] * 0.6), int(box["y"] + box["height"] * 0.55))
+    (x0, y1), (x1, y0) = [page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", list(c)) for c in (a, b)]
+    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    drag_box(page, a, b)
+    page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=30_000)
+    inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+    got = sorted(page.evaluate("window.__embedlens.selectedPoints()"))
+    # the rectangle is drawn in whole pixels: only points within a pixel of its edges may differ
+    px = (x1 - x0) / (b[0] - a[0])
+    near_edge = ((np.abs(pts[:, 0] - x0) < px) | (np.abs(pts[:, 0] - x1) < px) |
+                 (np.abs(pts[:, 1] - y0) < px) | (np.abs(pts[:, 1] - y1) < px))
+    assert set(np.flatnonzero(inside & ~near_edge)) <= set(got) <= set(np.flatnonzero(inside | near_edge))
+    assert inside.sum() > 20 and set(session.selected) == {keys[i] for i in got}
+    # zoom buttons change the camera; autoscale fits the points shown; reset restores the axes
+    d0 = page.evaluate("window.__embedlens.plot.sp.get('cameraDistance')")
+    page.click("#zoom-in")
+    assert page.evaluate("window.__embedlens.plot.sp.get('cameraDistance')") == pytest.approx(d0 / 1.5)
+    page.click("#zoom-out")
+    page.click("#zoom-out")
+    assert page.evaluate("window.__embedlens.plot.sp.get('cameraDistance')") == pytest.approx(d0 * 1.5)
+    # autoscale fits the points shown: isolate the 0s, and they fill the panel
+    labels = np.array(digits.load_brain_results("umap").values("ground_truth.label"))
+    page.dblclick(".legend-item[data-name='0']")
+    page.wait_for_function("window.__embedlens.hiddenCategories().length === 9")
+    page.click("#zoom-auto")
+    assert_fills_panel(page, pts[labels == "0"], box)
+    page.click("#zoom-reset")
+    assert_fills_panel(page, pts, box)
+
+
+def assert_fills_panel(pg, pts: np.ndarray, box: dict) -> None:
+    """Wait for the camera to settle, then check the points' bounding box spans most of the plot and
+    lies within it."""
+    pg.wait_for_timeout(800)  # the zoom is animated
+    corners = [pg.evaluate("([x, y]) => window.__embedlens.toPage(x, y)", [float(x), float(y)])
+               for x, y in (pts.min(0), pts.max(0))]
+    (px0, py1), (px1, py0) = corners
+    assert box["x"] - 1 <= px0 < px1 <= box["x"] + box["width"] + 1
+    assert box["y"] - 1 <= py0 < py1 <= box["y"] + box["height"] + 1
+    assert max((px1 - px0) / box["width"], (py1 - py0) / box["height"]) > 0.75
+
+
+def test_objects_workflow_outlier_cluster_to_tagged_labels(page, session, digits, scenes):
+    """The BDD-style path: a plot of objects, the outlier cluster boxed, the grid switching to those
+    objects with their boxes, and the objects tagged as mistakes."""
+    ds, planted = scenes
+    session.view = ds
+    try:
+        page.wait_for_function("window.__embedlens.plot.key === 'objects' && window.__embedlens.plot.header",
+                               timeout=60_000)
+        results = ds.load_brain_results("objects")
+        pts, keys = results.points, list(results.keys)
+        out = np.array([keys.index(i) for i in planted])
+        lo, hi = pts[out].min(0), pts[out].max(0)
+        pad = 0.25 * max(hi - lo) + 1e-3
+        inside = np.flatnonzero(((pts >= lo - pad) & (pts <= hi + pad)).all(1))
+        assert sorted(inside) == sorted(out), "the planted boxes should form their own cluster"
+        page.click("#mode-box")
+        a = page.evaluate("([x, y]) => window.__embedlens.toPage(x, y)", [float(lo[0] - pad), float(hi[1] + pad)])
+        b = page.evaluate("([x, y]) => window.__embedlens.toPage(x, y)", [float(hi[0] + pad), float(lo[1] - pad)])
+        before = page.evaluate("window.__embedlens.timings.gridUpdated")
+        drag_box(page, a, b)
+        page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before} && "
+                               f"window.__embedlens.gridTotal() === {len(planted)}", timeout=30_000)
+        assert page.evaluate("window.__embedlens.state().grid_patches")
+        page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+        assert set(page.evaluate("window.__embedlens.gridIds()")) == set(planted)
+        # each tile is one object: its own box over its image
+        page.wait_for_function("[...document.querySelectorAll('#grid-spacer .tile')].every("
+                               "t => t.querySelectorAll('svg.boxes rect').length === 1)")
+        assert {s["label_id"] for s in session.selected_labels} == set(planted)
+        assert f"{len(planted)} objects selected" in page.locator("#selection-count").text_content()
+        shot(page, "objects", docs=True)
+        page.fill("#tag-input", "mistake")
+        page.click("#tag-btn")
+        page.wait_for_function("document.getElementById('status').textContent.includes('tagged')", timeout=30_000)
+        assert f"tagged {len(planted)} objects" in page.locator("#status").text_content()
+        assert set(ds.to_patches("ground_truth").match_tags("mistake").values("id")) == set(planted)
+        # the modal of an object draws that object's box with its label
+        page.dblclick(f"#grid-spacer .tile[data-id='{planted[0]}']")
+        page.wait_for_selector("#modal:not([hidden]) #modal-image svg rect")
+        assert page.locator("#modal-image svg rect").count() == 1
+        row = page.locator("#modal-fields tr[data-field='ground_truth']")
+        assert row.locator("td").nth(0).text_content() == "ground_truth (1 of 4)"
+        label = next(d.label for s in ds for d in s.ground_truth.detections if d.id == planted[0])
+        assert row.locator(".box-row").text_content().startswith(f"{label} · ")
+        shot(page, "object-modal", docs=True)
+        page.keyboard.press("Escape")
+    finally:
+        session.view = digits

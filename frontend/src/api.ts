@@ -8,6 +8,8 @@ export interface StateMessage {
   dataset: string | null;
   client_id?: string;
   patches?: boolean;
+  /** The grid shows objects (a patches view, or objects lassoed in an object-level plot). */
+  grid_patches?: boolean;
   view?: { stages: Stage[]; count: number };
   grid_count?: number;
   selected_count?: number;
@@ -24,6 +26,15 @@ export interface Chip {
   confidence?: number | null;
 }
 
+/** An object's box, relative to its image: [x, y, w, h] in [0, 1]. */
+export interface Box {
+  field: string;
+  id: string | null;
+  label: string | null;
+  box: [number, number, number, number];
+  confidence: number | null;
+}
+
 export interface Tile {
   id: string;
   sample_id: string;
@@ -32,7 +43,23 @@ export interface Tile {
   missing: boolean;
   tags: string[];
   labels: Chip[];
+  boxes: Box[];
   selected: boolean;
+}
+
+export interface SampleDetail {
+  id: string;
+  fields: Record<string, unknown>;
+  schema: Record<string, string>;
+  boxes: Box[];
+  full: string;
+}
+
+export interface NumericField {
+  name: string;
+  type: "int" | "float";
+  min: number | null;
+  max: number | null;
 }
 
 export interface SamplesPage {
@@ -46,11 +73,14 @@ export interface Summary {
   name: string;
   total: number;
   count: number;
+  patches: boolean;
   fields: { name: string; type: string; count: number }[];
   tags: { tag: string; count: number }[];
   labels: Record<string, { type: string; path: string; values: { value: string; count: number }[] }>;
-  numeric_fields: string[];
+  numeric: NumericField[];
   stages: Stage[];
+  /** The page's "show ..." actions and the brain runs each can use (empty: not available). */
+  actions: Record<"duplicates" | "unique" | "mistakes" | "hardness", string[]>;
 }
 
 export interface RunInfo {

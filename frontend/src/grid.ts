@@ -1,6 +1,7 @@
 // The image grid: virtualised (only the rows in sight are in the DOM), fed page by page from /api/samples.
 
 import { getJSON, type SamplesPage, type Tile } from "./api";
+import { boxOverlay } from "./boxes";
 
 const PAGE = 120;
 const MIN_TILE = 128;
@@ -132,7 +133,7 @@ export class Grid {
       const tile = this.pages.get(page)?.[i - page * PAGE];
       if (!tile) this.ensurePage(page);
       let node = this.nodes.get(i);
-      if (node && (relayout || node.dataset.id !== (tile?.sample_id ?? ""))) {
+      if (node && (relayout || node.dataset.id !== (tile?.id ?? ""))) {
         node.remove();
         this.nodes.delete(i);
         node = undefined;
@@ -160,14 +161,20 @@ export class Grid {
       node.dataset.id = "";
       return node;
     }
-    node.dataset.id = tile.sample_id;
+    // id: the tile's own id (an object's, in an object grid); sample: the sample it belongs to
+    node.dataset.id = tile.id;
+    node.dataset.sample = tile.sample_id;
     if (tile.selected) node.classList.add("selected");
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    thumb.style.height = `${this.tileW}px`;
     const img = document.createElement("img");
     img.src = tile.thumb;
     img.alt = "";
     img.draggable = false;
-    img.style.height = `${this.tileW}px`;
-    node.appendChild(img);
+    thumb.appendChild(img);
+    if (tile.boxes.length) thumb.appendChild(boxOverlay(img, tile.boxes, false));
+    node.appendChild(thumb);
     const caption = document.createElement("div");
     caption.className = "caption";
     for (const chip of tile.labels) {
@@ -193,12 +200,12 @@ export class Grid {
   markSelected(selected: (sampleId: string) => boolean): void {
     for (const tiles of this.pages.values()) for (const t of tiles) t.selected = selected(t.sample_id);
     for (const node of this.nodes.values()) {
-      const id = node.dataset.id;
+      const id = node.dataset.sample;
       if (id) node.classList.toggle("selected", selected(id));
     }
   }
 
-  /** Sample ids of the tiles now in the DOM, in grid order. */
+  /** Ids of the tiles now in the DOM (samples, or objects in an object grid), in grid order. */
   idsInDom(): string[] {
     return [...this.nodes.entries()]
       .sort((a, b) => a[0] - b[0])
@@ -208,5 +215,16 @@ export class Grid {
 
   loadedTiles(): Tile[] {
     return [...this.pages.values()].flat();
+  }
+
+  /** The tile `step` places after (or before) the one with id `id`, when its page is loaded. */
+  neighbour(id: string, step: number): Tile | undefined {
+    for (const [page, tiles] of this.pages) {
+      const i = tiles.findIndex((t) => t.id === id);
+      if (i < 0) continue;
+      const j = page * PAGE + i + step;
+      return this.pages.get(Math.floor(j / PAGE))?.[j - Math.floor(j / PAGE) * PAGE];
+    }
+    return undefined;
   }
 }

@@ -18,6 +18,7 @@ import {
   type Tile,
 } from "./api";
 import { Grid } from "./grid";
+import { Modal } from "./modal";
 import { Plot } from "./plot";
 import { Sidebar } from "./sidebar";
 
@@ -50,9 +51,16 @@ function fail(e: unknown): void {
 
 const grid = new Grid($("grid-scroll"), $("grid-spacer"), {
   select: (tile, additive) => void selectTile(tile, additive),
-  open: (tile) => void openModal(tile),
+  open: (tile) => void modal.show(tile),
   error: fail,
 });
+
+const modal = new Modal(
+  $("modal"),
+  { title: $("modal-title"), image: $("modal-image"), fields: $("modal-fields"), close: $("modal-close"),
+    prev: $("modal-prev"), next: $("modal-next") },
+  { neighbour: (tile, step) => grid.neighbour(tile.id, step), error: fail },
+);
 
 const plot = new Plot($<HTMLCanvasElement>("plot-canvas"), $("plot-empty"), $("legend"), {
   lasso: (key, indices) => void lassoed(key, indices),
@@ -64,11 +72,14 @@ const sidebar = new Sidebar(
   {
     dataset: $<HTMLSelectElement>("dataset-select"),
     viewInfo: $("view-info"),
+    stages: $("view-stages"),
     reset: $<HTMLButtonElement>("reset-view"),
     tags: $("tag-filters"),
     labels: $("label-filters"),
+    numeric: $("numeric-filters"),
     sortField: $<HTMLSelectElement>("sort-field"),
     sortReverse: $<HTMLInputElement>("sort-reverse"),
+    limit: $<HTMLInputElement>("view-limit"),
   },
   {
     apply: (stages) => void setView([...baseStages, ...stages]),
@@ -77,6 +88,14 @@ const sidebar = new Sidebar(
       baseStages = [];
       sidebar.clearFilters();
       void setView([]);
+    },
+    removeStage: (index) => {
+      // What remains becomes the base view: the sidebar's controls start again from it.
+      const stages = [...baseStages, ...sidebar.stages()];
+      stages.splice(index, 1);
+      baseStages = stages;
+      sidebar.clearFilters();
+      void setView(stages);
     },
   },
 );
@@ -92,14 +111,22 @@ function showCounts(msg: StateMessage): void {
     ? `${msg.dataset} · ${grid_count.toLocaleString()} shown` +
       (msg.lasso ? ` (lasso: ${msg.lasso.points.toLocaleString()} points)` : ` of ${view.toLocaleString()} in view`)
     : "no dataset";
-  $("selection-count").textContent = selectedCount ? `${selectedCount.toLocaleString()} selected` : "no selection";
+  const objects = msg.selected_labels_count ?? 0;
+  $("selection-count").textContent = objects
+    ? `${objects.toLocaleString()} objects selected`
+    : selectedCount ? `${selectedCount.toLocaleString()} selected` : "no selection";
   for (const id of ["tag-btn", "untag-btn", "clear-btn"]) $<HTMLButtonElement>(id).disabled = selectedCount === 0;
   $<HTMLButtonElement>("similarity-btn").disabled = selectedCount === 0;
 }
 
 async function loadSummary(): Promise<void> {
   summary = await getJSON<Summary>("/api/summary");
-  sidebar.render(summary, baseStages.length);
+  sidebar.render(summary, baseStages);
+  for (const btn of document.querySelectorAll<HTMLButtonElement>("#actions button[data-action]")) {
+    const runs = summary.actions[btn.dataset.action as keyof Summary["actions"]] ?? [];
+    btn.disabled = runs.length === 0;
+    btn.dataset.runs = runs.join(",");
+  }
 }
 
 async function loadRuns(): Promise<void> {
@@ -129,6 +156,10 @@ async function openRun(key: string): Promise<void> {
   const colorSel = $<HTMLSelectElement>("color-select");
   const fields = plot.meta?.color_fields ?? [];
   colorSel.replaceChildren(new Option("(no colour)", ""), ...fields.map((f) => new Option(f.path, f.path)));
+  $<HTMLSelectElement>("size-select").replaceChildren(
+    new Option("(one size)", ""),
+    ...fields.filter((f) => f.kind === "numeric").map((f) => new Option(`size: ${f.path}`, f.path)),
+  );
   const first = fields.find((f) => f.kind === "categorical");
   colorSel.value = first ? first.path : "";
   if (first) await plot.colorBy(first.path);
@@ -249,9 +280,8 @@ async function selectTile(tile: Tile, additive: boolean): Promise<void> {
 async function lassoed(key: string, indices: Uint32Array): Promise<void> {
   try {
     timings.lassoSent = performance.now();
-    await postBinary(`/api/points/${encodeURIComponent(key)}/lasso`, indices);
+    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, indices);
     timings.lassoAnswered = performance.now();
-    const msg = await getJSON<StateMessage>("/api/state");
     showCounts(msg);
     selected = msg.selected ? new Set(msg.selected) : null;
     await refreshGrid(false);
@@ -280,20 +310,32 @@ async function tagSelection(remove: boolean): Promise<void> {
     return;
   }
   try {
-    const res = await postJSON<Record<string, number>>(remove ? "/api/untag" : "/api/tag", { tags: [tag] });
-    status(`${remove ? "untagged" : "tagged"} ${res[remove ? "untagged" : "tagged"]} samples: ${tag}`);
+    // Objects lassoed in an object-level plot are tagged themselves (label tags), as in a patches view.
+    const labels = (state?.selected_labels_count ?? 0) > 0;
+    const res = await postJSON<Record<string, number>>(remove ? "/api/untag" : "/api/tag", { tags: [tag], labels });
+    status(`${remove ? "untagged" : "tagged"} ${res[remove ? "untagged" : "tagged"]} ${labels ? "objects" : "samples"}: ${tag}`);
     await Promise.all([loadSummary(), refreshGrid(true)]);
   } catch (e) {
     fail(e);
   }
 }
 
-async function openModal(tile: Tile): Promise<void> {
+/** The server changed the view (similarity, an action): show it, its stages becoming the base view. */
+async function viewReplaced(): Promise<void> {
+  const st = await getJSON<StateMessage>("/api/state");
+  showCounts(st);
+  baseStages = st.view?.stages ?? [];
+  sidebar.clearFilters();
+  await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
+}
+
+async function runAction(name: string): Promise<void> {
   try {
-    const s = await getJSON<{ fields: Record<string, unknown>; full: string }>(`/api/sample/${tile.sample_id}`);
-    $<HTMLImageElement>("modal-img").src = s.full;
-    $("modal-fields").textContent = JSON.stringify(s.fields, null, 2);
-    $("modal").hidden = false;
+    const count = Math.floor(Number($<HTMLInputElement>("action-count").value)) || 100;
+    status(`finding ${name}…`);
+    const res = await postJSON<{ count: number; brain_key: string }>("/api/action", { name, count });
+    status(`${name}: ${res.count.toLocaleString()} samples (${res.brain_key})`);
+    await viewReplaced();
   } catch (e) {
     fail(e);
   }
@@ -305,22 +347,22 @@ $("tag-input").addEventListener("keydown", (ev) => {
   if ((ev as KeyboardEvent).key === "Enter") void tagSelection(false);
 });
 $("clear-btn").addEventListener("click", () => void clearSelection());
-$("modal-close").addEventListener("click", () => ($("modal").hidden = true));
-$("modal").addEventListener("click", (ev) => {
-  if (ev.target === $("modal")) $("modal").hidden = true;
-});
-document.addEventListener("keydown", (ev) => {
-  if (ev.key === "Escape") $("modal").hidden = true;
-});
+for (const btn of document.querySelectorAll<HTMLButtonElement>("#actions button[data-action]")) {
+  btn.addEventListener("click", () => void runAction(btn.dataset.action!));
+}
 $("run-select").addEventListener("change", () => void openRun($<HTMLSelectElement>("run-select").value).catch(fail));
 $("color-select").addEventListener("change", () => void plot.colorBy($<HTMLSelectElement>("color-select").value).catch(fail));
-const modeButtons = { lasso: $("mode-lasso"), panZoom: $("mode-pan") };
+$("size-select").addEventListener("change", () => void plot.sizeBy($<HTMLSelectElement>("size-select").value).catch(fail));
+const modeButtons = { lasso: $("mode-lasso"), box: $("mode-box"), panZoom: $("mode-pan") };
 for (const [mode, btn] of Object.entries(modeButtons)) {
   btn.addEventListener("click", () => {
-    plot.setMode(mode as "lasso" | "panZoom");
+    plot.setMode(mode as "lasso" | "box" | "panZoom");
     for (const b of Object.values(modeButtons)) b.classList.toggle("active", b === btn);
   });
 }
+$("zoom-in").addEventListener("click", () => plot.zoom(1.5));
+$("zoom-out").addEventListener("click", () => plot.zoom(1 / 1.5));
+$("zoom-auto").addEventListener("click", () => plot.autoscale());
 $("zoom-reset").addEventListener("click", () => plot.fit());
 $("similarity-btn").addEventListener("click", async () => {
   try {
@@ -328,11 +370,7 @@ $("similarity-btn").addEventListener("click", async () => {
     const brain_key = $<HTMLSelectElement>("similarity-run").value || undefined;
     const msg = await postJSON<{ count: number }>("/api/sort_by_similarity", { k, brain_key });
     status(`sorted by similarity: ${msg.count} samples`);
-    const st = await getJSON<StateMessage>("/api/state");
-    showCounts(st);
-    baseStages = st.view?.stages ?? [];
-    sidebar.clearFilters();
-    await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
+    await viewReplaced();
   } catch (e) {
     fail(e);
   }
@@ -357,6 +395,7 @@ $("similarity-btn").addEventListener("click", async () => {
   gridTotal: () => grid.total,
   gridIds: () => grid.idsInDom(),
   openRun: (key: string) => openRun(key),
+  modal,
   state: () => state,
 };
 

@@ -40,6 +40,7 @@ const PALETTE = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ];
 const MISSING = "#555b66";
+const BASE = "#8fa3bf";
 const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
 
 export class Plot {
@@ -55,6 +56,12 @@ export class Plot {
   private ys = new Float32Array(0);
   header: ValuesHeader | null = null;
   field = "";
+  sizeField = "";
+  private z: Float32Array | null = null;
+  private zCategorical = true;
+  private w: Float32Array | null = null;
+  private colors: string[] = [BASE];
+  private baseSize = 4;
   codes: Uint8Array | Uint16Array | null = null;
   hidden = new Set<number>();
   private mask: Uint8Array | null = null;
@@ -90,7 +97,7 @@ export class Plot {
       width: Math.max(1, width),
       height: Math.max(1, height),
       backgroundColor: "#16181d",
-      pointColor: "#8fa3bf",
+      pointColor: BASE,
       pointColorActive: "#ffffff",
       pointColorHover: "#ffd84d",
       pointOutlineWidth: 1.5,
@@ -134,8 +141,25 @@ export class Plot {
     return sp;
   }
 
-  setMode(mode: "lasso" | "panZoom"): void {
-    this.ensure().set({ mouseMode: mode });
+  /** Drag to draw a lasso, a box, or to pan (the wheel zooms in every mode). */
+  setMode(mode: "lasso" | "box" | "panZoom"): void {
+    this.ensure().set(mode === "panZoom" ? { mouseMode: "panZoom" }
+      : { mouseMode: "lasso", lassoType: mode === "box" ? "rectangle" : "freeform" });
+  }
+
+  /** Zoom by `factor` (> 1: in) about the centre of the panel. */
+  zoom(factor: number): void {
+    const sp = this.sp;
+    if (!sp) return;
+    sp.set({ cameraDistance: (sp.get("cameraDistance") as number) / factor });
+  }
+
+  /** Fit the points now shown (not hidden by the legend or the view). */
+  autoscale(): void {
+    const sp = this.sp;
+    if (!sp || !this.count) return;
+    const shown = sp.get("filteredPoints") as number[];
+    if (shown.length) void (sp as any).zoomToPoints(shown, { padding: 0.1, transition: true });
   }
 
   /** Load and draw run `key`: the panel's first frame is timed in `timings`. */
@@ -146,6 +170,9 @@ export class Plot {
     this.header = null;
     this.codes = null;
     this.field = "";
+    this.sizeField = "";
+    this.z = null;
+    this.w = null;
     this.mask = null;
     this.legend.replaceChildren();
     const [meta, buf] = await Promise.all([
@@ -170,8 +197,8 @@ export class Plot {
     }
     this.empty.textContent = "";
     const sp = this.ensure();
-    const size = n < 5_000 ? 6 : n < 50_000 ? 4 : n < 300_000 ? 2.5 : 1.5;
-    sp.set({ pointSize: size, opacity: n < 50_000 ? 0.9 : 0.6, colorBy: null, pointColor: "#8fa3bf" });
+    this.baseSize = n < 5_000 ? 6 : n < 50_000 ? 4 : n < 300_000 ? 2.5 : 1.5;
+    sp.set({ pointSize: this.baseSize, opacity: n < 50_000 ? 0.9 : 0.6, colorBy: null, sizeBy: null, pointColor: BASE });
     await sp.draw({ x: this.xs, y: this.ys });
     this.timings.drawn = performance.now();
     await sp.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
@@ -195,59 +222,97 @@ export class Plot {
   /** Colour the points by `path` (one of the run's colour fields); "" for one colour. */
   async colorBy(path: string): Promise<void> {
     const key = this.key;
-    const sp = this.sp;
-    if (!key || !sp) return;
+    if (!key || !this.sp) return;
     this.field = path;
     this.hidden.clear();
     if (!path) {
       this.header = null;
       this.codes = null;
-      sp.set({ colorBy: null, pointColor: "#8fa3bf" });
+      this.z = null;
+      this.colors = [BASE];
+      await this.redraw();
       this.renderLegend();
       this.applyFilter();
       return;
     }
-    const q = `field=${encodeURIComponent(path)}`;
-    const [header, buf] = await Promise.all([
-      getJSON<ValuesHeader>(`/api/points/${encodeURIComponent(key)}/values?${q}`),
-      getBinary(`/api/points/${encodeURIComponent(key)}/values.bin?${q}`),
-    ]);
+    const { header, buf } = await this.fetchValues(key, path);
     if (this.key !== key || this.field !== path) return;
     this.header = header;
     const z = new Float32Array(this.count);
-    let colors: string[];
     if (header.kind === "categorical") {
       const codes = header.dtype === "<u2" ? new Uint16Array(buf) : new Uint8Array(buf);
       this.codes = codes;
       for (let i = 0; i < this.count; i++) z[i] = codes[i];
       const ncat = header.categories?.length ?? 0;
-      colors = Array.from({ length: ncat }, (_, i) => PALETTE[i % PALETTE.length]).concat([MISSING]);
+      this.colors = Array.from({ length: ncat }, (_, i) => PALETTE[i % PALETTE.length]).concat([MISSING]);
     } else {
       this.codes = null;
-      const vals = new Float32Array(buf);
-      const lo = header.min ?? 0;
-      const span = (header.max ?? 1) - lo || 1;
-      for (let i = 0; i < this.count; i++) z[i] = Number.isFinite(vals[i]) ? (vals[i] - lo) / span : 0;
-      colors = VIRIDIS;
+      unitScale(new Float32Array(buf), header, z);
+      this.colors = VIRIDIS;
     }
+    this.z = z;
+    this.zCategorical = header.kind === "categorical";
+    await this.redraw();
+    this.renderLegend();
+    this.applyFilter();
+  }
+
+  /** Size the points by the numeric field `path` (small: lowest, large: highest); "" for one size. */
+  async sizeBy(path: string): Promise<void> {
+    const key = this.key;
+    if (!key || !this.sp) return;
+    this.sizeField = path;
+    if (!path) {
+      this.w = null;
+      await this.redraw();
+      return;
+    }
+    const { header, buf } = await this.fetchValues(key, path);
+    if (this.key !== key || this.sizeField !== path) return;
+    if (header.kind !== "numeric") throw new Error(`size by needs a numeric field; ${path} is categorical`);
+    const w = new Float32Array(this.count);
+    unitScale(new Float32Array(buf), header, w);
+    this.w = w;
+    await this.redraw();
+  }
+
+  private async fetchValues(key: string, path: string): Promise<{ header: ValuesHeader; buf: ArrayBuffer }> {
+    const q = `field=${encodeURIComponent(path)}`;
+    const [header, buf] = await Promise.all([
+      getJSON<ValuesHeader>(`/api/points/${encodeURIComponent(key)}/values?${q}`),
+      getBinary(`/api/points/${encodeURIComponent(key)}/values.bin?${q}`),
+    ]);
+    return { header, buf };
+  }
+
+  /** Draw the points again with the current colour (z) and size (w) values, keeping the selection. */
+  private async redraw(): Promise<void> {
+    const sp = this.sp;
+    if (!sp) return;
     const selected = sp.get("selectedPoints") as number[];
     const spatialIndex = sp.get("spatialIndex");
+    const z = this.z ?? (this.w ? new Float32Array(this.count) : null);
     this.suppress++;
     try {
       await sp.draw(
-        { x: this.xs, y: this.ys, z },
+        { x: this.xs, y: this.ys, ...(z ? { z } : {}), ...(this.w ? { w: this.w } : {}) },
         {
-          zDataType: header.kind === "categorical" ? "categorical" : "continuous",
+          zDataType: this.z && this.zCategorical ? "categorical" : "continuous",
+          wDataType: "continuous",
           spatialIndex,
           select: selected,
         },
       );
-      sp.set({ colorBy: "valueA", pointColor: colors });
+      const size = this.baseSize;
+      sp.set({
+        colorBy: this.z ? "valueA" : null,
+        pointColor: this.z ? this.colors : BASE,
+        sizeBy: this.w ? "valueB" : null,
+        pointSize: this.w ? Array.from({ length: 8 }, (_, i) => size * (0.5 + i * 0.5)) : size,
+      });
     } finally {
       this.suppress--;
     }
-    this.renderLegend();
-    this.applyFilter();
   }
 
   /** Hide points outside the current view (mask: one byte per point) and of hidden legend classes. */
@@ -301,11 +366,13 @@ export class Plot {
       const bar = document.createElement("div");
       bar.className = "legend-gradient";
       bar.style.background = `linear-gradient(to right, ${VIRIDIS.join(",")})`;
+      const name = document.createElement("span");
+      name.textContent = this.field;
       const lo = document.createElement("span");
-      lo.textContent = String(h.min ?? "");
+      lo.textContent = fmt(h.min);
       const hi = document.createElement("span");
-      hi.textContent = String(h.max ?? "");
-      this.legend.append(lo, bar, hi);
+      hi.textContent = fmt(h.max) + (h.missing ? ` · ${h.missing.toLocaleString()} missing` : "");
+      this.legend.append(name, lo, bar, hi);
       return;
     }
     const cats = h.categories ?? [];
@@ -407,4 +474,16 @@ export class Plot {
   dataPoint(i: number): [number, number] {
     return [this.raw[2 * i], this.raw[2 * i + 1]];
   }
+}
+
+/** `values` scaled to [0, 1] by the header's min and max into `out`; missing values become 0. */
+function unitScale(values: Float32Array, header: ValuesHeader, out: Float32Array): void {
+  const lo = header.min ?? 0;
+  const span = (header.max ?? 1) - lo || 1;
+  for (let i = 0; i < values.length; i++) out[i] = Number.isFinite(values[i]) ? (values[i] - lo) / span : 0;
+}
+
+function fmt(x: number | null | undefined): string {
+  if (x === null || x === undefined) return "";
+  return Number.isInteger(x) ? String(x) : x.toPrecision(3);
 }
