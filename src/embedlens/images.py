@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,27 @@ def make_thumbnail(path: str | os.PathLike, dest: str | os.PathLike, size: int =
     img.save(tmp, "JPEG", quality=88)
     os.replace(tmp, dest)  # readers never see a half-written thumbnail
     return dest
+
+
+def cached_thumbnails(root: str | os.PathLike, items: Sequence[tuple[str, str]], size: int = THUMBNAIL_SIZE,
+                      num_workers: int | None = None, progress: bool = False) -> list[str | None]:
+    """Paths of the thumbnails of ``(sample_id, filepath)`` items under ``root/size``, making the missing
+    ones in parallel; None where the image is unreadable."""
+    from .utils import parallel_map
+
+    base = Path(root) / str(size)
+    out: list[str | None] = [None] * len(items)
+    todo = []
+    for k, (sid, fp) in enumerate(items):
+        dest = base / sid[-2:] / f"{sid}.jpg"
+        if dest.exists():
+            out[k] = str(dest)
+        else:
+            todo.append((k, fp, dest))
+    results = parallel_map(lambda t: make_thumbnail(t[1], t[2], size), todo, num_workers, "thumbnails", progress)
+    for (k, _, dest), (_, err) in zip(todo, results):
+        out[k] = None if err else str(dest)
+    return out
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

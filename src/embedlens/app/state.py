@@ -25,6 +25,7 @@ from ..core.collection import SampleCollection
 from ..core.dataset import Dataset, list_datasets, load_dataset
 from ..core.expressions import F
 from ..core.labels import Label
+from ..images import cached_thumbnails
 
 ID_RE = re.compile(r"^[0-9a-f]{24}$")
 TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
@@ -333,11 +334,13 @@ class AppState:
             schema = page.get_field_schema()
             label_fields = [n for n, t in schema.items() if t in LABEL_FIELD_TYPES]
             patches = page._is_patches
-            thumbs = page.thumbnail_paths()  # made now, in parallel, so the tiles' requests are file reads
+            rows = list(page)  # one query: a lasso's id filter is costly to run again per column
+            sample_ids = [s["sample_id"] if patches else s.id for s in rows]
+            # made now, in parallel, so the tiles' requests are file reads
+            thumbs = cached_thumbnails(self.dataset.thumbnails_dir, list(zip(sample_ids, [s.filepath for s in rows])))
             selected = set(self.selected)
             samples = []
-            for s, thumb in zip(page, thumbs):
-                sid = s["sample_id"] if patches else s.id
+            for s, sid, thumb in zip(rows, sample_ids, thumbs):
                 chips, boxes = [], []
                 for name in label_fields:
                     chips.extend(_chips(name, s.get(name)))

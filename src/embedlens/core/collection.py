@@ -459,27 +459,11 @@ class SampleCollection:
     def thumbnail_paths(self, size: int | None = None, num_workers: int | None = None,
                         progress: bool = False) -> list[str | None]:
         """Paths of cached thumbnails (longest side 256), made on first use; None where the image is unreadable."""
-        from ..images import THUMBNAIL_SIZE, make_thumbnail
-        from ..utils import parallel_map
+        from ..images import THUMBNAIL_SIZE, cached_thumbnails
 
-        size = size or THUMBNAIL_SIZE
-        root = self._dataset.thumbnails_dir / str(size)
-        q = self._query()
-        ids = self.values("sample_id" if q.patches_field else "id")
-        paths = self.values("filepath")
-        out: list[str | None] = [None] * len(ids)
-        todo = []
-        for k, (sid, fp) in enumerate(zip(ids, paths)):
-            dest = root / sid[-2:] / f"{sid}.jpg"
-            if dest.exists():
-                out[k] = str(dest)
-            else:
-                todo.append((k, fp, dest))
-        results = parallel_map(lambda t: make_thumbnail(t[1], t[2], size), todo, num_workers, "thumbnails",
-                               progress)
-        for (k, _, dest), (_, err) in zip(todo, results):
-            out[k] = None if err else str(dest)
-        return out
+        ids = self.values("sample_id" if self._query().patches_field else "id")
+        return cached_thumbnails(self._dataset.thumbnails_dir, list(zip(ids, self.values("filepath"))),
+                                 size or THUMBNAIL_SIZE, num_workers, progress)
 
     @property
     def view_stages(self) -> list[Q.Stage]:

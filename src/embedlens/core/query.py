@@ -274,12 +274,15 @@ class Select(Stage):
     def __init__(self, sample_ids: str | Sequence[str], ordered: bool = False) -> None:
         ids = [sample_ids] if isinstance(sample_ids, str) else list(dict.fromkeys(sample_ids))
         super().__init__(sample_ids=ids, ordered=ordered)
+        self._ids_json: str | None = None
 
     def apply(self, q: Query) -> Query:
         ids = self.kwargs["sample_ids"]
         if self.kwargs["ordered"]:
             return q.join_ids(ids)
-        return q.add_where("t.id IN (SELECT value FROM json_each(?))", [dumps(ids)])
+        if self._ids_json is None:  # a view compiles once per read: encode a long id list once
+            self._ids_json = dumps(ids)
+        return q.add_where("t.id IN (SELECT value FROM json_each(?))", [self._ids_json])
 
 
 class SortBySimilarity(Stage):
