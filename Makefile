@@ -40,8 +40,10 @@ $(TEST_STAMP): $(STAMP)
 
 install-test: $(TEST_STAMP)
 
+# `make demo DEMO_ARGS=` runs the steps without then serving the app.
+DEMO_ARGS ?= --app
 demo: install
-	$(VENV)/bin/embedlens demo
+	$(VENV)/bin/embedlens demo $(DEMO_ARGS)
 
 # The browser tests drive Debian's chromium (never a downloaded browser).
 browser:

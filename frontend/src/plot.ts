@@ -41,6 +41,8 @@ const PALETTE = [
 ];
 const MISSING = "#555b66";
 const BASE = "#8fa3bf";
+/** Runs with more points than this are drawn in regl-scatterplot's performance mode. */
+const FAST_ABOVE = 300_000;
 const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
 
 export class Plot {
@@ -62,6 +64,8 @@ export class Plot {
   private w: Float32Array | null = null;
   private colors: string[] = [BASE];
   private baseSize = 4;
+  private fast = false;
+  private mode: "lasso" | "box" | "panZoom" = "lasso";
   codes: Uint8Array | Uint16Array | null = null;
   hidden = new Set<number>();
   private mask: Uint8Array | null = null;
@@ -74,12 +78,12 @@ export class Plot {
   private clickTimer = 0;
 
   constructor(
-    private readonly canvas: HTMLCanvasElement,
+    private canvas: HTMLCanvasElement,
     private readonly empty: HTMLElement,
     private readonly legend: HTMLElement,
     private readonly events: PlotEvents,
   ) {
-    canvas.addEventListener("mouseup", () => (this.timings.pointerUp = performance.now()), true);
+    this.listen();
     // The canvas follows its box (which shrinks when the legend appears), not the window.
     const box = canvas.parentElement as HTMLElement;
     new ResizeObserver(() => {
@@ -89,11 +93,18 @@ export class Plot {
     }).observe(box);
   }
 
+  private listen(): void {
+    this.canvas.addEventListener("mouseup", () => (this.timings.pointerUp = performance.now()), true);
+  }
+
   private ensure(): Scatterplot {
     if (this.sp) return this.sp;
     const { width, height } = (this.canvas.parentElement as HTMLElement).getBoundingClientRect();
     const sp = createScatterplot({
       canvas: this.canvas,
+      // square points without blending: fewer fragment operations per frame, which counts at a
+      // million points (a creation-time setting, so a run of another size makes a new plot)
+      performanceMode: this.fast,
       width: Math.max(1, width),
       height: Math.max(1, height),
       backgroundColor: "#16181d",
@@ -143,6 +154,7 @@ export class Plot {
 
   /** Drag to draw a lasso, a box, or to pan (the wheel zooms in every mode). */
   setMode(mode: "lasso" | "box" | "panZoom"): void {
+    this.mode = mode;
     this.ensure().set(mode === "panZoom" ? { mouseMode: "panZoom" }
       : { mouseMode: "lasso", lassoType: mode === "box" ? "rectangle" : "freeform" });
   }
@@ -196,7 +208,18 @@ export class Plot {
       this.ys[i] = (this.raw[2 * i + 1] - this.cy) / this.s;
     }
     this.empty.textContent = "";
+    if (this.sp && this.fast !== n > FAST_ABOVE) {
+      this.sp.destroy();
+      this.sp = null;
+      // a fresh canvas, so the new plot gets a WebGL context of its own
+      const fresh = this.canvas.cloneNode() as HTMLCanvasElement;
+      this.canvas.replaceWith(fresh);
+      this.canvas = fresh;
+      this.listen();
+    }
+    this.fast = n > FAST_ABOVE;
     const sp = this.ensure();
+    this.setMode(this.mode);
     this.baseSize = n < 5_000 ? 6 : n < 50_000 ? 4 : n < 300_000 ? 2.5 : 1.5;
     sp.set({ pointSize: this.baseSize, opacity: n < 50_000 ? 0.9 : 0.6, colorBy: null, sizeBy: null, pointColor: BASE });
     await sp.draw({ x: this.xs, y: this.ys });

@@ -21,7 +21,7 @@ from .config import home
 from .core.query import UnknownFieldError
 from .images import ImageError
 from .core.dataset import staged_dataset
-from .demo import DemoContext, run_demo
+from .demo import APP_TOUR, DemoContext, run_demo
 from .zoo import list_sample_datasets, load_sample_dataset, sample_data_dir
 
 IMPORT_TYPES = ("classification-tree", "image-folder", "coco", "csv")
@@ -396,6 +396,12 @@ def sample_data(
 def demo(
     dataset: Annotated[str, typer.Option(help="Sample dataset to use: digits or mnist.")] = "mnist",
     progress: ProgressOption = True,
+    app_: Annotated[bool, typer.Option("--app/--no-app", help="Then serve the web app on the result until "
+                                                              "Ctrl-C, with a short tour of what to try.")] = False,
+    port: Annotated[int, typer.Option(help="The app's port (with --app).")] = 5151,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser",
+                                          help="Open the app in a browser (with --app, when there is a display).")]
+    = True,
 ) -> None:
     """Show the main job on the built-in MNIST digits, step by step.
 
@@ -406,13 +412,21 @@ def demo(
     again is safe: it reuses the dataset and replaces only its own tag,
     view and export.
 
+    With --app it then serves the web app on the dataset (as `embedlens
+    app`) and prints a tour: colour by label, lasso a cluster, hide a
+    class, show the top mistakes, tag them, look at the proposed labels.
+
     Examples:
 
         embedlens demo
         embedlens demo --dataset digits --no-progress
+        embedlens demo --app --port 8080
     """
     with _user_errors():
-        run_demo(DemoContext(sample_name=dataset, progress=progress))
+        ctx = run_demo(DemoContext(sample_name=dataset, progress=progress))
+    if app_:
+        typer.echo(APP_TOUR)
+        _serve(ctx.ds, port=port, browser=browser)
 
 
 # ---------------------------------------------------------------------------------------------- embeddings and brain
@@ -1099,12 +1113,16 @@ def app_command(
 ) -> None:
     """Open the web app on a dataset: image grid, embeddings plot, tags.
 
-    Serves the page and its API until Ctrl-C. The left sidebar filters
-    by tags and labels and sorts by a numeric field; the grid shows the
-    samples; the right panel plots a visualization run (compute one with
-    `embedlens visualize`): lasso points to show their samples in the
-    grid, then tag them. It listens on 127.0.0.1 only, unless --address
-    says otherwise (then every request needs the auth token).
+    Serves the page and its API until Ctrl-C. The left sidebar shows the
+    view's stages (each removable), filters by tags, labels and numeric
+    ranges, sorts and limits, and has buttons for the top label mistakes,
+    the most unique samples, duplicates and the hardest samples (from
+    the brain runs the dataset has). The grid shows the samples (double-
+    click one for the full image, its boxes and fields); the right panel
+    plots a visualization run (compute one with `embedlens visualize`):
+    lasso or box points to show their samples, or objects, in the grid,
+    then tag them. It listens on 127.0.0.1 only, unless --address says
+    otherwise (then every request needs the auth token).
 
     Examples:
 
@@ -1112,15 +1130,22 @@ def app_command(
         embedlens app digits --port 8080 --no-browser
         embedlens app digits --address 0.0.0.0 --auth-token "$(openssl rand -hex 16)"
     """
+    with _user_errors():
+        ds = el.load_dataset(dataset)
+        coll = ds.load_saved_view(view) if view else ds
+    _serve(coll, port=port, address=address, browser=browser, auth_token=auth_token)
+
+
+def _serve(coll: Any, port: int, address: str = "127.0.0.1", browser: bool = True,
+           auth_token: Optional[str] = None) -> None:
+    """Run the app on ``coll`` until Ctrl-C."""
     import time
 
     from .app import launch_app
 
     with _user_errors():
-        ds = el.load_dataset(dataset)
-        coll = ds.load_saved_view(view) if view else ds
         session = launch_app(coll, port=port, address=address, auto=browser, auth_token=auth_token)
-    typer.echo(f"embedlens app on {dataset!r}: {session.url}  (Ctrl-C stops it)")
+    typer.echo(f"embedlens app on {coll.dataset_name!r}: {session.url}  (Ctrl-C stops it)")
     try:
         while not session.closed:
             time.sleep(0.5)

@@ -139,6 +139,10 @@ def _demo_duplicates_unique(ctx: DemoContext) -> None:
     index.find_unique(10)
     labels = ctx.ds.select(index.unique_ids, ordered=True).values("ground_truth.label")
     ctx.show("index.find_unique(10); labels of the 10 most unique", labels)
+    field = ctx.results["embeddings_field"]
+    el.compute_uniqueness(ctx.ds, embeddings=field, overwrite=True, progress=ctx.progress)
+    lo, hi = ctx.ds.bounds("uniqueness")
+    ctx.show(f'el.compute_uniqueness(ds, embeddings={_q(field)}); ds.bounds("uniqueness")', (round(lo, 3), round(hi, 3)))
 
 
 def _demo_mistakes(ctx: DemoContext) -> None:
@@ -171,6 +175,19 @@ def _demo_where(ctx: DemoContext) -> None:
     ctx.echo(f"  Python:   ds = el.load_dataset({_q(ctx.ds.name)})")
     ctx.echo(f"  Next:     embedlens app {ctx.ds.name}   (the embeddings plot linked to the images)")
 
+
+#: What ``embedlens demo --app`` prints before serving the app on the demo's dataset.
+APP_TOUR = """
+A tour of the app (the plot on the right is linked both ways to the image grid in the middle):
+  1. The plot is coloured by ground_truth.label. Drag a lasso around the 0s: the grid shows exactly them.
+  2. Click a legend entry to hide that class; double-click one to see it alone (again: all back).
+  3. Colour by predictions.label: points whose colour differs from their neighbours' are the confusions.
+  4. Show > Top mistakes: the likeliest wrong labels. Double-click an image for it in full with every field.
+  5. Type a tag (say "fix") and press Tag: it is saved at once; in Python: ds.match_tags("fix").
+  6. Tags > train, then colour by hypothesis.label: the labels proposed for the train split (pre-annotation).
+  7. Colour or size by uniqueness, or Show > Most unique, for the outliers; Show > Duplicates for near-copies.
+  Each filter and button adds a stage to the view (sidebar, top); x removes it.
+"""
 
 # Later features append steps here (embed -> visualize -> duplicates -> mistakes -> app).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
