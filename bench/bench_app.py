@@ -15,7 +15,9 @@ Measured, in the page with ``performance.now()`` (test hooks on ``window.__embed
 * lasso: a lasso drawn with the mouse around one cluster (~N/10 points) -> the grid showing its samples:
   mouse-up -> server answered -> first grid rows in the DOM;
 * pan and zoom: frames drawn per second (regl-scatterplot's ``draw`` events) and animation frames per
-  second (requestAnimationFrame) while the mouse drags / the wheel turns for ~3 s.
+  second (requestAnimationFrame) while the mouse drags / the wheel turns for ~3 s;
+* the grid on the MNIST set: from navigation start to the first screen of thumbnails all decoded, with
+  the thumbnails made on the way (cold) and cached (warm).
 
 Baseline in the same run: the points route as binary float32 against the same points as a JSON array
 (what the app never sends), server side and transfer size. Software GL on a shared 2-core machine: the
@@ -113,6 +115,34 @@ def frames_during(page, action, seconds: float) -> dict:
             "seconds": out["ms"] / 1000}
 
 
+def grid_first_screen(browser) -> list[dict]:
+    """The MNIST set (5,000 PNGs): from opening the page to the grid's first screen of thumbnails, all
+    images decoded; cold (thumbnails made on the way) and warm (cached on disk)."""
+    import shutil
+
+    import embedlens as el
+    from embedlens.app import launch_app
+
+    ds = el.load_sample_dataset("mnist", progress=False)
+    shutil.rmtree(ds.thumbnails_dir, ignore_errors=True)
+    session = launch_app(ds, port=0, auto=False)
+    rows = []
+    try:
+        for case in ("cold: thumbnails made", "warm: thumbnails cached"):
+            page = browser.new_page(viewport={"width": 1400, "height": 860})
+            page.goto(session.url)
+            page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('#grid-spacer .tile img')];
+                return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }""", timeout=120_000)
+            t = page.evaluate("""() => ({rows: window.__embedlens.grid.renderedAt, done: performance.now(),
+                tiles: document.querySelectorAll('#grid-spacer .tile img').length})""")
+            rows.append({"step": f"MNIST grid, first screen ({t['tiles']} tiles), {case}",
+                         "ms": t["done"], "rows_ms": t["rows"]})
+            page.close()
+    finally:
+        session.close()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -199,13 +229,15 @@ def main() -> None:
 
             rows.append({"step": "zoom (wheel)", **frames_during(page, zoom, 3.0)})
             rows.append({"step": "idle", **frames_during(page, lambda: page.wait_for_timeout(100), 1.5)})
+            page.close()
+            rows += grid_first_screen(browser)
             browser.close()
     finally:
         session.close()
         ds.delete()
     print(f"\n{n:,} points, headless Chromium (software GL)\n")
     print(table(rows, ["step", "ms", "fetch_ms", "draw_ms", "frame_ms", "select_event_ms", "server_ms", "grid_ms",
-                       "draw_fps", "raf_fps"]))
+                       "rows_ms", "draw_fps", "raf_fps"]))
     print()
     print(table(transfer, ["case", "seconds", "MB"]))
     name = f"app-{n}" if args.points else ("app-quick" if args.quick else "app")

@@ -444,6 +444,10 @@ def test_sort_by_similarity(client, state, digits):
         page = client.get("/api/samples").json()["samples"]
         assert len(page) == 10 and page[0]["id"] == q
         assert client.get("/api/view").json()["stages"][-1]["_stage"] == "SortBySimilarity"
+        client.post("/api/view", json={"stages": []})
+        r = client.post("/api/sort_by_similarity", json={"k": 10, "brain_key": "app_sim", "reverse": True})
+        far = digits.sort_by_similarity(q, k=10, reverse=True, brain_key="app_sim").values("id")
+        assert [s["id"] for s in client.get("/api/samples").json()["samples"]] == far and q not in far
         assert client.post("/api/sort_by_similarity", json={"k": 0}).status_code == 422
         assert client.post("/api/sort_by_similarity", json={"brain_key": "nope"}).status_code == 400
         client.post("/api/selection/clear", json={})

@@ -363,6 +363,9 @@ def drag_box(pg, corner_a: tuple[float, float], corner_b: tuple[float, float]) -
 def test_mistakes_workflow_actions_stages_ranges_and_modal(page, session, digits):
     """The MNIST tutorial's path: top mistakes, their stages, a numeric range, colour and size by a score,
     and one sample in the modal."""
+    # every field with how many samples have it
+    assert page.locator(".field-row[data-field='mistakenness'] .count").text_content() == "1,797"
+    assert page.locator(".field-row[data-field='predictions'] .muted").text_content() == "Classification"
     page.fill("#action-count", "20")
     page.click("#action-mistakes")
     page.wait_for_function("window.__embedlens.gridTotal() === 20", timeout=30_000)

@@ -77,6 +77,7 @@ const sidebar = new Sidebar(
     tags: $("tag-filters"),
     labels: $("label-filters"),
     numeric: $("numeric-filters"),
+    fields: $("field-list"),
     sortField: $<HTMLSelectElement>("sort-field"),
     sortReverse: $<HTMLInputElement>("sort-reverse"),
     limit: $<HTMLInputElement>("view-limit"),
@@ -368,7 +369,8 @@ $("similarity-btn").addEventListener("click", async () => {
   try {
     const k = Number($<HTMLInputElement>("similarity-k").value) || undefined;
     const brain_key = $<HTMLSelectElement>("similarity-run").value || undefined;
-    const msg = await postJSON<{ count: number }>("/api/sort_by_similarity", { k, brain_key });
+    const reverse = $<HTMLInputElement>("similarity-reverse").checked;
+    const msg = await postJSON<{ count: number }>("/api/sort_by_similarity", { k, brain_key, reverse });
     status(`sorted by similarity: ${msg.count} samples`);
     await viewReplaced();
   } catch (e) {

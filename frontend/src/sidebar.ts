@@ -32,6 +32,7 @@ export class Sidebar {
       tags: HTMLElement;
       labels: HTMLElement;
       numeric: HTMLElement;
+      fields: HTMLElement;
       sortField: HTMLSelectElement;
       sortReverse: HTMLInputElement;
       limit: HTMLInputElement;
@@ -125,6 +126,24 @@ export class Sidebar {
         x.addEventListener("click", () => this.events.removeStage(i));
         item.append(text, x);
         return item;
+      }),
+    );
+    this.els.fields.replaceChildren(
+      ...summary.fields.map((f) => {
+        const row = document.createElement("div");
+        row.className = "field-row";
+        row.dataset.field = f.name;
+        const name = document.createElement("span");
+        name.textContent = f.name;
+        const type = document.createElement("span");
+        type.className = "muted";
+        type.textContent = f.type;
+        const n = document.createElement("span");
+        n.className = "count";
+        n.textContent = f.count.toLocaleString();
+        n.title = `${f.count.toLocaleString()} of ${summary.count.toLocaleString()} have a value`;
+        row.append(name, type, n);
+        return row;
       }),
     );
     this.els.tags.replaceChildren(

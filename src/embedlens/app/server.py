@@ -17,7 +17,7 @@ JSON routes (under ``/api``)::
     POST /api/selection/clear                clear the selection and the lasso
     POST /api/tag  {tags, ids?, labels?}     tag the selection (or ids); /api/untag the same
     GET  /api/runs                           visualization runs; /api/similarity_runs
-    POST /api/sort_by_similarity {ids?, k?, brain_key?}
+    POST /api/sort_by_similarity {ids?, k?, brain_key?, reverse?}
     POST /api/action {name, brain_key?, count?}   show duplicates / unique / mistakes / hardness
     GET  /api/points/{key}                   binary: float32 little-endian x, y interleaved
     GET  /api/points/{key}/meta              JSON header: count, bounds, colour-by fields
@@ -99,6 +99,7 @@ class SimilarityBody(BaseModel):
     ids: list[str] | None = None
     k: int | None = Field(default=None, ge=1)
     brain_key: str | None = None
+    reverse: bool = False
 
 
 def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: list[str] | None = None,
@@ -242,7 +243,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     @app.post("/api/sort_by_similarity")
     def sort_by_similarity(body: SimilarityBody, request: Request):
-        return state.sort_by_similarity(body.ids, body.k, body.brain_key, origin(request))
+        return state.sort_by_similarity(body.ids, body.k, body.brain_key, body.reverse, origin(request))
 
     @app.post("/api/action")
     def action(body: ActionBody, request: Request):

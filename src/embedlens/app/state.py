@@ -480,7 +480,7 @@ class AppState:
         return {"tagged" if not remove else "untagged": n, "tags": tags}
 
     def sort_by_similarity(self, ids: Any = None, k: int | None = None, brain_key: str | None = None,
-                           origin: str | None = None) -> dict:
+                           reverse: bool = False, origin: str | None = None) -> dict:
         try:
             from ..brain import similarity  # noqa: F401
         except ImportError:
@@ -492,7 +492,7 @@ class AppState:
                 raise ValueError("select samples first: they are the query")
             if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
                 raise ValueError(f"k must be a positive integer, got {k!r}")
-            new = view.sort_by_similarity(ids, k=k, brain_key=brain_key)
+            new = view.sort_by_similarity(ids, k=k, brain_key=brain_key, reverse=bool(reverse))
             self.lasso = None
             self.view = new
         self.notify("view", origin)
