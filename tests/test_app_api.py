@@ -298,6 +298,17 @@ def test_patches_lasso_selects_parent_samples_and_objects(boxes):
         for tile in page["samples"]:
             assert [(b["id"], b["box"]) for b in tile["boxes"]] == [(tile["id"], by_id[tile["id"]].bounding_box)]
             assert tile["labels"][0]["label"] == by_id[tile["id"]].label
+        # clicking objects of the grid selects those objects (and their samples)
+        one, two = results.keys[idx[2]], results.keys[idx[3]]
+        c.post("/api/selection", json={"ids": [one], "labels": True})
+        assert [d["label_id"] for d in st.selected_labels] == [one] and st.selected == [results.sample_ids[idx[2]]]
+        msg = c.post("/api/selection", json={"ids": [two], "labels": True, "mode": "toggle"}).json()
+        assert [d["label_id"] for d in st.selected_labels] == [one, two]
+        assert {t["id"] for t in c.get("/api/samples").json()["samples"] if t["selected"]} == {one, two}
+        lit = np.frombuffer(c.post("/api/points/objects/indices", json={}).content, dtype="<u4")
+        assert sorted(lit.tolist()) == sorted([int(idx[2]), int(idx[3])])
+        assert c.post("/api/selection", json={"ids": [results.sample_ids[0]], "labels": True}).status_code == 404
+        c.post("/api/points/objects/lasso", content=idx.tobytes(), headers=BIN)  # back to the lassoed four
         # tagging the selected objects writes their label tags
         assert c.post("/api/tag", json={"tags": ["odd-box"], "labels": True}).json()["tagged"] == 4
         tagged = boxes.to_patches("boxes").match_tags("odd-box").values("id")
@@ -316,6 +327,11 @@ def test_patches_lasso_selects_parent_samples_and_objects(boxes):
 
 
 # ---------------------------------------------------------------------------------------------- selection, tags
+
+
+def test_selecting_objects_needs_an_object_grid(client, digits):
+    r = client.post("/api/selection", json={"ids": digits.values("id")[:1], "labels": True})
+    assert r.status_code == 400 and "samples, not objects" in r.json()["detail"]
 
 
 def test_selection_modes(client, state, digits):

@@ -501,6 +501,17 @@ def test_objects_workflow_outlier_cluster_to_tagged_labels(page, session, digits
         page.wait_for_function("document.getElementById('status').textContent.includes('tagged')", timeout=30_000)
         assert f"tagged {len(planted)} objects" in page.locator("#status").text_content()
         assert set(ds.to_patches("ground_truth").match_tags("mistake").values("id")) == set(planted)
+        # click one object, shift-click another: those two are selected, lit in the plot, and tagged alone
+        page.click(f"#grid-spacer .tile[data-id='{planted[0]}']")
+        page.click(f"#grid-spacer .tile[data-id='{planted[1]}']", modifiers=["Shift"])
+        page.wait_for_function("window.__embedlens.selectedPoints().length === 2", timeout=30_000)
+        assert {keys[i] for i in page.evaluate("window.__embedlens.selectedPoints()")} == set(planted[:2])
+        assert [d["label_id"] for d in session.selected_labels] == planted[:2]
+        assert page.locator("#grid-spacer .tile.selected").count() == 2
+        page.fill("#tag-input", "checked")
+        page.click("#tag-btn")
+        page.wait_for_function("document.getElementById('status').textContent.includes('checked')", timeout=30_000)
+        assert set(ds.to_patches("ground_truth").match_tags("checked").values("id")) == set(planted[:2])
         # the modal of an object draws that object's box with its label
         page.dblclick(f"#grid-spacer .tile[data-id='{planted[0]}']")
         page.wait_for_selector("#modal:not([hidden]) #modal-image svg rect")

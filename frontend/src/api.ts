@@ -15,6 +15,8 @@ export interface StateMessage {
   selected_count?: number;
   selected?: string[] | null;
   selected_labels_count?: number;
+  /** Ids of the selected objects (small selections). */
+  selected_labels?: string[] | null;
   lasso?: { brain_key: string; points: number; samples: number } | null;
 }
 

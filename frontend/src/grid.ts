@@ -196,11 +196,11 @@ export class Grid {
     return node;
   }
 
-  /** Mark samples selected or not in the loaded pages and the DOM (no request). */
-  markSelected(selected: (sampleId: string) => boolean): void {
-    for (const tiles of this.pages.values()) for (const t of tiles) t.selected = selected(t.sample_id);
+  /** Mark tiles selected or not, by tile id, in the loaded pages and the DOM (no request). */
+  markSelected(selected: (tileId: string) => boolean): void {
+    for (const tiles of this.pages.values()) for (const t of tiles) t.selected = selected(t.id);
     for (const node of this.nodes.values()) {
-      const id = node.dataset.sample;
+      const id = node.dataset.id;
       if (id) node.classList.toggle("selected", selected(id));
     }
   }

@@ -26,8 +26,14 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 
 let state: StateMessage | null = null;
 let baseStages: Stage[] = [];
-/** Ids of the selected samples when the page knows them (small selections); null: see the server. */
+/** Ids of the selected tiles (samples, or objects in an object grid) when the page knows them (small
+ * selections); null: see the server. */
 let selected: Set<string> | null = new Set();
+
+function selectionKeys(msg: StateMessage): Set<string> | null {
+  const ids = msg.grid_patches ? msg.selected_labels : msg.selected;
+  return ids ? new Set(ids) : null;
+}
 let selectedCount = 0;
 let summary: Summary | null = null;
 let statusTimer = 0;
@@ -179,7 +185,10 @@ async function syncPlotSelection(): Promise<void> {
   if (!plot.key || !state) return;
   const key = plot.key;
   let idx: ArrayBuffer;
-  if (state.lasso && state.lasso.brain_key === key) {
+  const lasso = state.lasso;
+  const objects = state.selected_labels_count ?? 0;
+  // the lasso's own points while the selection is still the lasso; else the points of what is selected
+  if (lasso && lasso.brain_key === key && (objects ? objects === lasso.points : selectedCount === lasso.samples)) {
     idx = await getBinary(`/api/points/${encodeURIComponent(key)}/lasso`);
   } else if (selectedCount) {
     idx = await postForBinary(`/api/points/${encodeURIComponent(key)}/indices`, {});
@@ -194,7 +203,7 @@ async function applyFresh(msg: StateMessage): Promise<void> {
   showCounts(msg);
   baseStages = msg.view?.stages ?? [];
   sidebar.clearFilters();
-  selected = msg.selected ? new Set(msg.selected) : null;
+  selected = selectionKeys(msg);
   const { datasets, current } = await getJSON<{ datasets: string[]; current: string | null }>("/api/datasets");
   sidebar.setDatasets(datasets, current);
   if (!msg.dataset) return;
@@ -231,7 +240,7 @@ function onLive(msg: StateMessage): void {
         await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
         break;
       case "selection":
-        selected = msg.selected ? new Set(msg.selected) : null;
+        selected = selectionKeys(msg);
         await Promise.all([refreshGrid(true), syncPlotSelection()]);
         break;
       case "tags":
@@ -258,15 +267,16 @@ async function setView(stages: Stage[]): Promise<void> {
 
 async function selectTile(tile: Tile, additive: boolean): Promise<void> {
   try {
-    const id = tile.sample_id;
+    const id = tile.id; // an object's own id in an object grid
     if (!additive || selected === null) {
       if (!additive) selected = new Set([id]);
     } else if (selected.has(id)) selected.delete(id);
     else selected.add(id);
-    if (selected) grid.markSelected((sid) => selected!.has(sid));
+    if (selected) grid.markSelected((key) => selected!.has(key));
     const res = await postJSON<{ selected_count: number }>("/api/selection", {
       ids: [id],
       mode: additive ? "toggle" : "replace",
+      labels: tile.id !== tile.sample_id,
     });
     selectedCount = res.selected_count;
     if (selected === null) await refreshGrid(true);
@@ -284,7 +294,7 @@ async function lassoed(key: string, indices: Uint32Array): Promise<void> {
     const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, indices);
     timings.lassoAnswered = performance.now();
     showCounts(msg);
-    selected = msg.selected ? new Set(msg.selected) : null;
+    selected = selectionKeys(msg);
     await refreshGrid(false);
   } catch (e) {
     fail(e);

@@ -12,7 +12,8 @@ JSON routes (under ``/api``)::
     GET  /api/samples?offset=&limit=         a page of the grid (current view, narrowed by the lasso)
     GET  /api/sample/{id}                    every field of one sample
     GET  /api/view  /  POST /api/view {stages}    the view as stage JSON (Stage.to_dict)
-    POST /api/selection {ids, mode}          select samples (replace/add/remove/toggle)
+    POST /api/selection {ids, mode, labels?} select samples (replace/add/remove/toggle); labels: the
+                                             ids are objects of the grid (when it shows objects)
     GET  /api/selection                      selected sample ids and objects
     POST /api/selection/clear                clear the selection and the lasso
     POST /api/tag  {tags, ids?, labels?}     tag the selection (or ids); /api/untag the same
@@ -77,6 +78,7 @@ class SelectionBody(BaseModel):
     ids: list[str] = Field(default_factory=list, max_length=10_000_000)
     mode: Literal["replace", "add", "remove", "toggle"] = "replace"
     clear_lasso: bool = False
+    labels: bool = False
 
 
 class TagBody(BaseModel):
@@ -221,7 +223,8 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     @app.post("/api/selection")
     def set_selection(body: SelectionBody, request: Request):
-        selected = state.set_selected(body.ids, body.mode, origin(request), clear_lasso=body.clear_lasso)
+        selected = state.set_selected(body.ids, body.mode, origin(request), clear_lasso=body.clear_lasso,
+                                      labels=body.labels)
         return {"selected_count": len(selected)}
 
     @app.post("/api/selection/clear")

@@ -278,7 +278,10 @@ class AppState:
                 "view": {"stages": stages_of(self.view), "count": len(self.view)},
                 "grid_count": self.grid_count(),
                 "selected_count": len(sel), "selected": sel if len(sel) <= MAX_IDS_IN_MESSAGE else None,
-                "selected_labels_count": len(self.selected_labels), "lasso": lasso,
+                "selected_labels_count": len(self.selected_labels),
+                "selected_labels": ([d["label_id"] for d in self.selected_labels]
+                                    if len(self.selected_labels) <= MAX_IDS_IN_MESSAGE else None),
+                "lasso": lasso,
             }
 
     def notify(self, reason: str, origin: str | None = None) -> None:
@@ -338,7 +341,8 @@ class AppState:
             sample_ids = [s["sample_id"] if patches else s.id for s in rows]
             # made now, in parallel, so the tiles' requests are file reads
             thumbs = cached_thumbnails(self.dataset.thumbnails_dir, list(zip(sample_ids, [s.filepath for s in rows])))
-            selected = set(self.selected)
+            # an object tile is selected when the object is, a sample tile when the sample is
+            selected = {d["label_id"] for d in self.selected_labels} if patches else set(self.selected)
             samples = []
             for s, sid, thumb in zip(rows, sample_ids, thumbs):
                 chips, boxes = [], []
@@ -348,7 +352,7 @@ class AppState:
                 samples.append({
                     "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
                     "missing": thumb is None, "tags": list(s.tags or []), "labels": chips, "boxes": boxes,
-                    "selected": sid in selected,
+                    "selected": s.id in selected,
                 })
             return {"total": total, "offset": offset, "limit": limit, "samples": samples}
 
@@ -386,10 +390,13 @@ class AppState:
     # ------------------------------------------------------------------ selection and tags
 
     def set_selected(self, ids: Sequence[str], mode: str = "replace", origin: str | None = None,
-                     clear_lasso: bool = False) -> list[str]:
+                     clear_lasso: bool = False, labels: bool = False) -> list[str]:
+        """Select samples (``labels``: objects of the grid, when it shows objects) by id."""
         ids = check_ids(list(ids))
         if mode not in ("replace", "add", "remove", "toggle"):
             raise ValueError("mode must be one of replace, add, remove, toggle")
+        if labels:
+            return self._select_objects(ids, mode, origin)
         with self.lock:
             dataset, _ = self.require()
             if ids:
@@ -417,6 +424,34 @@ class AppState:
             self.selected_labels = [d for d in self.selected_labels if d["sample_id"] in keep]
             if clear_lasso:
                 self.lasso = None
+        self.notify("selection", origin)
+        return self.selected
+
+    def _select_objects(self, ids: list[str], mode: str, origin: str | None) -> list[str]:
+        with self.lock:
+            grid = self.grid_view()
+            field = grid._query().patches_field
+            if field is None:
+                raise ValueError("the grid shows samples, not objects: select samples instead")
+            chosen = grid.select(ids)
+            parents = dict(zip(chosen.values("id"), chosen.values("sample_id")))
+            missing = [i for i in ids if i not in parents]
+            if missing:
+                raise NotFound(f"{len(missing)} ids are not objects of the grid, first: {missing[0]!r}")
+            current = {d["label_id"]: d for d in self.selected_labels}
+            new = {i: {"label_id": i, "sample_id": parents[i], "field": field} for i in ids}
+            if mode == "replace":
+                current = new
+            elif mode == "add":
+                current.update(new)
+            else:
+                for i in ids:
+                    if i in current:
+                        current.pop(i)
+                    elif mode == "toggle":
+                        current[i] = new[i]
+            self.selected_labels = list(current.values())
+            self.selected = list(dict.fromkeys(d["sample_id"] for d in self.selected_labels))
         self.notify("selection", origin)
         return self.selected
 
@@ -654,6 +689,10 @@ class AppState:
         """Indices of the points whose sample (or object) id is in ``ids`` (default: the selection)."""
         with self.lock:
             run = self.run(brain_key)
+            if ids is None and self.selected_labels and run.results.patches_field:
+                # selected objects light up their own points, not every object of their samples
+                return np.flatnonzero(np.isin(run.keys, [d["label_id"] for d in self.selected_labels])
+                                      ).astype(np.uint32)
             ids = self.selected if ids is None else check_ids(list(ids))
             if not ids:
                 return np.zeros(0, dtype=np.uint32)
