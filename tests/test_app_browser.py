@@ -355,6 +355,9 @@ def test_refresh_shows_new_runs(page, session, digits):
 def drag_box(pg, corner_a: tuple[float, float], corner_b: tuple[float, float]) -> None:
     pg.mouse.move(*corner_a)
     pg.mouse.down()
+    # with shift held the box starts at the first move, not at the press: make that move one pixel
+    pg.mouse.move(corner_a[0] + 1, corner_a[1] + 1)
+    pg.wait_for_timeout(30)
     pg.mouse.move(*corner_b, steps=12)
     pg.wait_for_timeout(60)
     pg.mouse.up()
@@ -436,6 +439,21 @@ def test_box_select_zoom_and_autoscale(page, session, digits):
                  (np.abs(pts[:, 1] - y0) < px) | (np.abs(pts[:, 1] - y1) < px))
     assert set(np.flatnonzero(inside & ~near_edge)) <= set(got) <= set(np.flatnonzero(inside | near_edge))
     assert inside.sum() > 20 and set(session.selected) == {keys[i] for i in got}
+    # shift adds a second region to the selection
+    c = (int(box["x"] + box["width"] * 0.65), int(box["y"] + box["height"] * 0.6))
+    d = (int(box["x"] + box["width"] * 0.85), int(box["y"] + box["height"] * 0.8))
+    page.mouse.move(*c)
+    page.keyboard.down("Shift")
+    drag_box(page, c, d)
+    page.keyboard.up("Shift")
+    (u0, v1), (u1, v0) = [page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", list(p)) for p in (c, d)]
+    second = (pts[:, 0] >= u0 + px) & (pts[:, 0] <= u1 - px) & (pts[:, 1] >= v0 + px) & (pts[:, 1] <= v1 - px)
+    assert second.sum() > 0
+    page.wait_for_function(f"window.__embedlens.selectedPoints().length > {len(got)}", timeout=30_000)
+    both = set(page.evaluate("window.__embedlens.selectedPoints()"))
+    assert set(got) | set(np.flatnonzero(second)) <= both
+    page.wait_for_function(f"window.__embedlens.state().lasso.points === {len(both)}", timeout=30_000)
+    assert set(session.selected) == {keys[i] for i in both}
     # zoom buttons change the camera; autoscale fits the points shown; reset restores the axes
     d0 = page.evaluate("window.__embedlens.plot.sp.get('cameraDistance')")
     page.click("#zoom-in")
