@@ -135,6 +135,7 @@ export class Sidebar {
         row.dataset.field = f.name;
         const name = document.createElement("span");
         name.textContent = f.name;
+        name.title = `${f.name} (${f.type})`;
         const type = document.createElement("span");
         type.className = "muted";
         type.textContent = f.type;
