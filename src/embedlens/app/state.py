@@ -734,7 +734,12 @@ def _chips(name: str, value: Any) -> list[dict]:
 def _boxes(name: str, value: Any, limit: int = MAX_BOXES) -> list[dict]:
     """The boxes of a Detection/Detections value, for drawing over an image (relative [x, y, w, h])."""
     cls = getattr(value, "_cls", None)
-    dets = [value] if cls == "Detection" else (value.get("detections") or [])[:limit] if cls == "Detections" else []
+    if cls == "Detection":
+        dets = [value]
+    elif cls == "Detections":
+        dets = (value.get("detections") or [])[:limit]
+    else:
+        return []
     out = []
     for d in dets:
         box = d.get("bounding_box")
