@@ -204,10 +204,12 @@ async function applyFresh(msg: StateMessage): Promise<void> {
   baseStages = msg.view?.stages ?? [];
   sidebar.clearFilters();
   selected = selectionKeys(msg);
-  const { datasets, current } = await getJSON<{ datasets: string[]; current: string | null }>("/api/datasets");
-  sidebar.setDatasets(datasets, current);
-  if (!msg.dataset) return;
-  await Promise.all([loadSummary(), refreshGrid(false), loadSimilarity()]);
+  const datasets = getJSON<{ datasets: string[]; current: string | null }>("/api/datasets").then(
+    ({ datasets, current }) => sidebar.setDatasets(datasets, current),
+  );
+  if (!msg.dataset) return datasets;
+  // the grid's page is asked for first: the server answers one request at a time
+  await Promise.all([refreshGrid(false), datasets, loadSummary(), loadSimilarity()]);
   await loadRuns();
 }
 
