@@ -673,6 +673,32 @@ def test_live_session_on_a_free_port(digits):
         httpx.get(session.url, timeout=2)
 
 
+def test_the_app_command_serves_until_ctrl_c(digits, home):
+    """`embedlens app DATASET` in a real process: one line with the URL, the API answers, Ctrl-C stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    exe = Path(sys.executable).with_name("embedlens")
+    proc = subprocess.Popen([str(exe), "app", "digits", "--port", "0", "--no-browser"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "EMBEDLENS_HOME": str(home)})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("embedlens app on 'digits': http://127.0.0.1:") and "Ctrl-C" in line
+        url = line.split(": ", 1)[1].split()[0]
+        assert httpx.get(url + "api/state", timeout=10).json()["view"]["count"] == 1797
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and url not in out + err  # the URL is printed once
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url, timeout=2)
+
+
 def test_port_in_use_is_a_clear_error(digits):
     first = launch_app(digits, port=0, auto=False)
     try:

@@ -40,6 +40,13 @@ def test_create_load_list_delete(embedlens_home):
         el.load_dataset("pets")
     with pytest.raises(ValueError, match="invalid dataset name"):
         el.Dataset("../escape")
+    # a folder in the home that is not a dataset is never replaced, even with overwrite=True
+    (embedlens_home / "photos").mkdir()
+    (embedlens_home / "photos" / "keep.jpg").write_bytes(b"mine")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="exists and is not an embedlens dataset"):
+            el.Dataset("photos", overwrite=overwrite)
+    assert (embedlens_home / "photos" / "keep.jpg").read_bytes() == b"mine"
 
 
 def test_rename_and_clone():

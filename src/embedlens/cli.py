@@ -1144,8 +1144,10 @@ def _serve(coll: Any, port: int, address: str = "127.0.0.1", browser: bool = Tru
     from .app import launch_app
 
     with _user_errors():
-        session = launch_app(coll, port=port, address=address, auto=browser, auth_token=auth_token)
+        session = launch_app(coll, port=port, address=address, auto=False, auth_token=auth_token)
     typer.echo(f"embedlens app on {coll.dataset_name!r}: {session.url}  (Ctrl-C stops it)")
+    if browser:
+        session.open(echo=False)
     try:
         while not session.closed:
             time.sleep(0.5)

@@ -110,14 +110,16 @@ class Session:
     def server_port(self) -> int:
         return self.port
 
-    def open(self) -> None:
-        """Show the page: inline in a notebook, else in a browser (when a display is available)."""
+    def open(self, echo: bool = True) -> None:
+        """Show the page: inline in a notebook, else in a browser (when a display is available).
+        ``echo``: also print the URL (the command line prints its own line)."""
         if _in_notebook():
             from IPython.display import IFrame, display
 
             display(IFrame(self.url, width="100%", height=800))
             return
-        print(f"embedlens app: {self.url}", file=sys.stderr)
+        if echo:
+            print(f"embedlens app: {self.url}", file=sys.stderr)
         if os.environ.get("EMBEDLENS_NO_BROWSER") or not _has_display():
             return
         try:

@@ -62,6 +62,9 @@ class Dataset(SampleCollection):
                 raise ValueError(f"dataset {name!r} already exists: open it with el.load_dataset({name!r}), "
                                  "or pass overwrite=True to replace it")
             delete_dataset(name)
+        elif path.exists():  # a folder that is not a dataset: never overwrite what we did not write
+            raise ValueError(f"cannot create dataset {name!r}: {path} exists and is not an embedlens dataset; "
+                             "choose another name or move that folder")
         path.mkdir(parents=True)
         for sub in ("arrays", "thumbnails"):
             (path / sub).mkdir()
