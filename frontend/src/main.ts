@@ -29,15 +29,15 @@ let baseStages: Stage[] = [];
 /** Ids of the selected tiles (samples, or objects in an object grid) when the page knows them (small
  * selections); null: see the server. */
 let selected: Set<string> | null = new Set();
+let selectedCount = 0;
+let summary: Summary | null = null;
+let statusTimer = 0;
+const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0 };
 
 function selectionKeys(msg: StateMessage): Set<string> | null {
   const ids = msg.grid_patches ? msg.selected_labels : msg.selected;
   return ids ? new Set(ids) : null;
 }
-let selectedCount = 0;
-let summary: Summary | null = null;
-let statusTimer = 0;
-const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0 };
 
 function status(message: string, isError = false): void {
   const el = $("status");
@@ -130,9 +130,7 @@ async function loadSummary(): Promise<void> {
   summary = await getJSON<Summary>("/api/summary");
   sidebar.render(summary, baseStages);
   for (const btn of document.querySelectorAll<HTMLButtonElement>("#actions button[data-action]")) {
-    const runs = summary.actions[btn.dataset.action as keyof Summary["actions"]] ?? [];
-    btn.disabled = runs.length === 0;
-    btn.dataset.runs = runs.join(",");
+    btn.disabled = !summary.actions[btn.dataset.action as keyof Summary["actions"]]?.length;
   }
 }
 
