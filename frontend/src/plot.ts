@@ -340,7 +340,8 @@ export class Plot {
 
   /** Hide points outside the current view (mask: one byte per point) and of hidden legend classes. */
   setMask(mask: Uint8Array | null): void {
-    this.mask = mask && mask.length === this.count ? mask : null;
+    // a mask of all ones (a view without filters) hides nothing: keep none, so nothing is redrawn
+    this.mask = mask && mask.length === this.count && mask.includes(0) ? mask : null;
     this.applyFilter();
   }
 
@@ -350,6 +351,8 @@ export class Plot {
     const codes = this.codes;
     const hidden = this.hidden;
     const mask = this.mask;
+    // Nothing to hide and nothing hidden: unfilter would upload every point again and draw a frame.
+    if (!mask && !(codes && hidden.size) && !sp.get("isPointsFiltered")) return;
     const visible: number[] = [];
     let all = true;
     for (let i = 0; i < this.count; i++) {
