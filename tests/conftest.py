@@ -23,6 +23,23 @@ def embedlens_home(tmp_path_factory, monkeypatch, model_cache) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory) -> Path:
+    """One EMBEDLENS_HOME for a test module whose datasets are built once and shared by its tests: it is
+    set while the module's fixtures build them, and for each test by ``in_module_home``."""
+    home = tmp_path_factory.mktemp("module_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLENS_HOME", str(home))
+        yield home
+
+
+@pytest.fixture
+def in_module_home(module_home, embedlens_home, monkeypatch) -> Path:
+    """Use with ``pytestmark = pytest.mark.usefixtures("in_module_home")``: the test sees the module's home."""
+    monkeypatch.setenv("EMBEDLENS_HOME", str(module_home))
+    return module_home
+
+
 @pytest.fixture(scope="session")
 def digits_tree(tmp_path_factory) -> Path:
     """A class-per-folder tree of 100 real handwritten digits (sklearn's, 8x8 scaled to 32x32 PNGs)."""

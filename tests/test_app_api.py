@@ -27,47 +27,33 @@ from embedlens.app import AppState, create_app
 from embedlens.app.session import Session, launch_app, resolve_auth_token
 from embedlens.brain.visualization import compute_visualization
 
+pytestmark = pytest.mark.usefixtures("in_module_home")  # datasets built once per module, shared by its tests
 JSON = {"content-type": "application/json"}
 BIN = {"content-type": "application/octet-stream"}
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("app_home")
-
-
-@pytest.fixture(autouse=True)
-def _use_module_home(home, embedlens_home, monkeypatch):
-    """Every test of this module sees the datasets built once for it."""
-    monkeypatch.setenv("EMBEDLENS_HOME", str(home))
-
-
-@pytest.fixture(scope="module")
-def digits(home):
+def digits(module_home):
     """Real handwritten digits with a PCA layout of their pixels under brain key "pca"."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.load_sample_dataset("digits", progress=False)
-        compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
+    ds = el.load_sample_dataset("digits", progress=False)
+    compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
     return ds
 
 
 @pytest.fixture(scope="module")
-def boxes(home, digits):
+def boxes(module_home, digits):
     """20 digit images with two boxes each, a missing image, and a per-object layout under "objects"."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.Dataset("boxes")
-        samples = []
-        for i, (fp, label) in enumerate(zip(digits.values("filepath")[:20], digits.values("ground_truth.label"))):
-            dets = [el.Detection(label=label, bounding_box=[0.1, 0.1, 0.4, 0.4]),
-                    el.Detection(label="other", bounding_box=[0.5, 0.5, 0.4, 0.4])]
-            samples.append(el.Sample(fp, boxes=el.Detections(detections=dets), score=float(i)))
-        samples.append(el.Sample(str(home / "no-such-image.png"), score=99.0))
-        ds.add_samples(samples)
-        n = len(ds.to_patches("boxes"))
-        pts = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
-        compute_visualization(ds, patches_field="boxes", points=pts, brain_key="objects", progress=False)
+    ds = el.Dataset("boxes")
+    samples = []
+    for i, (fp, label) in enumerate(zip(digits.values("filepath")[:20], digits.values("ground_truth.label"))):
+        dets = [el.Detection(label=label, bounding_box=[0.1, 0.1, 0.4, 0.4]),
+                el.Detection(label="other", bounding_box=[0.5, 0.5, 0.4, 0.4])]
+        samples.append(el.Sample(fp, boxes=el.Detections(detections=dets), score=float(i)))
+    samples.append(el.Sample(str(module_home / "no-such-image.png"), score=99.0))
+    ds.add_samples(samples)
+    n = len(ds.to_patches("boxes"))
+    pts = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    compute_visualization(ds, patches_field="boxes", points=pts, brain_key="objects", progress=False)
     return ds
 
 
@@ -473,20 +459,18 @@ def test_sort_by_similarity(client, state, digits):
 
 
 @pytest.fixture(scope="module")
-def scored(home, digits):
+def scored(module_home, digits):
     """A copy of digits with a similarity index, uniqueness, predictions, mistakenness and hardness."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = digits.clone("digits-scored")
-        originals = ds.limit(5)  # five exact copies, for the duplicates action to find
-        ds.add_samples([el.Sample(fp, ground_truth=el.Classification(label=lab)) for fp, lab in
-                        zip(originals.values("filepath"), originals.values("ground_truth.label"))])
-        x = ds.compute_embeddings("pixels", progress=False)
-        el.compute_similarity(ds, embeddings=x, brain_key="sim", progress=False)
-        el.compute_uniqueness(ds, embeddings=x, progress=False)
-        el.compute_predictions(ds, embeddings=x, progress=False)
-        el.compute_mistakenness(ds, "predictions", progress=False)
-        el.compute_hardness(ds, "predictions")
+    ds = digits.clone("digits-scored")
+    originals = ds.limit(5)  # five exact copies, for the duplicates action to find
+    ds.add_samples([el.Sample(fp, ground_truth=el.Classification(label=lab)) for fp, lab in
+                    zip(originals.values("filepath"), originals.values("ground_truth.label"))])
+    x = ds.compute_embeddings("pixels", progress=False)
+    el.compute_similarity(ds, embeddings=x, brain_key="sim", progress=False)
+    el.compute_uniqueness(ds, embeddings=x, progress=False)
+    el.compute_predictions(ds, embeddings=x, progress=False)
+    el.compute_mistakenness(ds, "predictions", progress=False)
+    el.compute_hardness(ds, "predictions")
     return ds
 
 
@@ -673,7 +657,7 @@ def test_live_session_on_a_free_port(digits):
         httpx.get(session.url, timeout=2)
 
 
-def test_the_app_command_serves_until_ctrl_c(digits, home):
+def test_the_app_command_serves_until_ctrl_c(digits, module_home):
     """`embedlens app DATASET` in a real process: one line with the URL, the API answers, Ctrl-C stops it."""
     import os
     import signal
@@ -684,7 +668,8 @@ def test_the_app_command_serves_until_ctrl_c(digits, home):
 
     exe = Path(sys.executable).with_name("embedlens")
     proc = subprocess.Popen([str(exe), "app", "digits", "--port", "0", "--no-browser"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "EMBEDLENS_HOME": str(home)})
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EMBEDLENS_HOME": str(module_home)})
     try:
         line = proc.stdout.readline()
         assert line.startswith("embedlens app on 'digits': http://127.0.0.1:") and "Ctrl-C" in line

@@ -18,8 +18,9 @@ import pytest
 import embedlens as el
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
+              pytest.mark.usefixtures("in_module_home")]  # datasets built once per module, shared by its tests
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -30,33 +31,21 @@ VIEWPORT = {"width": 1400, "height": 860}
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("browser_home")
-
-
-@pytest.fixture(autouse=True)
-def _use_module_home(home, embedlens_home, monkeypatch):
-    monkeypatch.setenv("EMBEDLENS_HOME", str(home))
-
-
-@pytest.fixture(scope="module")
-def digits(home):
+def digits(module_home):
     from embedlens.brain.visualization import compute_visualization
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.load_sample_dataset("digits", progress=False)
-        compute_visualization(ds, model="pixels", method="umap", brain_key="umap", seed=51, progress=False)
-        # the scores the page's "show" buttons and numeric filters work on
-        x = ds.compute_embeddings("pixels", progress=False)
-        el.compute_uniqueness(ds, embeddings=x, progress=False)
-        el.compute_predictions(ds, embeddings=x, progress=False)
-        el.compute_mistakenness(ds, "predictions", progress=False)
+    ds = el.load_sample_dataset("digits", progress=False)
+    compute_visualization(ds, model="pixels", method="umap", brain_key="umap", seed=51, progress=False)
+    # the scores the page's "show" buttons and numeric filters work on
+    x = ds.compute_embeddings("pixels", progress=False)
+    el.compute_uniqueness(ds, embeddings=x, progress=False)
+    el.compute_predictions(ds, embeddings=x, progress=False)
+    el.compute_mistakenness(ds, "predictions", progress=False)
     return ds
 
 
 @pytest.fixture(scope="module")
-def scenes(home, digits):
+def scenes(module_home, digits):
     """A detection dataset of real images: 40 scenes of three digits each, boxed and labelled, plus 12
     boxes drawn around empty background and labelled as digits (the planted mistakes), and a UMAP of
     every object's pixels under brain key "objects"."""
@@ -69,7 +58,7 @@ def scenes(home, digits):
     rng = np.random.default_rng(7)
     bunch = load_digits()
     images, labels = (bunch.images * (255 / 16)).astype(np.uint8), bunch.target
-    folder = home / "scene-images"
+    folder = module_home / "scene-images"
     folder.mkdir(exist_ok=True)
     samples, planted = [], []
     for i in range(40):
@@ -87,14 +76,12 @@ def scenes(home, digits):
         path = folder / f"scene{i:02d}.png"
         Image.fromarray(canvas).save(path)
         samples.append(el.Sample(str(path), ground_truth=el.Detections(detections=dets)))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDLENS_HOME", str(home))
-        ds = el.Dataset("scenes", overwrite=True)
-        ds.add_samples(samples)
-        x = ds.compute_patch_embeddings(PixelsModel(size=(16, 16), grayscale=True), "ground_truth",
-                                        progress=False)
-        compute_visualization(ds, embeddings=x, patches_field="ground_truth", method="umap", brain_key="objects",
-                              seed=51, progress=False)
+    ds = el.Dataset("scenes", overwrite=True)
+    ds.add_samples(samples)
+    x = ds.compute_patch_embeddings(PixelsModel(size=(16, 16), grayscale=True), "ground_truth",
+                                    progress=False)
+    compute_visualization(ds, embeddings=x, patches_field="ground_truth", method="umap", brain_key="objects",
+                          seed=51, progress=False)
     return ds, planted
 
 
@@ -377,7 +364,8 @@ def test_mistakes_workflow_actions_stages_ranges_and_modal(page, session, digits
     assert page.evaluate("window.__embedlens.gridIds()") == top
     stages = page.locator("#view-stages .stage")
     page.wait_for_function("document.querySelectorAll('#view-stages .stage').length === 2", timeout=30_000)
-    assert stages.nth(0).text_content().startswith("sort by mistakenness ↓") and "first 20" in stages.nth(1).text_content()
+    assert stages.nth(0).text_content().startswith("sort by mistakenness ↓")
+    assert "first 20" in stages.nth(1).text_content()
     # the plot shows only the 20 samples of the view
     page.wait_for_function("window.__embedlens.visiblePoints().length === 20", timeout=30_000)
     shot(page, "top-mistakes", docs=True)
