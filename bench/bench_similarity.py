@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import measure, save, table  # noqa: E402
+from harness import measure, reset_peak, save, table  # noqa: E402
 
 DIM = 512
 
@@ -40,15 +40,6 @@ def clustered(n: int, dim: int = DIM, n_clusters: int = 100, seed: int = 0) -> n
         lab = labels[start:start + 10_000]
         out[start:start + len(lab)] = centers[lab] + rng.normal(0.0, 0.7, (len(lab), dim)).astype(np.float32)
     return out
-
-
-def _reset_peak() -> None:
-    """Make VmHWM the current RSS, so the peak measured is the timed call's own (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def _home() -> str:
@@ -78,7 +69,7 @@ def setup_data(n: int, with_index: bool = False, backend: str = "auto"):
 def build_index(ds, x):
     from embedlens.brain.similarity import compute_similarity
 
-    _reset_peak()
+    reset_peak()
     index = compute_similarity(ds, embeddings=x, brain_key="sim")
     return {"method": index.method, "faiss": index.config["faiss"], "bytes": int(x.nbytes)}
 
@@ -86,7 +77,7 @@ def build_index(ds, x):
 def sklearn_fit_and_query(ds, x):
     from sklearn.neighbors import NearestNeighbors
 
-    _reset_peak()
+    reset_peak()
     nn = NearestNeighbors(algorithm="brute", metric="cosine").fit(x)
     t = time.perf_counter()
     nn.kneighbors(x[:1], 25)
@@ -125,7 +116,7 @@ def fresh_process_first_query(ds, x):
 
     clear_cache()
     q = ds.first().id
-    _reset_peak()
+    reset_peak()
     t = time.perf_counter()
     ds.sort_by_similarity(q, k=25)
     first = time.perf_counter() - t
@@ -151,7 +142,7 @@ def find_unique_case(ds, x, count: int = 500):
     from embedlens.brain.similarity import load_similarity_index
 
     index = load_similarity_index(ds, "sim")
-    _reset_peak()
+    reset_peak()
     t = time.perf_counter()
     index.find_unique(count)
     return {"s": time.perf_counter() - t}
@@ -161,7 +152,7 @@ def find_duplicates_case(ds, x):
     from embedlens.brain.similarity import load_similarity_index
 
     index = load_similarity_index(ds, "sim")
-    _reset_peak()
+    reset_peak()
     t0 = time.perf_counter()
     g = index.graph()
     graph_s = time.perf_counter() - t0
@@ -173,7 +164,7 @@ def find_duplicates_case(ds, x):
 def uniqueness_case(ds, x):
     from embedlens.brain.uniqueness import compute_uniqueness
 
-    _reset_peak()
+    reset_peak()
     compute_uniqueness(ds, embeddings=x)
     u = np.array(ds.values("uniqueness"))
     return {"max": float(u.max()), "min": float(u.min())}
@@ -184,7 +175,7 @@ def sklearn_graph_sample(ds, x, queries: int = 2_000, k: int = 15):
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(algorithm="brute", metric="cosine").fit(x)
-    _reset_peak()
+    reset_peak()
     t = time.perf_counter()
     nn.kneighbors(x[:queries], k)
     s = time.perf_counter() - t

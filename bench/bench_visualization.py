@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import measure, save, table  # noqa: E402
+from harness import measure, reset_peak, save, table  # noqa: E402
 
 TRUST_SAMPLE = 5_000
 
@@ -65,15 +65,6 @@ def mnist() -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def _reset_peak() -> None:
-    """Make VmHWM the current RSS, so the peak measured is the timed call's own (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def setup(kind: str, n: int, cold_numba: bool = False):
     """Untimed: the data, and a dataset of as many samples for embedlens to key the points by."""
     if cold_numba:
@@ -84,7 +75,7 @@ def setup(kind: str, n: int, cold_numba: bool = False):
     x = clustered(n) if kind == "synthetic" else mnist()[:n]
     ds = el.Dataset("bench")
     ds.add_samples([el.Sample(f"/data/{i:07d}.png") for i in range(len(x))])
-    _reset_peak()
+    reset_peak()
     return ds, x
 
 
