@@ -15,7 +15,9 @@ from .core.dataset import Dataset, dataset_exists, delete_dataset, list_datasets
 from .core.expressions import F, ViewExpression
 from .core.fields import FIELD_TYPES
 from .core.labels import Classification, Detection, Detections, Label
-from .core.query import UnknownFieldError
+from .core.errors import (
+    EmbedlensError, InvalidInputError, MediaError, NotFoundError, UnknownFieldError, WrongTypeError,
+)
 from .core.sample import Sample
 from .core.view import DatasetView
 from .core.dataset import staged_dataset
@@ -29,7 +31,7 @@ __all__ = [
     "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_similarity", "compute_uniqueness",
     "compute_visualization", "find_exact_duplicates", "propose_labels",
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
-    "ImageError", "Label", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
+    "EmbedlensError", "ImageError", "InvalidInputError", "Label", "MediaError", "NotFoundError", "WrongTypeError", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
     "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",
     "load_dataset", "load_model", "load_sample_dataset", "staged_dataset", "Session", "launch_app",
 ]

@@ -15,6 +15,7 @@ import embedlens as el
 
 from .config import home
 from .zoo import load_sample_dataset, sample_data_dir
+from .core.errors import InvalidInputError
 
 
 def _q(text: str) -> str:
@@ -42,7 +43,7 @@ class DemoContext:
     @property
     def ds(self) -> el.Dataset:
         if self.dataset is None:
-            raise ValueError("the demo's first step must load a dataset")
+            raise InvalidInputError("the demo's first step must load a dataset")
         return self.dataset
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .core.errors import MediaError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 THUMBNAIL_SIZE = 256
 
 
-class ImageError(ValueError):
+class ImageError(MediaError):
     """An image file is missing, unreadable or corrupt; the message names the file."""
 
 

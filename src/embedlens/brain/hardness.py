@@ -9,6 +9,7 @@ import numpy as np
 from .classify import entropy, softmax
 from .labels import check_new_field, require_type
 from .runs import BrainResults, check_new_key, register_type
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -38,14 +39,14 @@ def compute_hardness(samples: "SampleCollection", label_field: str, hardness_fie
     preds = samples.values(label_field)
     rows = [(i, p.logits) for i, p in enumerate(preds) if p is not None]
     if not rows:
-        raise ValueError(f"no sample has a prediction in {label_field!r}")
+        raise InvalidInputError(f"no sample has a prediction in {label_field!r}")
     bad = [ids[i] for i, lg in rows if lg is None]
     if bad:
-        raise ValueError(f"sample {bad[0]!r}: {label_field!r} has no logits ({len(bad)} samples); hardness needs "
+        raise InvalidInputError(f"sample {bad[0]!r}: {label_field!r} has no logits ({len(bad)} samples); hardness needs "
                          "them: apply_model(store_logits=True) or compute_predictions()")
     n = len(rows[0][1])
     if any(len(lg) != n for _, lg in rows):
-        raise ValueError(f"the predictions in {label_field!r} have different numbers of logits")
+        raise InvalidInputError(f"the predictions in {label_field!r} have different numbers of logits")
     h = entropy(softmax(np.array([lg for _, lg in rows], float)))
     scores = np.full(len(ids), np.nan)
     scores[[i for i, _ in rows]] = h

@@ -11,6 +11,7 @@ from .classify import graph_similarity, knn_vote, softmax
 from .labels import check_new_field, field_type, label_indices, prediction_classes
 from .runs import BrainResults, check_new_key, get_brain_info, has_brain_run, register_type
 from .source import resolve_embeddings
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -77,7 +78,7 @@ def compute_mistakenness(samples: "SampleCollection", pred_field: str, label_fie
             check_new_field(samples, f, overwrite)
         return _detection(samples, pred_field, label_field, mistakenness_field, missing_field, spurious_field,
                           copy_missing, iou, classwise)
-    raise ValueError(f"label_field {label_field!r} is {gt_type} and pred_field {pred_field!r} is {pred_type}: "
+    raise InvalidInputError(f"label_field {label_field!r} is {gt_type} and pred_field {pred_field!r} is {pred_type}: "
                      "both must be Classification, or both Detections")
 
 
@@ -89,7 +90,7 @@ def _model_probs(preds: list[Any], ids: list[str], pred_field: str, use_logits: 
     if use_logits:
         missing = [i for i, p in zip(ids, preds) if p is not None and p.logits is None]
         if missing:
-            raise ValueError(f"sample {missing[0]!r}: {pred_field!r} has no logits ({len(missing)} samples); "
+            raise InvalidInputError(f"sample {missing[0]!r}: {pred_field!r} has no logits ({len(missing)} samples); "
                              "store them (apply_model(store_logits=True), compute_predictions) "
                              "or pass use_logits=False")
         rows = [p.logits for p in preds if p is not None]
@@ -99,7 +100,7 @@ def _model_probs(preds: list[Any], ids: list[str], pred_field: str, use_logits: 
         for i, p in enumerate(preds):
             if p is not None:
                 if len(p.logits) != n:
-                    raise ValueError(f"sample {ids[i]!r}: {len(p.logits)} logits in {pred_field!r}, others have {n}")
+                    raise InvalidInputError(f"sample {ids[i]!r}: {len(p.logits)} logits in {pred_field!r}, others have {n}")
                 logits[i] = p.logits
         return softmax(logits), classes
     if classes is None:
@@ -117,7 +118,7 @@ def _model_probs(preds: list[Any], ids: list[str], pred_field: str, use_logits: 
 
 def prediction_classes_or_fail(classes: list[str] | None, pred_field: str, n: int) -> list[str]:
     if classes is None:
-        raise ValueError(f"{pred_field!r} has logits but no class list: make it with compute_predictions() or "
+        raise InvalidInputError(f"{pred_field!r} has logits but no class list: make it with compute_predictions() or "
                          "apply_model(), or set dataset.info['classes'][pred_field]")
     return classes
 
@@ -138,7 +139,7 @@ def _classification(samples, pred_field, label_field, field, use_logits, embeddi
                     progress) -> MistakennessResults:
     ids = samples.values("id")
     if not ids:
-        raise ValueError("the collection is empty")
+        raise InvalidInputError("the collection is empty")
     given = samples.values(f"{label_field}.label")
     preds = samples.values(pred_field)
     first = next((p for p in preds if p is not None and p.logits is not None), None)

@@ -11,6 +11,7 @@ from .classify import DEFAULT_C, LinearClassifier, fit_linear, out_of_fold_logit
 from .labels import check_new_field, label_indices, require_type
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -72,13 +73,13 @@ def compute_predictions(samples: "SampleCollection", embeddings: Any = None, mod
     check_new_field(samples, pred_field, overwrite)
     require_type(samples, label_field, ("Classification",), "label_field")
     if folds < 2:
-        raise ValueError(f"folds must be at least 2, got {folds}")
+        raise InvalidInputError(f"folds must be at least 2, got {folds}")
     src = resolve_embeddings(samples, embeddings, model, embeddings_field=embeddings_field, progress=progress)
     by_id = dict(zip(samples.values("id"), samples.values(f"{label_field}.label")))
     labels = [by_id[k] for k in src.keys]
     classes = sorted({lab for lab in labels if lab is not None})
     if len(classes) < 2:
-        raise ValueError(f"{label_field!r} needs at least 2 classes with labels to learn from; found {classes}")
+        raise InvalidInputError(f"{label_field!r} needs at least 2 classes with labels to learn from; found {classes}")
     y = label_indices(labels, classes, src.keys, label_field)
     logits, used = out_of_fold_logits(src.matrix, y, classes, folds, C, seed)
     finite = np.isfinite(logits)

@@ -12,6 +12,7 @@ from .labels import check_new_field, label_indices, require_type
 from .neighbors import prepare, search
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -66,7 +67,7 @@ def propose_labels(samples: "SampleCollection", embeddings: Any = None, model: A
     check_new_field(samples, pred_field, overwrite)
     require_type(samples, label_field, ("Classification",), "label_field")
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        raise InvalidInputError(f"min_confidence must be in [0, 1], got {min_confidence}")
     src = resolve_embeddings(samples, embeddings, model, embeddings_field=embeddings_field, progress=progress)
     by_id = dict(zip(samples.values("id"), samples.values(f"{label_field}.label")))
     if unlabeled is None:
@@ -75,15 +76,15 @@ def propose_labels(samples: "SampleCollection", embeddings: Any = None, model: A
         todo = set(unlabeled.values("id"))
         outside = todo - set(by_id)
         if outside:
-            raise ValueError(f"{len(outside)} samples of `unlabeled` are not in the collection, e.g. {min(outside)!r}")
+            raise InvalidInputError(f"{len(outside)} samples of `unlabeled` are not in the collection, e.g. {min(outside)!r}")
     keys = src.keys
     is_todo = np.array([k_ in todo for k_ in keys])
     labels = [None if t else by_id[k_] for k_, t in zip(keys, is_todo)]
     classes = sorted({lab for lab in labels if lab is not None})
     if len(classes) < 2:
-        raise ValueError(f"need labelled samples of at least 2 classes in {label_field!r}; found {classes}")
+        raise InvalidInputError(f"need labelled samples of at least 2 classes in {label_field!r}; found {classes}")
     if not is_todo.any():
-        raise ValueError("there is nothing to label: no unlabelled samples")
+        raise InvalidInputError("there is nothing to label: no unlabelled samples")
     y = label_indices(labels, classes, keys, label_field)
     known = y >= 0
     clf = fit_linear(src.matrix, y, classes, C, seed)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.fields import check_name, dumps
+from ..core.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -75,7 +76,7 @@ class BrainResults:
         """Store these results under ``brain_key`` (default: the key they were computed with)."""
         key = brain_key or self.key
         if not key:
-            raise ValueError("pass a brain_key to save these results under")
+            raise InvalidInputError("pass a brain_key to save these results under")
         save_run(self._samples, key, self, fields or [], overwrite=overwrite)
         self.key = key
 
@@ -97,7 +98,7 @@ def _row(dataset: "Dataset", key: str) -> dict[str, Any]:
         "SELECT key, type, method, config, view, fields, arrays, results, created_at, updated_at "
         "FROM runs WHERE key = ?", (key,))
     if not rows:
-        raise KeyError(f"no brain run {key!r} on dataset {dataset.name!r}; runs: {list_brain_runs(dataset)}")
+        raise NotFoundError(f"no brain run {key!r} on dataset {dataset.name!r}; runs: {list_brain_runs(dataset)}")
     r = rows[0]
     return {"key": r[0], "type": r[1], "method": r[2], "config": json.loads(r[3]), "view": json.loads(r[4]),
             "fields": json.loads(r[5]), "arrays": json.loads(r[6]), "results": json.loads(r[7] or "{}"),
@@ -110,7 +111,7 @@ def check_new_key(samples: "SampleCollection", key: str | None, overwrite: bool)
         return
     check_name(key)
     if has_brain_run(samples._dataset, key) and not overwrite:
-        raise ValueError(f"brain run {key!r} exists on dataset {samples._dataset.name!r}; "
+        raise InvalidInputError(f"brain run {key!r} exists on dataset {samples._dataset.name!r}; "
                          "pass overwrite=True to replace it, or choose another brain_key")
 
 
@@ -174,7 +175,7 @@ def load_brain_results(dataset: "Dataset", key: str) -> BrainResults:
     try:
         cls = RUN_TYPES[row["type"]]
     except KeyError:
-        raise ValueError(f"brain run {key!r} has type {row['type']!r}, which this version cannot load") from None
+        raise InvalidInputError(f"brain run {key!r} has type {row['type']!r}, which this version cannot load") from None
     root = _runs_dir(dataset, key)
     arrays = {n: np.load(root / f"{n}.npy", allow_pickle=False) for n in row["arrays"]}
     keys = np.load(root / "_keys.npy", allow_pickle=False).tolist()
@@ -187,7 +188,7 @@ def rename_brain_run(dataset: "Dataset", old: str, new: str) -> None:
     check_name(new)
     _row(dataset, old)
     if has_brain_run(dataset, new):
-        raise ValueError(f"brain run {new!r} exists; delete it first or choose another name")
+        raise InvalidInputError(f"brain run {new!r} exists; delete it first or choose another name")
     db = dataset._database()
     with db.transaction():
         db.execute("UPDATE runs SET key = ?, updated_at = ? WHERE key = ?", (new, time.time(), old))

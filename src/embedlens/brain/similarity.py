@@ -29,6 +29,7 @@ from . import duplicates as _dups
 from .neighbors import build_ivf, check_metric, prepare
 from .runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
 from .source import EmbeddingSource, resolve_embeddings
+from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -107,9 +108,9 @@ def compute_similarity(samples: "SampleCollection", embeddings: Any = None, mode
     check_new_key(samples, brain_key, overwrite)
     check_metric(metric)
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+        raise InvalidInputError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
     if samples._is_patches:
-        raise ValueError("compute_similarity() takes a dataset or sample view; to index objects pass "
+        raise InvalidInputError("compute_similarity() takes a dataset or sample view; to index objects pass "
                          "patches_field=<Detections field>")
     started = time.perf_counter()
     dataset = samples._dataset
@@ -148,7 +149,7 @@ def compute_similarity(samples: "SampleCollection", embeddings: Any = None, mode
 def _check_stored(dataset: "Dataset", embeddings: Any) -> None:
     """``embeddings="name"`` names a stored set: an unknown name is an error, not a reason to embed."""
     if isinstance(embeddings, str) and embeddings not in dataset.list_embeddings():
-        raise ValueError(f"no embeddings {embeddings!r} in dataset {dataset.name!r}; stored: "
+        raise InvalidInputError(f"no embeddings {embeddings!r} in dataset {dataset.name!r}; stored: "
                          f"{', '.join(dataset.list_embeddings()) or 'none'}. Compute them with "
                          "compute_embeddings(model, embeddings_field=...), or pass model=")
 
@@ -295,7 +296,7 @@ class SimilarityIndex(BrainResults):
         for i in ids:
             r = self._pos.get(i) if isinstance(i, str) else None
             if r is None:
-                raise KeyError(f"id {i!r} is not in similarity index {self.key!r} ({len(self.keys)} rows); "
+                raise NotFoundError(f"id {i!r} is not in similarity index {self.key!r} ({len(self.keys)} rows); "
                                "samples added after the index was built, or without an embedding, are not in it")
             rows.append(r)
         return np.asarray(rows, dtype=np.int64)
@@ -333,7 +334,7 @@ class SimilarityIndex(BrainResults):
         else:
             matrix = _read_set(dataset, config, keys, key)
         if matrix.shape != (len(keys), int(config["dim"])):
-            raise ValueError(f"similarity index {key!r}: stored embeddings have shape {matrix.shape}, expected "
+            raise InvalidInputError(f"similarity index {key!r}: stored embeddings have shape {matrix.shape}, expected "
                              f"({len(keys)}, {config['dim']}); compute the index again")
         index = cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"), matrix=matrix)
         if config.get("method") == "faiss":
@@ -363,38 +364,38 @@ class SimilarityIndex(BrainResults):
             if query in self._pos:
                 return self._prepare(np.asarray(self._matrix[self._pos[query]], dtype=np.float32)), query
             if _looks_like_id(query):
-                raise KeyError(f"query id {query!r} is not in similarity index {self.key!r} ({len(self.keys)} "
+                raise NotFoundError(f"query id {query!r} is not in similarity index {self.key!r} ({len(self.keys)} "
                                f"rows of {'objects' if self.patches_field else 'samples'}); ids of samples added "
                                "after the index was built, or without an embedding, are not in it")
             if not os.path.isfile(query):
-                raise ValueError(f"query {query!r} is neither an id in similarity index {self.key!r} nor an "
+                raise InvalidInputError(f"query {query!r} is neither an id in similarity index {self.key!r} nor an "
                                  "existing image file")
             return self._prepare(self._embed_image(query)), query
         if isinstance(query, (list, tuple)) and query and all(isinstance(q, (str, Sample)) for q in query):
             ids = [q.id if isinstance(q, Sample) else q for q in query]
             for q in ids:
                 if q not in self._pos:
-                    raise KeyError(f"query id {q!r} is not in similarity index {self.key!r} ({len(self.keys)} rows)")
+                    raise NotFoundError(f"query id {q!r} is not in similarity index {self.key!r} ({len(self.keys)} rows)")
             rows = self._rows_of(ids)
             vecs = np.asarray(self._matrix[np.sort(rows)], dtype=np.float32)
             if self.metric == "cosine":
                 vecs = prepare(vecs, "cosine")
             return self._prepare(vecs.mean(axis=0)), list(ids)
         if isinstance(query, (list, tuple)) and not query:
-            raise ValueError("empty query: pass an id, a list of ids, an embedding or an image path")
+            raise InvalidInputError("empty query: pass an id, a list of ids, an embedding or an image path")
         try:
             vec = np.asarray(query, dtype=np.float32)
         except (TypeError, ValueError):
-            raise TypeError(f"cannot use {type(query).__name__} as a query: pass an id, a list of ids, an "
+            raise WrongTypeError(f"cannot use {type(query).__name__} as a query: pass an id, a list of ids, an "
                             "embedding vector or an image path") from None
         dim = int(self.config["dim"])
         if vec.ndim == 2 and vec.shape[1] == dim and len(vec):
             vecs = prepare(vec, "cosine") if self.metric == "cosine" else vec
             vec = vecs.mean(axis=0)
         if vec.ndim != 1 or vec.shape[0] != dim:
-            raise ValueError(f"query embedding has shape {tuple(np.shape(query))}; the index has dimension {dim}")
+            raise InvalidInputError(f"query embedding has shape {tuple(np.shape(query))}; the index has dimension {dim}")
         if not np.isfinite(vec).all():
-            raise ValueError("query embedding has NaN or inf values")
+            raise InvalidInputError("query embedding has NaN or inf values")
         return self._prepare(vec), [round(float(v), 7) for v in vec]
 
     def _prepare(self, vec: np.ndarray) -> np.ndarray:
@@ -408,7 +409,7 @@ class SimilarityIndex(BrainResults):
         model = self._get_model()
         vec = model.embed([path])[0]
         if vec.shape[0] != int(self.config["dim"]):
-            raise ValueError(f"model {model.name!r} gives {vec.shape[0]}-d embeddings; the index has "
+            raise InvalidInputError(f"model {model.name!r} gives {vec.shape[0]}-d embeddings; the index has "
                              f"dimension {self.config['dim']}")
         return vec
 
@@ -417,7 +418,7 @@ class SimilarityIndex(BrainResults):
             if self._model is None:
                 name = self.config.get("model")
                 if not name:
-                    raise ValueError(f"similarity index {self.key!r} was built from embeddings passed in as an "
+                    raise InvalidInputError(f"similarity index {self.key!r} was built from embeddings passed in as an "
                                      "array, so it has no model to embed an image query; query with an id or a "
                                      "vector, or build the index with model=")
                 from ..models import load_model
@@ -425,11 +426,11 @@ class SimilarityIndex(BrainResults):
                 try:
                     model = load_model(name, **(self.config.get("model_kwargs") or {}))
                 except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
-                    raise ValueError(f"similarity index {self.key!r}: cannot load its model {name!r} to embed "
+                    raise InvalidInputError(f"similarity index {self.key!r}: cannot load its model {name!r} to embed "
                                      f"an image query ({e}); query with an id or a vector") from None
                 fp = self.config.get("model_fingerprint")
                 if fp and model.fingerprint != fp:
-                    raise ValueError(f"similarity index {self.key!r}: model {name!r} loaded here is not the one "
+                    raise InvalidInputError(f"similarity index {self.key!r}: model {name!r} loaded here is not the one "
                                      "the index was built with (fingerprints differ); query with an id or a vector")
                 self._model = model
             return self._model
@@ -503,10 +504,10 @@ class SimilarityIndex(BrainResults):
         pf = self.patches_field
         view_pf = samples._query().patches_field
         if pf and view_pf != pf:
-            raise ValueError(f"similarity index {self.key!r} holds objects of {pf!r}: query a patches view, "
+            raise InvalidInputError(f"similarity index {self.key!r} holds objects of {pf!r}: query a patches view, "
                              f"e.g. dataset.to_patches({pf!r}).sort_by_similarity(...)")
         if not pf and view_pf:
-            raise ValueError(f"similarity index {self.key!r} holds samples, not objects; query a sample view")
+            raise InvalidInputError(f"similarity index {self.key!r} holds samples, not objects; query a sample view")
         if not samples._stages or (pf and len(samples._stages) == 1):
             return None
         # The members of the last view asked about are remembered until the dataset is written to.
@@ -538,7 +539,7 @@ class SimilarityIndex(BrainResults):
         if dist_field is not None:
             check_name(dist_field)
             if dist_field in samples.get_field_schema():
-                raise ValueError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
+                raise InvalidInputError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
         q, recorded = self._query_vector(query)
         rows = self._member_rows(samples)
         found, dist = self._search(q, k, bool(reverse), rows)
@@ -568,7 +569,7 @@ class SimilarityIndex(BrainResults):
         """
         n = len(self.keys)
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= n:
-            raise ValueError(f"count must be an integer from 1 to {n} (the index size), got {count!r}")
+            raise InvalidInputError(f"count must be an integer from 1 to {n} (the index size), got {count!r}")
         x = self._matrix
         sq = self._norms2()
         cosine = self.metric == "cosine"
@@ -602,7 +603,7 @@ class SimilarityIndex(BrainResults):
     def unique_view(self) -> "DatasetView":
         """The unique samples found by :meth:`find_unique`, in the order they were picked."""
         if self.unique_ids is None:
-            raise ValueError("call find_unique(count) first")
+            raise InvalidInputError("call find_unique(count) first")
         return self._rows_collection().select(self.unique_ids, ordered=True)
 
     def visualize_unique(self, visualization: Any, backend: str = "plotly", **kwargs: Any):
@@ -611,7 +612,7 @@ class SimilarityIndex(BrainResults):
         ``visualization`` is the :class:`VisualizationResults` of the same samples (or objects).
         """
         if self.unique_ids is None:
-            raise ValueError("call find_unique(count) first")
+            raise InvalidInputError("call find_unique(count) first")
         unique = set(self.unique_ids)
         return _highlight(visualization, lambda key: "unique" if key in unique else "other", ["other", "unique"],
                           f"{len(unique)} unique {'objects' if self.patches_field else 'samples'}", backend, kwargs)
@@ -659,18 +660,18 @@ class SimilarityIndex(BrainResults):
             that has duplicates to ``[(duplicate key, distance), ...]`` sorted by distance.
         """
         if thresh is not None and fraction is not None:
-            raise ValueError("pass thresh= or fraction=, not both")
+            raise InvalidInputError("pass thresh= or fraction=, not both")
         if thresh is not None:
             if isinstance(thresh, bool) or not isinstance(thresh, (int, float, np.floating)) \
                     or not math.isfinite(thresh) or thresh < 0:
-                raise ValueError(f"thresh must be a non-negative distance, got {thresh!r}")
+                raise InvalidInputError(f"thresh must be a non-negative distance, got {thresh!r}")
         if fraction is not None:
             if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
                     or not 0 < fraction < 1:
-                raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+                raise InvalidInputError(f"fraction must be in (0, 1), got {fraction!r}")
         n = len(self.keys)
         if n < 2:
-            raise ValueError("find_duplicates() needs at least 2 rows in the index")
+            raise InvalidInputError("find_duplicates() needs at least 2 rows in the index")
         graph = self.graph(GRAPH_K)
         info: dict[str, Any]
         if thresh is None and fraction is None:
@@ -705,7 +706,7 @@ class SimilarityIndex(BrainResults):
         samples outside the groups, replacing values of an earlier call). They need a sample-level index.
         """
         if self.neighbors_map is None:
-            raise ValueError("call find_duplicates() first")
+            raise InvalidInputError("call find_duplicates() first")
         for name in (type_field, id_field, dist_field):
             if name is not None:
                 check_name(name)
@@ -722,15 +723,15 @@ class SimilarityIndex(BrainResults):
                 kept_ids.append(kept)
                 dists.append(d)
         if dist_field is not None and dist_field in coll.get_field_schema():
-            raise ValueError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
+            raise InvalidInputError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
         if (type_field or id_field) and self.patches_field:
-            raise ValueError("type_field/id_field are written to samples; this index holds objects")
+            raise InvalidInputError("type_field/id_field are written to samples; this index holds objects")
         schema = coll.get_field_schema()
         for field in (type_field, id_field):
             if field in ("id", "filepath", "tags", "metadata", "sample_id"):
-                raise ValueError(f"{field!r} is a built-in field; choose another name")
+                raise InvalidInputError(f"{field!r} is a built-in field; choose another name")
             if field is not None and field in schema and schema[field] != "str":
-                raise ValueError(f"field {field!r} exists with type {schema[field]}; choose another name")
+                raise InvalidInputError(f"field {field!r} exists with type {schema[field]}; choose another name")
         all_ids = coll.values("id") if (type_field or id_field) else []
         for field, values in ((type_field, types), (id_field, kept_ids)):
             if field is None:
@@ -747,7 +748,7 @@ class SimilarityIndex(BrainResults):
     def visualize_duplicates(self, visualization: Any, backend: str = "plotly", **kwargs: Any):
         """A scatter plot of ``visualization``'s points: kept samples with duplicates, and the duplicates."""
         if self.neighbors_map is None:
-            raise ValueError("call find_duplicates() first")
+            raise InvalidInputError("call find_duplicates() first")
         kept = set(self.neighbors_map)
         dups = set(self.duplicate_ids or [])
         return _highlight(visualization,
@@ -791,7 +792,7 @@ def _check_k(k: Any) -> int | None:
     if k is None:
         return None
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer (or None for every match), got {k!r}")
+        raise InvalidInputError(f"k must be a positive integer (or None for every match), got {k!r}")
     return int(k)
 
 
@@ -801,15 +802,15 @@ def _read_set(dataset: "Dataset", config: dict[str, Any], keys: list[str], key: 
     name = config["embeddings_field"]
     store = embedding_set(dataset, name)
     if not store.exists:
-        raise ValueError(f"similarity index {key!r} reads its embeddings from the set {name!r}, which was "
+        raise InvalidInputError(f"similarity index {key!r} reads its embeddings from the set {name!r}, which was "
                          "deleted; compute the index again")
     fp = config.get("model_fingerprint")
     if fp and store.meta.get("fingerprint") != fp:
-        raise ValueError(f"similarity index {key!r}: the embeddings set {name!r} now holds another model's "
+        raise InvalidInputError(f"similarity index {key!r}: the embeddings set {name!r} now holds another model's "
                          "embeddings; compute the index again")
     matrix, found = store.get(keys)
     if not found.all():
-        raise ValueError(f"similarity index {key!r}: {int((~found).sum())} of its rows are no longer in the "
+        raise InvalidInputError(f"similarity index {key!r}: {int((~found).sum())} of its rows are no longer in the "
                          f"embeddings set {name!r}; compute the index again")
     return matrix
 
@@ -857,16 +858,16 @@ def _similarity_key(dataset: "Dataset", brain_key: str | None) -> str:
         if len(keys) == 1:
             return keys[0]
         if not keys:
-            raise ValueError(f"dataset {dataset.name!r} has no similarity index; build one with "
+            raise InvalidInputError(f"dataset {dataset.name!r} has no similarity index; build one with "
                              "el.compute_similarity(dataset, brain_key='similarity')")
-        raise ValueError(f"dataset {dataset.name!r} has {len(keys)} similarity indexes ({', '.join(keys)}); "
+        raise InvalidInputError(f"dataset {dataset.name!r} has {len(keys)} similarity indexes ({', '.join(keys)}); "
                          "pass brain_key= (on the command line: --brain-key) to choose one")
     if brain_key not in keys:
         if isinstance(brain_key, str) and has_brain_run(dataset, brain_key):
             kind = get_brain_info(dataset, brain_key)["type"]
-            raise ValueError(f"brain run {brain_key!r} is a {kind} run, not a similarity index; similarity "
+            raise InvalidInputError(f"brain run {brain_key!r} is a {kind} run, not a similarity index; similarity "
                              f"indexes: {', '.join(keys) or 'none'}")
-        raise ValueError(f"no similarity index {brain_key!r} on dataset {dataset.name!r}; similarity indexes: "
+        raise InvalidInputError(f"no similarity index {brain_key!r} on dataset {dataset.name!r}; similarity indexes: "
                          f"{', '.join(keys) or 'none'}")
     return brain_key
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..embed.store import check_matrix
 from .neighbors import KnnGraph, knn_graph
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -61,7 +62,7 @@ def row_keys(samples: "SampleCollection", patches_field: str | None) -> tuple[li
         keys = samples.values("id")
         sample_ids = keys
     if not keys:
-        raise ValueError("the collection is empty: nothing to compute")
+        raise InvalidInputError("the collection is empty: nothing to compute")
     return keys, sample_ids
 
 
@@ -79,16 +80,16 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
     model_name = None
     if isinstance(embeddings, str) and embeddings not in samples._dataset.list_embeddings():
         # a name is a stored set; an unknown one must not silently embed everything with the default model
-        raise ValueError(f"no embeddings {embeddings!r} in dataset {samples._dataset.name!r}; stored: "
+        raise InvalidInputError(f"no embeddings {embeddings!r} in dataset {samples._dataset.name!r}; stored: "
                          f"{', '.join(samples._dataset.list_embeddings()) or 'none'}")
     if isinstance(embeddings, str):
         if embeddings_field and embeddings_field != embeddings:
-            raise ValueError("pass the stored set either as embeddings= or embeddings_field=, not both")
+            raise InvalidInputError("pass the stored set either as embeddings= or embeddings_field=, not both")
         embeddings_field = embeddings
         embeddings = None
     if embeddings is not None:
         if model is not None:
-            raise ValueError("pass embeddings= or model=, not both")
+            raise InvalidInputError("pass embeddings= or model=, not both")
         matrix = check_matrix(embeddings, len(keys))
         return EmbeddingSource(keys, sample_ids, matrix, "array-" + _digest(matrix, keys), patches_field,
                                cache_dir=samples._dataset.arrays_dir / "knn")
@@ -111,7 +112,7 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
     ok = np.isfinite(matrix).all(axis=1)
     if not ok.all():
         if not ok.any():
-            raise ValueError(f"no embeddings for any of the {len(keys)} samples"
+            raise InvalidInputError(f"no embeddings for any of the {len(keys)} samples"
                              + (f" in {embeddings_field!r}: compute them first" if embeddings_field else ""))
         warnings.warn(f"{int((~ok).sum())} of {len(keys)} samples have no embedding and are left out",
                       stacklevel=3)

@@ -13,6 +13,7 @@ from .neighbors import check_metric
 from .runs import BrainResults, check_new_key, register_type
 from .similarity import GRAPH_K, _check_stored
 from .source import resolve_embeddings
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -96,17 +97,17 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
     check_name(uniqueness_field)
     check_metric(metric)
     if samples._is_patches:
-        raise ValueError("compute_uniqueness() scores samples: pass a dataset or sample view "
+        raise InvalidInputError("compute_uniqueness() scores samples: pass a dataset or sample view "
                          "(use roi_field= to look only inside boxes)")
     dataset = samples._dataset
     check_new_key(samples, uniqueness_field, overwrite)
     schema = dataset.get_field_schema()
     if uniqueness_field in schema:
         if not overwrite:
-            raise ValueError(f"field {uniqueness_field!r} exists on dataset {dataset.name!r}; pass overwrite=True "
+            raise InvalidInputError(f"field {uniqueness_field!r} exists on dataset {dataset.name!r}; pass overwrite=True "
                              "to replace it, or choose another uniqueness_field")
         if schema[uniqueness_field] not in ("float", "int"):
-            raise ValueError(f"field {uniqueness_field!r} has type {schema[uniqueness_field]}; choose another "
+            raise InvalidInputError(f"field {uniqueness_field!r} has type {schema[uniqueness_field]}; choose another "
                              "uniqueness_field")
     _check_stored(dataset, embeddings)
     started = time.perf_counter()
@@ -130,7 +131,7 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
                                  f"roi-{roi_field}-{source.fingerprint}-{_digest(row_ids)}", None,
                                  source.embeddings_field, source.model, dataset.arrays_dir / "knn")
     if len(source) < 2:
-        raise ValueError(f"uniqueness needs at least 2 samples with embeddings, got {len(source)}")
+        raise InvalidInputError(f"uniqueness needs at least 2 samples with embeddings, got {len(source)}")
     graph = source.graph(min(GRAPH_K, len(source) - 1), metric)
     scores = uniqueness_scores(graph.distances)
     by_id = dict(zip(source.keys, scores.tolist()))

@@ -38,6 +38,7 @@ from ..core.expressions import ViewExpression
 from ..core.query import UnknownFieldError
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings, row_keys
+from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -115,19 +116,19 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     num_dims = _check_num_dims(num_dims)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
-            raise ValueError(f"seed must be None or an int in [0, 2**32), got {seed!r}")
+            raise InvalidInputError(f"seed must be None or an int in [0, 2**32), got {seed!r}")
         seed = int(seed)
     if points is not None and method != "manual":
-        raise ValueError(f"points= is only used with method='manual', not method={method!r}")
+        raise InvalidInputError(f"points= is only used with method='manual', not method={method!r}")
     for key in _RESERVED[method]:
         if key in method_kwargs:
-            raise ValueError(f"{key}= is set by compute_visualization() (use num_dims= / seed=), "
+            raise InvalidInputError(f"{key}= is set by compute_visualization() (use num_dims= / seed=), "
                              f"do not pass it to method {method!r}")
     if method == "lda" and not labels_field:
-        raise ValueError("method='lda' is supervised: pass labels_field= (e.g. 'ground_truth') naming each "
+        raise InvalidInputError("method='lda' is supervised: pass labels_field= (e.g. 'ground_truth') naming each "
                          "row's class")
     if getattr(samples, "_is_patches", False):
-        raise ValueError("compute_visualization() takes a dataset or sample view; for one point per object "
+        raise InvalidInputError("compute_visualization() takes a dataset or sample view; for one point per object "
                          "pass the sample collection with patches_field=<Detections field>")
     check_new_key(samples, brain_key, overwrite)
     labels_by_key = None
@@ -141,7 +142,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
                               "patches_field": patches_field, "embeddings_field": None, "model": None}
     if method == "manual":
         if embeddings is not None or model is not None:
-            raise ValueError("method='manual' takes points=, not embeddings= or model=")
+            raise InvalidInputError("method='manual' takes points=, not embeddings= or model=")
         keys, sample_ids = row_keys(samples, patches_field)
         out = _check_points(points, len(keys), num_dims)
     else:
@@ -170,32 +171,32 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
 
 def _check_method(method: Any, points: Any) -> str:
     if not isinstance(method, str) or method.lower() not in METHODS:
-        raise ValueError(f"unknown visualization method {method!r}: one of {', '.join(METHODS)}")
+        raise InvalidInputError(f"unknown visualization method {method!r}: one of {', '.join(METHODS)}")
     method = method.lower()
     if points is not None and method == "umap":  # the default: FiftyOne selects "manual" when points are given
         method = "manual"
     if method == "manual" and points is None:
-        raise ValueError("method='manual' needs points=: an [N, num_dims] array in view order")
+        raise InvalidInputError("method='manual' needs points=: an [N, num_dims] array in view order")
     return method
 
 
 def _check_num_dims(num_dims: Any) -> int:
     if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)) or int(num_dims) not in (2, 3):
-        raise ValueError(f"num_dims must be 2 or 3, got {num_dims!r}")
+        raise InvalidInputError(f"num_dims must be 2 or 3, got {num_dims!r}")
     return int(num_dims)
 
 
 def _check_points(points: Any, n_rows: int, num_dims: int) -> np.ndarray:
     a = np.asarray(points)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-        raise TypeError(f"points must be a numeric array, got dtype {a.dtype}")
+    if a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise WrongTypeError(f"points must be a real numeric array, got dtype {a.dtype}")
     if a.shape != (n_rows, num_dims):
-        raise ValueError(f"points must have shape [{n_rows}, {num_dims}] (rows in view order, num_dims "
+        raise InvalidInputError(f"points must have shape [{n_rows}, {num_dims}] (rows in view order, num_dims "
                          f"columns), got {a.shape}")
     a = a.astype(np.float32)  # checked after the cast: float64 values beyond float32's range become inf
     bad = ~np.isfinite(a).all(axis=1)
     if bad.any():
-        raise ValueError(f"points has NaN or inf (or values too large for float32) in {int(bad.sum())} rows "
+        raise InvalidInputError(f"points has NaN or inf (or values too large for float32) in {int(bad.sum())} rows "
                          f"(first: row {int(np.flatnonzero(bad)[0])})")
     return a
 
@@ -228,10 +229,10 @@ def _umap(source, num_dims: int, seed: int | None, config: dict[str, Any], kwarg
     metric, knn_method = _pop_graph_args(kwargs)
     n_neighbors = int(kwargs.pop("n_neighbors", 15))
     if n_neighbors < 2:
-        raise ValueError(f"n_neighbors must be at least 2, got {n_neighbors}")
+        raise InvalidInputError(f"n_neighbors must be at least 2, got {n_neighbors}")
     n = len(source)
     if n < num_dims + 2:  # umap-learn's spectral initialisation needs more points than dimensions + 1
-        raise ValueError(f"UMAP to {num_dims} dimensions needs at least {num_dims + 2} points, the collection "
+        raise InvalidInputError(f"UMAP to {num_dims} dimensions needs at least {num_dims + 2} points, the collection "
                          f"has {n}")
     # umap-learn caps n_neighbors (which counts the point itself) at n - 1 on small sets; so does the graph.
     graph = source.graph(k=min(n_neighbors, n - 1) - 1, metric=metric, method=knn_method)
@@ -258,10 +259,10 @@ def _tsne(source, num_dims: int, seed: int | None, config: dict[str, Any], kwarg
     metric, knn_method = _pop_graph_args(kwargs)
     perplexity = float(kwargs.pop("perplexity", 30.0))
     if perplexity <= 0:
-        raise ValueError(f"perplexity must be positive, got {perplexity}")
+        raise InvalidInputError(f"perplexity must be positive, got {perplexity}")
     n = len(source)
     if n < 4:
-        raise ValueError(f"t-SNE needs at least 4 points, the collection has {n}")
+        raise InvalidInputError(f"t-SNE needs at least 4 points, the collection has {n}")
     k = min(n - 1, int(3 * perplexity))
     effective = min(perplexity, k / 3.0)
     graph = source.graph(k=k, metric=metric, method=knn_method)
@@ -292,7 +293,7 @@ def _pca(x: np.ndarray, num_dims: int, seed: int | None, config: dict[str, Any],
     from sklearn.decomposition import PCA
 
     if min(x.shape) < num_dims:
-        raise ValueError(f"PCA to {num_dims} dimensions needs at least {num_dims} rows and columns; "
+        raise InvalidInputError(f"PCA to {num_dims} dimensions needs at least {num_dims} rows and columns; "
                          f"the embeddings are {x.shape[0]} x {x.shape[1]}")
     pca = PCA(n_components=num_dims, random_state=seed, **kwargs)
     out = pca.fit_transform(x)
@@ -307,15 +308,15 @@ def _lda(x: np.ndarray, y: list[Any], num_dims: int, config: dict[str, Any], lab
 
     for v in y:
         if v is not None and not isinstance(v, (str, int, bool, np.integer, np.str_)):
-            raise ValueError(f"labels_field {labels_field!r} must give one class per row (str or int), "
+            raise InvalidInputError(f"labels_field {labels_field!r} must give one class per row (str or int), "
                              f"got a {type(v).__name__}")
     known = np.array([v is not None for v in y])
     classes = sorted({str(v) for v in y if v is not None})
     if len(classes) < num_dims + 1:
-        raise ValueError(f"LDA to {num_dims} dimensions needs at least {num_dims + 1} classes in "
+        raise InvalidInputError(f"LDA to {num_dims} dimensions needs at least {num_dims + 1} classes in "
                          f"{labels_field!r}; found {len(classes)}: {classes}")
     if x.shape[1] < num_dims:
-        raise ValueError(f"LDA to {num_dims} dimensions needs embeddings of at least {num_dims} dimensions")
+        raise InvalidInputError(f"LDA to {num_dims} dimensions needs embeddings of at least {num_dims} dimensions")
     lda = LinearDiscriminantAnalysis(n_components=num_dims, **kwargs)
     lda.fit(x[known], np.array([str(v) for v, k in zip(y, known) if k]))
     out = lda.transform(x)
@@ -343,13 +344,13 @@ def _ids_and_values(coll: "SampleCollection", what: Any) -> tuple[list[str], lis
             return ids, [None if v is None else bool(v) for _, v in rows]
         return ids, [v for _, v in rows]
     if not isinstance(what, str):
-        raise TypeError(f"expected a field path or expression, got {type(what).__name__}")
+        raise WrongTypeError(f"expected a field path or expression, got {type(what).__name__}")
     path = what
     ftype = coll.get_field_schema().get(path)
     if ftype in _LABEL_TYPES:
         path += ".label"
     elif ftype == "Detections":
-        raise ValueError(f"{what!r} holds many objects per sample; for one point per object compute the "
+        raise InvalidInputError(f"{what!r} holds many objects per sample; for one point per object compute the "
                          f"visualization with patches_field={what!r}")
     return coll.values("id"), coll.values(path)
 
@@ -418,7 +419,7 @@ class VisualizationResults(BrainResults):
     def _from_stored(cls, samples, config, keys, sample_ids, arrays, key, stored):
         points = arrays.get("points")
         if points is None or points.shape != (len(keys), int(config["num_dims"])):
-            raise ValueError(f"brain run {key!r}: stored points have shape "
+            raise InvalidInputError(f"brain run {key!r}: stored points have shape "
                              f"{None if points is None else points.shape}, expected ({len(keys)}, "
                              f"{config['num_dims']}); the run's arrays were damaged, compute it again")
         return cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"))
@@ -434,15 +435,15 @@ class VisualizationResults(BrainResults):
         ``allow_missing=False``.
         """
         if view._dataset.name != self._samples._dataset.name:
-            raise ValueError(f"the view is of dataset {view._dataset.name!r}; these results are of "
+            raise InvalidInputError(f"the view is of dataset {view._dataset.name!r}; these results are of "
                              f"{self._samples._dataset.name!r}")
         pf = self.patches_field
         view_pf = view._query().patches_field
         if view_pf is not None:
             if pf is None:
-                raise ValueError("these are sample-level points; pass a sample view, not a patches view")
+                raise InvalidInputError("these are sample-level points; pass a sample view, not a patches view")
             if view_pf != pf:
-                raise ValueError(f"these points are objects of {pf!r}; the view has patches of {view_pf!r}")
+                raise InvalidInputError(f"these points are objects of {pf!r}; the view has patches of {view_pf!r}")
             ids = view.values("id")
         else:
             ids = view.to_patches(pf).values("id") if pf else view.values("id")
@@ -451,7 +452,7 @@ class VisualizationResults(BrainResults):
         missing = len(ids) - len(rows)
         if missing and not allow_missing:
             first = next(i for i in ids if i not in pos)
-            raise KeyError(f"{missing} rows of the view have no point in these results (first: {first!r})")
+            raise NotFoundError(f"{missing} rows of the view have no point in these results (first: {first!r})")
         if missing:
             warnings.warn(f"{missing} of {len(ids)} rows of the view have no point and are left out",
                           stacklevel=2)
@@ -466,7 +467,7 @@ class VisualizationResults(BrainResults):
             return _row_values(self._samples, self.patches_field, self.keys, self.sample_ids, what)
         vals = list(np.asarray(what).tolist()) if isinstance(what, np.ndarray) else list(what)
         if len(vals) != len(self.keys):
-            raise ValueError(f"got {len(vals)} values for {len(self.keys)} points")
+            raise InvalidInputError(f"got {len(vals)} values for {len(self.keys)} points")
         return vals
 
     def visualize(self, labels: Any = None, sizes: Any = None, classes: Sequence[Any] | None = None,
@@ -493,7 +494,7 @@ class VisualizationResults(BrainResults):
             ``cmap`` (matplotlib), ``size_range``, ``figsize`` (matplotlib).
         """
         if backend not in ("plotly", "matplotlib"):
-            raise ValueError(f"unknown backend {backend!r}: 'plotly' or 'matplotlib'")
+            raise InvalidInputError(f"unknown backend {backend!r}: 'plotly' or 'matplotlib'")
         spec = self._plot_spec(labels, sizes, classes, kwargs)
         return _plotly(spec, kwargs) if backend == "plotly" else _matplotlib(spec, kwargs)
 
@@ -508,7 +509,7 @@ class VisualizationResults(BrainResults):
             vals = self.values(labels)
             for v in vals:
                 if isinstance(v, (list, dict)):
-                    raise ValueError(f"labels must give one value per point; {_name_of(labels)!r} gives a "
+                    raise InvalidInputError(f"labels must give one value per point; {_name_of(labels)!r} gives a "
                                      f"{type(v).__name__}")
             numeric = all(isinstance(v, Number) and not isinstance(v, bool) for v in vals if v is not None) \
                 and any(v is not None for v in vals)
@@ -518,11 +519,11 @@ class VisualizationResults(BrainResults):
                 spec.update(kind="numeric", values=np.array([np.nan if v is None else float(v) for v in vals]))
             spec["text"] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
         elif classes is not None:
-            raise ValueError("classes= needs labels= to say which class each point is")
+            raise InvalidInputError("classes= needs labels= to say which class each point is")
         if sizes is not None:
             svals = self.values(sizes)
             if not all(v is None or (isinstance(v, Number) and not isinstance(v, bool)) for v in svals):
-                raise ValueError(f"sizes must be numeric; {_name_of(sizes)!r} is not")
+                raise InvalidInputError(f"sizes must be numeric; {_name_of(sizes)!r} is not")
             s = np.array([np.nan if v is None else float(v) for v in svals])
             lo, hi = kwargs.pop("size_range", (3.0, 15.0))
             finite = np.isfinite(s)
@@ -635,7 +636,7 @@ def _plotly(spec: dict[str, Any], kwargs: dict[str, Any]):
             layout[k] = kwargs.pop(k)
     fig.update_layout(**layout)
     if kwargs:
-        raise TypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        raise WrongTypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
     return fig
 
 
@@ -675,7 +676,7 @@ def _matplotlib(spec: dict[str, Any], kwargs: dict[str, Any]):
         scatter(np.arange(n))
     ax.set_title(spec["title"])
     if kwargs:
-        raise TypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        raise WrongTypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
     return fig
 
 

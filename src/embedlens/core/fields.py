@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .labels import LABEL_TYPES, Label, label_from_dict
+from .errors import InvalidInputError, WrongTypeError
 
 SCALAR_TYPES = ("bool", "int", "float", "str")
 JSON_TYPES = ("list", "dict")
@@ -23,13 +24,13 @@ FIELD_TYPES = SCALAR_TYPES + JSON_TYPES + ("array",) + LABEL_TYPE_NAMES
 
 # Fields every sample has; users cannot create, delete or retype them.
 BUILTIN_FIELDS = {"id": "str", "filepath": "str", "tags": "list", "metadata": "dict"}
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def check_name(name: str) -> str:
     """Field names become SQL identifiers and JSON paths, so only plain identifiers are allowed."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"invalid field name {name!r}: use letters, digits and '_', starting with a letter")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInputError(f"invalid field name {name!r}: use letters, digits and '_', starting with a letter")
     return name
 
 
@@ -57,7 +58,7 @@ def infer_type(value: Any) -> str | None:
         return "list"
     if isinstance(value, dict):
         return "dict"
-    raise TypeError(f"unsupported field value of type {type(value).__name__}: {value!r:.60}")
+    raise WrongTypeError(f"unsupported field value of type {type(value).__name__}: {value!r:.60}")
 
 
 def infer_field_type(values: Iterable[Any], name: str) -> str | None:
@@ -74,7 +75,7 @@ def encoder(ftype: str, name: str):
     """A function mapping a Python value to its stored form, raising a clear error on a type conflict."""
 
     def fail(v: Any) -> None:
-        raise TypeError(f"field {name!r} has type {ftype}; cannot store {type(v).__name__} value {v!r:.60}")
+        raise WrongTypeError(f"field {name!r} has type {ftype}; cannot store {type(v).__name__} value {v!r:.60}")
 
     if ftype == "bool":
         def enc(v):
@@ -133,7 +134,7 @@ def encoder(ftype: str, name: str):
                 return dumps(v.to_dict())
             fail(v)
     else:
-        raise ValueError(f"unknown field type {ftype!r}")
+        raise InvalidInputError(f"unknown field type {ftype!r}")
     return enc
 
 
@@ -157,7 +158,7 @@ def _default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, Label):
         return o.to_dict()
-    raise TypeError(f"cannot store {type(o).__name__} as JSON")
+    raise WrongTypeError(f"cannot store {type(o).__name__} as JSON")
 
 
 # One encoder object: building one per call costs more than the encoding of a small label.

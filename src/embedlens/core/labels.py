@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .ids import new_id
+from .errors import InvalidInputError, WrongTypeError
 
 
 class Label:
@@ -116,7 +117,7 @@ class Detections(Label):
         dets = list(detections or [])
         for d in dets:
             if not isinstance(d, Detection):
-                raise TypeError(f"Detections holds Detection objects, got {type(d).__name__}")
+                raise WrongTypeError(f"Detections holds Detection objects, got {type(d).__name__}")
         self._attrs["detections"] = dets
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def label_from_dict(d: dict[str, Any] | None) -> Label | None:
     try:
         cls = LABEL_TYPES[d["_cls"]]
     except KeyError:
-        raise ValueError(f"not a stored label: {d!r:.80}") from None
+        raise InvalidInputError(f"not a stored label: {d!r:.80}") from None
     return cls._from_dict(d)
 
 
@@ -149,18 +150,18 @@ def validate_box(box: Sequence[float]) -> list[float]:
     """Check a relative ``[x, y, w, h]`` box and return it as floats."""
     vals = [float(v) for v in box]
     if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"bounding_box must be 4 finite numbers [x, y, w, h], got {list(box)!r}")
+        raise InvalidInputError(f"bounding_box must be 4 finite numbers [x, y, w, h], got {list(box)!r}")
     x, y, w, h = vals
     eps = 1e-6
     if w < 0 or h < 0 or x < -eps or y < -eps or x + w > 1 + eps or y + h > 1 + eps:
-        raise ValueError(f"bounding_box {vals} is not inside the image: [x, y, w, h] must be relative, in [0, 1]")
+        raise InvalidInputError(f"bounding_box {vals} is not inside the image: [x, y, w, h] must be relative, in [0, 1]")
     return vals
 
 
 def _finite(v: Any, name: str) -> float:
     f = float(v)
     if not math.isfinite(f):
-        raise ValueError(f"{name} must be finite, got {v!r}")
+        raise InvalidInputError(f"{name} must be finite, got {v!r}")
     return f
 
 
@@ -179,13 +180,13 @@ def check_label_attr(attr: str, value: Any) -> Any:
     if value is None:
         return None
     if attr == "label" and not isinstance(value, str):
-        raise TypeError(f"label must be a str, got {type(value).__name__} {value!r:.40}")
+        raise WrongTypeError(f"label must be a str, got {type(value).__name__} {value!r:.40}")
     if attr == "confidence":
         return _finite(value, "confidence")
     if attr == "bounding_box":
         return validate_box(value)
     if attr == "tags" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
-        raise TypeError(f"tags must be a list of str, got {value!r:.60}")
+        raise WrongTypeError(f"tags must be a list of str, got {value!r:.60}")
     if attr in ("id", "_cls"):
-        raise ValueError(f"a label's {attr!r} cannot be set")
+        raise InvalidInputError(f"a label's {attr!r} cannot be set")
     return value

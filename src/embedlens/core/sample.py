@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .fields import check_name
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -89,7 +90,7 @@ class Sample:
     def save(self) -> None:
         """Write this sample's fields to its dataset (one row, one transaction)."""
         if self._dataset is None:
-            raise ValueError("this sample is not in a dataset; add it with dataset.add_sample(sample)")
+            raise InvalidInputError("this sample is not in a dataset; add it with dataset.add_sample(sample)")
         self._dataset._save_sample(self)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.labels import Classification
 from .pipeline import Batch, Failures, Unit, batches
 from .store import EmbeddingSet, check_matrix
+from ..core.errors import InvalidInputError, WrongTypeError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
@@ -27,7 +28,7 @@ def resolve_model(model: "Model | str | None", **kwargs: Any) -> "Model":
         return load_model(model, **kwargs)
     if isinstance(model, Model):
         return model
-    raise TypeError(f"model must be a name, an embedlens Model, or None; got {type(model).__name__}")
+    raise WrongTypeError(f"model must be a name, an embedlens Model, or None; got {type(model).__name__}")
 
 
 def embedding_set(dataset: "Dataset", name: str) -> EmbeddingSet:
@@ -67,10 +68,10 @@ def compute_embeddings(samples: "SampleCollection", model: "Model | str | None" 
     and the sample's ``embedding_error`` field says why; otherwise the error names the file.
     """
     if samples._is_patches:
-        raise ValueError("this is a patches view: use compute_patch_embeddings(model, patches_field)")
+        raise InvalidInputError("this is a patches view: use compute_patch_embeddings(model, patches_field)")
     spec, model = model, resolve_model(model)
     if not model.has_embeddings:
-        raise ValueError(f"model {model.name!r} has no embeddings")
+        raise InvalidInputError(f"model {model.name!r} has no embeddings")
     ids, paths = samples.values("id"), samples.values("filepath")
     return _compute(samples, model, spec, ids, _sample_units, paths, embeddings_field, batch_size, num_workers,
                     skip_failures, progress, overwrite, engine, engine_kwargs, kind="samples", patches_field=None)
@@ -109,7 +110,7 @@ def _compute(samples, model, spec, keys, make_units, unit_args, embeddings_field
         failures = run_ray(spec, units, batch_size or _default_batch_size(model), skip_failures, keep,
                            progress=progress, **engine_kwargs)
     else:
-        raise ValueError(f"unknown engine {engine!r}: 'local' or 'ray'")
+        raise InvalidInputError(f"unknown engine {engine!r}: 'local' or 'ray'")
 
     if store is not None:
         store.consolidate()
@@ -191,7 +192,7 @@ def compute_patch_embeddings(samples: "SampleCollection", model: "Model | str | 
     by_sample: dict[str, tuple[str, list[tuple[str, list[float]]]]] = {}
     for lid, sid, box, path in zip(label_ids, sample_ids, boxes, paths):
         if box is None:
-            raise ValueError(f"object {lid!r} of sample {sid!r} has no bounding_box")
+            raise InvalidInputError(f"object {lid!r} of sample {sid!r} has no bounding_box")
         by_sample.setdefault(sid, (path, []))[1].append((lid, box))
     unit_args = {"by_sample": by_sample, "paths_by_key": dict(zip(label_ids, paths))}
 
@@ -220,7 +221,7 @@ def apply_model(samples: "SampleCollection", model: "Model | str | None" = None,
     """
     model = resolve_model(model)
     if not model.has_logits:
-        raise ValueError(f"model {model.name!r} is not a classifier")
+        raise InvalidInputError(f"model {model.name!r} is not a classifier")
     ids, paths = samples.values("id"), samples.values("filepath")
     classes = model.classes
     preds: dict[str, Classification] = {}

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..images import load_image
 from ..utils import default_workers
+from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ..models import Model
@@ -111,7 +112,7 @@ def batches(model: "Model", units: Sequence[Unit], batch_size: int, num_workers:
             try:
                 out, stamp = fut.result()
                 if len(out) != len(unit.keys):
-                    raise ValueError(f"{unit.filepath}: prepared {len(out)} arrays for {len(unit.keys)} keys")
+                    raise InvalidInputError(f"{unit.filepath}: prepared {len(out)} arrays for {len(unit.keys)} keys")
             except Exception as e:
                 if not skip_failures:
                     raise

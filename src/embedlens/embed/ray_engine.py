@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .pipeline import Failures, Unit, prepare_unit
+from ..core.errors import InvalidInputError
 
 
 class _EmbedActor:
@@ -89,7 +90,7 @@ def run_ray(spec: Any, units: Sequence[Unit], batch_size: int, skip_failures: bo
         ok = np.asarray([e == "" for e in b["error"]], bool)
         for k, e in zip(b["key"][~ok], b["error"][~ok]):
             if not skip_failures:
-                raise ValueError(e)
+                raise InvalidInputError(e)
             failures.by_key[str(k)] = str(e)
         if ok.any():
             keep([str(k) for k in b["key"][ok]], b["embedding"][ok], b["stamp"][ok])

@@ -23,30 +23,32 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
 ID_DTYPE = "<U24"
 
 
-class EmbeddingMismatchError(ValueError):
+class EmbeddingMismatchError(InvalidInputError):
     """Embeddings from another model, or with another dimension, cannot join an existing set."""
 
 
 def check_matrix(array: Any, n_rows: int | None = None, dim: int | None = None, what: str = "embeddings") -> np.ndarray:
     """A finite float32 2-D matrix with the expected shape, or a clear error naming the first bad row."""
     a = np.asarray(array)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-        raise TypeError(f"{what} must be a numeric array, got dtype {a.dtype}")
+    if a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        # complex values would lose their imaginary part without a word in the float32 conversion
+        raise WrongTypeError(f"{what} must be a real numeric array, got dtype {a.dtype}")
     if a.ndim != 2:
-        raise ValueError(f"{what} must be 2-D [n_samples, dim], got shape {a.shape}")
+        raise InvalidInputError(f"{what} must be 2-D [n_samples, dim], got shape {a.shape}")
     if n_rows is not None and a.shape[0] != n_rows:
-        raise ValueError(f"{what} has {a.shape[0]} rows but the collection has {n_rows} samples")
+        raise InvalidInputError(f"{what} has {a.shape[0]} rows but the collection has {n_rows} samples")
     if dim is not None and a.shape[1] != dim:
         raise EmbeddingMismatchError(f"{what} has dimension {a.shape[1]}, the stored set has {dim}")
     a = a.astype(np.float32, copy=False)
     bad = ~np.isfinite(a).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise ValueError(f"{what} has NaN or inf in {len(rows)} rows (first: row {rows[0]})")
+        raise InvalidInputError(f"{what} has NaN or inf in {len(rows)} rows (first: row {rows[0]})")
     return a
 
 
@@ -76,7 +78,7 @@ class EmbeddingSet:
         try:
             return json.loads((self.root / "meta.json").read_text())
         except FileNotFoundError:
-            raise KeyError(f"no embeddings named {self.root.name!r}") from None
+            raise NotFoundError(f"no embeddings named {self.root.name!r}") from None
 
     def create(self, meta: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from .coco import write_coco
 from .folders import write_tree
 from .media import media_mode
 from .tables import write_table
+from ..core.errors import InvalidInputError
 
 Writer = Callable[..., dict[str, Any]]
 
@@ -66,9 +67,9 @@ def export_samples(collection: Any, export_dir: str | os.PathLike, dataset_type:
     try:
         writer, types, required, media_optional = WRITERS[dataset_type]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset_type {dataset_type!r}; one of {', '.join(WRITERS)}") from None
+        raise InvalidInputError(f"unknown dataset_type {dataset_type!r}; one of {', '.join(WRITERS)}") from None
     if collection._is_patches:
-        raise ValueError("export works on sample views; this is a patches view of objects")
+        raise InvalidInputError("export works on sample views; this is a patches view of objects")
     media = media_mode(export_media, allow_none=media_optional)
     field = resolve_label_field(collection, label_field, types, dataset_type, required)
     return writer(collection, Path(export_dir), label_field=field, media=media, overwrite=overwrite,
@@ -82,10 +83,10 @@ def resolve_label_field(collection: Any, label_field: str | None, types: tuple[s
     wanted = " or ".join(types)
     if label_field is not None:
         if label_field not in schema:
-            raise ValueError(f"{dataset_type!r} export: unknown label_field {label_field!r}; fields: "
+            raise InvalidInputError(f"{dataset_type!r} export: unknown label_field {label_field!r}; fields: "
                              f"{', '.join(schema)}")
         if schema[label_field] not in types:
-            raise ValueError(f"{dataset_type!r} export needs a {wanted} field; {label_field!r} is "
+            raise InvalidInputError(f"{dataset_type!r} export needs a {wanted} field; {label_field!r} is "
                              f"{schema[label_field]}")
         return label_field
     if not required:
@@ -94,7 +95,7 @@ def resolve_label_field(collection: Any, label_field: str | None, types: tuple[s
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ValueError(f"{dataset_type!r} export needs a {wanted} field; the collection has none "
+        raise InvalidInputError(f"{dataset_type!r} export needs a {wanted} field; the collection has none "
                          f"(fields: {', '.join(schema)})")
-    raise ValueError(f"{dataset_type!r} export: several {wanted} fields ({', '.join(found)}); "
+    raise InvalidInputError(f"{dataset_type!r} export: several {wanted} fields ({', '.join(found)}); "
                      "pass label_field= to choose one")

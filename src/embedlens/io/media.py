@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..utils import parallel_map
+from ..core.errors import InvalidInputError
 
 MEDIA_MODES = ("copy", "symlink")
 
@@ -19,9 +20,9 @@ def media_mode(export_media: str | bool, allow_none: bool) -> str | None:
     if export_media is False or export_media is None:
         if allow_none:
             return None
-        raise ValueError("this format needs the images: export_media must be 'copy' or 'symlink'")
+        raise InvalidInputError("this format needs the images: export_media must be 'copy' or 'symlink'")
     if export_media not in MEDIA_MODES:
-        raise ValueError(f"export_media must be 'copy', 'symlink' or False, got {export_media!r}")
+        raise InvalidInputError(f"export_media must be 'copy', 'symlink' or False, got {export_media!r}")
     return export_media
 
 
@@ -30,7 +31,7 @@ def check_sources(filepaths: Sequence[str]) -> None:
     missing = [p for p in filepaths if not os.path.isfile(p)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ValueError(f"cannot export: image file not found: {missing[0]}{more}")
+        raise InvalidInputError(f"cannot export: image file not found: {missing[0]}{more}")
 
 
 def prepare_dir(export_dir: Path, overwrite: bool, sources: Sequence[str], keep: Sequence[Path] = ()) -> None:
@@ -40,10 +41,10 @@ def prepare_dir(export_dir: Path, overwrite: bool, sources: Sequence[str], keep:
     folder, or holds any of the images being exported or a folder in ``keep`` (the dataset's own).
     """
     if export_dir.exists() and not export_dir.is_dir():
-        raise ValueError(f"cannot export to {export_dir}: it is a file, not a folder")
+        raise InvalidInputError(f"cannot export to {export_dir}: it is a file, not a folder")
     if export_dir.is_dir() and any(export_dir.iterdir()):
         if not overwrite:
-            raise ValueError(f"export folder {export_dir} is not empty; pass overwrite=True to replace it")
+            raise InvalidInputError(f"export folder {export_dir} is not empty; pass overwrite=True to replace it")
         _check_deletable(export_dir, sources, keep)
         shutil.rmtree(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -52,11 +53,11 @@ def prepare_dir(export_dir: Path, overwrite: bool, sources: Sequence[str], keep:
 def _check_deletable(folder: Path, sources: Sequence[str], keep: Sequence[Path]) -> None:
     root = os.path.realpath(folder)
     if root in (os.path.realpath(Path.home()), os.path.realpath(Path(root).anchor)):
-        raise ValueError(f"refusing to overwrite {folder}: it is the home folder or a file-system root")
+        raise InvalidInputError(f"refusing to overwrite {folder}: it is the home folder or a file-system root")
     prefix = root.rstrip(os.sep) + os.sep
     inside = next((str(p) for p in [*keep, *sources] if os.path.realpath(p).startswith(prefix)), None)
     if inside is not None:
-        raise ValueError(f"refusing to overwrite {folder}: it holds {inside}, which the export reads")
+        raise InvalidInputError(f"refusing to overwrite {folder}: it holds {inside}, which the export reads")
 
 
 def unique_names(filepaths: Sequence[str], ids: Sequence[str], groups: Sequence[str] | None = None) -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import load_image
+from ..core.errors import InvalidInputError, WrongTypeError
 
 #: What ``embed``/``predict`` accept for one image: a decoded image, a file path, or an HWC/HW uint8 array.
 ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray]
@@ -104,7 +105,7 @@ class Model(ABC):
             return Image.fromarray(_as_uint8(item))
         if isinstance(item, (str, os.PathLike)):
             return load_image(item, draft_size=self.draft_size)
-        raise TypeError(f"expected a PIL image, a file path or a numpy array, got {type(item).__name__}")
+        raise WrongTypeError(f"expected a PIL image, a file path or a numpy array, got {type(item).__name__}")
 
     def prepare(self, item: ImageLike) -> np.ndarray:
         """:meth:`load` then :meth:`preprocess`: what a decoding thread calls for one file. Thread-safe."""
@@ -113,7 +114,7 @@ class Model(ABC):
     def prepare_batch(self, items: Sequence[ImageLike]) -> np.ndarray:
         """Prepare images and stack them into one float32 batch."""
         if len(items) == 0:
-            raise ValueError("no images given")
+            raise InvalidInputError("no images given")
         return np.stack([self.prepare(x) for x in items]).astype(np.float32, copy=False)
 
     # ---- batches -----------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class Model(ABC):
 
     def _batched(self, fn: Any, items: list[ImageLike], batch_size: int) -> np.ndarray:
         if not items:
-            raise ValueError("no images given")
+            raise InvalidInputError("no images given")
         # Batches bound memory: one stacked batch of 224-px images is 600 KB per image.
         outs = [fn(self.prepare_batch(items[i:i + batch_size])) for i in range(0, len(items), batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)

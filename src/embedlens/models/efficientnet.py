@@ -23,6 +23,7 @@ from ..config import model_cache
 from .base import Model, atomic_target, hash_file
 from .base import num_threads as resolve_threads
 from .onnx_model import make_session, onnxruntime_available
+from ..core.errors import InvalidInputError
 
 #: Input resolution of each variant, as the TF reference trained them.
 VARIANTS: dict[str, int] = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 def _check_variant(variant: str) -> str:
     v = variant.removeprefix("efficientnet-")
     if v not in VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(VARIANTS)}")
+        raise InvalidInputError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(VARIANTS)}")
     return v
 
 
@@ -227,7 +228,7 @@ class EfficientNetLite(Model):
         self.variant = _check_variant(variant)
         self.name = f"efficientnet-{self.variant}"
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "auto":
             backend = "onnx" if onnxruntime_available() else "torch"
         self.backend = backend
@@ -303,7 +304,7 @@ class EfficientNetLite(Model):
     def embed_and_predict_batch(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(arrays, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"{self.name} expects a batch of shape (N, 3, {self.image_size}, "
+            raise InvalidInputError(f"{self.name} expects a batch of shape (N, 3, {self.image_size}, "
                              f"{self.image_size}) from preprocess(); got {x.shape}")
         if self._session is not None:
             emb, logits = self._session.run(["embedding", "logits"], {self._input_name: x})

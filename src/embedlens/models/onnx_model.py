@@ -11,6 +11,7 @@ from PIL import Image
 
 from .base import Model, hash_file, pool_activations
 from .base import num_threads as resolve_threads
+from ..core.errors import InvalidInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,22 +94,22 @@ class OnnxModel(Model):
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         if len(inp.shape) != 4:
-            raise ValueError(f"{self.path}: input {inp.name!r} has shape {inp.shape}; expected (N, C, H, W)")
+            raise InvalidInputError(f"{self.path}: input {inp.name!r} has shape {inp.shape}; expected (N, C, H, W)")
         if input_size is None:
             h, w = inp.shape[2], inp.shape[3]
             if not (isinstance(h, int) and isinstance(w, int)):
-                raise ValueError(f"{self.path}: input {inp.name!r} has dynamic size {inp.shape}; "
+                raise InvalidInputError(f"{self.path}: input {inp.name!r} has dynamic size {inp.shape}; "
                                  "pass input_size=(width, height)")
             input_size = (w, h)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std need 3 values (R, G, B)")
+            raise InvalidInputError("mean and std need 3 values (R, G, B)")
         outputs = [o.name for o in self._session.get_outputs()]
         for label, o in (("output", output), ("logits_output", logits_output)):
             if o is not None and o not in outputs:
-                raise ValueError(f"{self.path}: no {label} named {o!r}; outputs are {outputs}")
+                raise InvalidInputError(f"{self.path}: no {label} named {o!r}; outputs are {outputs}")
         self.output = output or outputs[0]
         self.logits_output = logits_output
         self.has_logits = logits_output is not None

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .torch_model import TorchModel
+from ..core.errors import InvalidInputError
 
 
 @contextlib.contextmanager
@@ -55,7 +56,7 @@ def load_open_clip(arch: str, pretrained: str | None = None, **kwargs: Any) -> T
     if pretrained is None:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if not tags:
-            raise ValueError(f"open_clip has no pretrained weights for {arch!r}")
+            raise InvalidInputError(f"open_clip has no pretrained weights for {arch!r}")
         pretrained = tags[0]
     try:
         with _hub_offline():

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Model
+from ..core.errors import InvalidInputError
 
 
 class PixelsModel(Model):
@@ -35,7 +36,7 @@ class PixelsModel(Model):
         super().__init__()
         if size is not None:
             if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
-                raise ValueError(f"size must be (width, height) with positive ints, got {size!r}")
+                raise InvalidInputError(f"size must be (width, height) with positive ints, got {size!r}")
             size = (int(size[0]), int(size[1]))
         self.size = size
         self.grayscale = bool(grayscale)
@@ -84,13 +85,13 @@ class PixelsModel(Model):
         if size != self._native_size:
             w, h = size
             nw, nh = self._native_size
-            raise ValueError(f"pixels model: image is {w}x{h} but earlier images were {nw}x{nh}; "
+            raise InvalidInputError(f"pixels model: image is {w}x{h} but earlier images were {nw}x{nh}; "
                              f"raw-pixel embeddings need one size: pass size=(width, height) to resize")
 
     def embed_batch(self, arrays: np.ndarray) -> np.ndarray:
         x = np.asarray(arrays, np.float32)
         x = x.reshape(len(x), -1)
         if self.embedding_dim is not None and x.shape[1] != self.embedding_dim:
-            raise ValueError(f"pixels model: batch rows have {x.shape[1]} values, expected "
+            raise InvalidInputError(f"pixels model: batch rows have {x.shape[1]} values, expected "
                              f"{self.embedding_dim}; were they made by this model's preprocess()?")
         return np.ascontiguousarray(x)

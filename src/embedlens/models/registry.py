@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .base import Model
+from ..core.errors import InvalidInputError, WrongTypeError
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -75,7 +76,7 @@ def _resolve_name(name: str) -> str:
         return name
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}; "
+    raise InvalidInputError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}; "
                      "also a path to a .onnx file, 'open_clip:<arch>', 'hf:<repo>', or from_torch(module).")
 
 
@@ -103,7 +104,7 @@ def load_model(name_or_path: Any = DEFAULT_MODEL, **kwargs: Any) -> Model:
     """
     if isinstance(name_or_path, Model):
         if kwargs:
-            raise TypeError(f"load_model got a ready model and settings {sorted(kwargs)}; build it with them")
+            raise WrongTypeError(f"load_model got a ready model and settings {sorted(kwargs)}; build it with them")
         return name_or_path
     if not isinstance(name_or_path, (str, os.PathLike)):
         try:
@@ -114,17 +115,17 @@ def load_model(name_or_path: Any = DEFAULT_MODEL, **kwargs: Any) -> Model:
             from .torch_model import from_torch
 
             return from_torch(name_or_path, **kwargs)
-        raise TypeError(f"load_model needs a model name, a path or a Model, got {type(name_or_path).__name__}")
+        raise WrongTypeError(f"load_model needs a model name, a path or a Model, got {type(name_or_path).__name__}")
 
     name = os.fspath(name_or_path)
     if name.lower().endswith(".onnx") or (os.path.sep in name and Path(name).exists()):
         path = Path(name).expanduser()
         if path.is_dir():
-            raise ValueError(f"{path} is a folder; load_model takes a .onnx file path or a model name")
+            raise InvalidInputError(f"{path} is a folder; load_model takes a .onnx file path or a model name")
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         if path.suffix.lower() != ".onnx":
-            raise ValueError(f"{path}: only .onnx files load from a path; load torch checkpoints "
+            raise InvalidInputError(f"{path}: only .onnx files load from a path; load torch checkpoints "
                              "yourself and wrap the module with from_torch(module)")
         from .onnx_model import OnnxModel
 
@@ -146,7 +147,7 @@ def export_onnx(model_name: str, path: str | os.PathLike) -> Path:
 
     name = _resolve_name(model_name)
     if not name.startswith("efficientnet-lite"):
-        raise ValueError(f"export_onnx supports the EfficientNet-Lite models, not {model_name!r}")
+        raise InvalidInputError(f"export_onnx supports the EfficientNet-Lite models, not {model_name!r}")
     return export_efficientnet_onnx(name, path)
 
 

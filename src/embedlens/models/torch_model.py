@@ -12,6 +12,7 @@ from PIL import Image
 
 from .base import Model, hash_state_dict, pool_activations
 from .base import num_threads as resolve_threads
+from ..core.errors import InvalidInputError, WrongTypeError
 
 
 class ResizeTransform:
@@ -92,9 +93,9 @@ class TorchModel(Model):
 
         super().__init__()
         if not callable(module):
-            raise TypeError(f"from_torch needs a torch.nn.Module or a callable, got {type(module).__name__}")
+            raise WrongTypeError(f"from_torch needs a torch.nn.Module or a callable, got {type(module).__name__}")
         if capture not in ("output", "input"):
-            raise ValueError(f"capture must be 'output' or 'input', got {capture!r}")
+            raise InvalidInputError(f"capture must be 'output' or 'input', got {capture!r}")
         self.module = module
         self.is_module = isinstance(module, torch.nn.Module)
         if self.is_module:
@@ -113,14 +114,14 @@ class TorchModel(Model):
 
     def _find_layer(self, layer: str) -> Any:
         if not self.is_module:
-            raise TypeError(f"layer={layer!r} needs a torch.nn.Module (named submodules); got a plain callable")
+            raise WrongTypeError(f"layer={layer!r} needs a torch.nn.Module (named submodules); got a plain callable")
         modules = dict(self.module.named_modules())
         if layer not in modules or layer == "":
             names = [n for n in modules if n]
             close = difflib.get_close_matches(layer, names, n=3)
             hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
             shown = ", ".join(map(repr, names[:12])) + (", ..." if len(names) > 12 else "")
-            raise ValueError(f"no layer named {layer!r} in {type(self.module).__name__}; {hint}"
+            raise InvalidInputError(f"no layer named {layer!r} in {type(self.module).__name__}; {hint}"
                              f"layers are: {shown} (see module.named_modules())")
         return modules[layer]
 
@@ -257,10 +258,10 @@ def feature_extractor(classifier: Any, transform: Callable[[Image.Image], Any] |
     import torch
 
     if not isinstance(classifier, torch.nn.Module):
-        raise TypeError(f"feature_extractor needs a torch.nn.Module, got {type(classifier).__name__}")
+        raise WrongTypeError(f"feature_extractor needs a torch.nn.Module, got {type(classifier).__name__}")
     linears = [n for n, m in classifier.named_modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(classifier).__name__} has no nn.Linear layer to cut off; "
+        raise InvalidInputError(f"{type(classifier).__name__} has no nn.Linear layer to cut off; "
                          "use from_torch(module, layer=...) to pick the embedding layer")
     return TorchModel(classifier, transform=transform, layer=linears[-1], capture="input",
                       name=name or f"{type(classifier).__name__}-features", classes=classes,
