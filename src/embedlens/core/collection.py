@@ -12,6 +12,7 @@ from . import query as Q
 from .expressions import ViewExpression
 from .fields import BUILTIN_FIELDS, decoder, dumps
 from .sample import Sample
+from .errors import InvalidInputError, NotFoundError, WrongTypeError
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -31,7 +32,7 @@ class SampleCollection:
         return self._dataset._database()
 
     def _query(self) -> Q.Query:
-        q = Q.Query.samples(self._db.schema())
+        q = Q.Query.samples(self._db.schema(), self._db.has_label_attribute)
         for stage in self._stages:
             q = stage.apply(q)
         return q
@@ -114,18 +115,18 @@ class SampleCollection:
     def first(self) -> Sample:
         for s in self._view(Q.Limit(1)):
             return s
-        raise ValueError("the collection is empty")
+        raise InvalidInputError("the collection is empty")
 
     def head(self, n: int = 3) -> list[Sample]:
         return list(self._view(Q.Limit(n)))
 
     def __getitem__(self, sample_id: str) -> Sample:
         if not isinstance(sample_id, str):
-            raise TypeError(f"index a collection by sample id (str), got {type(sample_id).__name__}")
+            raise WrongTypeError(f"index a collection by sample id (str), got {type(sample_id).__name__}")
         view = self._view(Q.Match(Q.F("id") == sample_id))
         for s in view:
             return s
-        raise KeyError(f"no sample with id {sample_id!r} in {self._describe()}")
+        raise NotFoundError(f"no sample with id {sample_id!r} in {self._describe()}")
 
     def _describe(self) -> str:
         return f"dataset {self._dataset.name!r}" + (" (view)" if self._stages else "")
@@ -180,7 +181,7 @@ class SampleCollection:
             sql = (f"SELECT json_extract(_e.value, '{ref.item_path}'), count(*) FROM ({inner}) AS x, "
                    f"json_each(x.v, '{ref.array_path}') AS _e GROUP BY 1")
         else:
-            raise ValueError(f"count_values() needs a value path; {path!r} is a whole label, try '{path}.label'")
+            raise InvalidInputError(f"count_values() needs a value path; {path!r} is a whole label, try '{path}.label'")
         return dict(self._db.fetchall(sql, params))
 
     def distinct(self, path: str) -> list[Any]:
@@ -213,7 +214,7 @@ class SampleCollection:
             known = set(self.values("id"))
             missing = [i for i in ids if i not in known]
             if missing:
-                raise KeyError(f"id {missing[0]!r} is not in {self._describe()} ({len(missing)} unknown ids)")
+                raise NotFoundError(f"id {missing[0]!r} is not in {self._describe()} ({len(missing)} unknown ids)")
             rowids = None
         else:
             values = list(values)
@@ -221,11 +222,11 @@ class SampleCollection:
             ids = [r[0] for r in rows]
             rowids = [r[1] for r in rows]
             if len(values) != len(ids):
-                raise ValueError(f"set_values({path!r}) got {len(values)} values for {len(ids)} samples")
+                raise InvalidInputError(f"set_values({path!r}) got {len(values)} values for {len(ids)} samples")
         if q.patches_field:
             field, _, attr = path.partition(".")
             if field != q.patches_field or not attr:
-                raise ValueError(f"in a patches view, set attributes of the objects: '{q.patches_field}.<attr>'")
+                raise InvalidInputError(f"in a patches view, set attributes of the objects: '{q.patches_field}.<attr>'")
             self._dataset._set_label_attr(field, dict(zip(ids, values)), attr)
             return
         self._dataset._set_values_by_id(path, ids, values, rowids)
@@ -336,7 +337,7 @@ class SampleCollection:
 
         q = self._query()
         if q.patches_field:
-            raise ValueError("clone() works on sample views; this is a patches view")
+            raise InvalidInputError("clone() works on sample views; this is a patches view")
         new = Dataset(name, persistent=persistent)
         fields = [k for k in q.schema if k not in BUILTIN_FIELDS]
         ndb = new._database()
@@ -445,7 +446,7 @@ class SampleCollection:
 
         view = self if overwrite else self.exists("metadata", False)
         if view._is_patches:
-            raise ValueError("compute_metadata() works on sample views")
+            raise InvalidInputError("compute_metadata() works on sample views")
         ids, paths = view.values("id"), view.values("filepath")
         results = parallel_map(read_metadata, paths, num_workers, "metadata", progress)
         errors = {p: str(e) for p, (_, e) in zip(paths, results) if e is not None}

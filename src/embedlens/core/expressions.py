@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .fields import dumps
+from .errors import InvalidInputError, WrongTypeError
 
 _COMPARE = {"==": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
@@ -72,7 +73,7 @@ class ViewExpression:
         return id(self)
 
     def __bool__(self) -> bool:
-        raise TypeError("an expression has no truth value; combine expressions with &, | and ~")
+        raise WrongTypeError("an expression has no truth value; combine expressions with &, | and ~")
 
     def is_in(self, values: Sequence[Any]) -> "ViewExpression":
         """True where the value is one of ``values``."""
@@ -106,7 +107,7 @@ class F(ViewExpression):
 
     def __init__(self, path: str) -> None:
         if not isinstance(path, str) or not path:
-            raise ValueError(f"F() takes a field path, got {path!r}")
+            raise InvalidInputError(f"F() takes a field path, got {path!r}")
         super().__init__("field", path)
 
     @property
@@ -128,16 +129,68 @@ def to_dict(x: Any) -> Any:
     return {"$lit": x} if isinstance(x, (dict, list)) else x
 
 
-def from_dict(d: Any) -> Any:
-    """Rebuild an expression (or literal) from :func:`to_dict` output."""
+# Each operator's arguments after the first: what from_dict() checks in JSON from outside (a saved view,
+# the app's POST /api/view), so a malformed tree is refused with its reason instead of failing later.
+_ARITY = {**{op: 2 for op in (*_COMPARE, "&", "|", "+", "-", "*", "/", "exists", "is_in")},
+          "~": 1, "abs": 1, "length": 1, "contains": 3}
+_MAX_DEPTH = 64
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def from_dict(d: Any, _depth: int = 0) -> Any:
+    """Rebuild an expression (or literal) from :func:`to_dict` output, checking it as it goes.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown operator, a wrong number or type of arguments, a field path that is not a string, an
+        integer outside SQLite's 64-bit range, or nesting deeper than 64 levels.
+    """
+    if _depth > _MAX_DEPTH:
+        raise InvalidInputError(f"expression nested deeper than {_MAX_DEPTH} levels")
     if isinstance(d, dict):
         if "$field" in d:
+            if not isinstance(d["$field"], str) or not d["$field"]:
+                raise InvalidInputError(f"a field path must be a non-empty string, got {d['$field']!r:.60}")
             return F(d["$field"])
         if "$op" in d:
-            return ViewExpression(d["$op"], *[from_dict(a) for a in d["args"]])
+            op, args = d["$op"], d.get("args")
+            if not isinstance(op, str) or op not in _ARITY:
+                raise InvalidInputError(f"unknown expression operator {op!r:.40}; one of {', '.join(_ARITY)}")
+            if not isinstance(args, list) or len(args) != _ARITY[op]:
+                raise InvalidInputError(f"operator {op!r} takes {_ARITY[op]} arguments, got {args!r:.60}")
+            args = [from_dict(a, _depth + 1) for a in args]
+            _check_args(op, args)
+            return ViewExpression(op, *args)
         if "$lit" in d:
-            return d["$lit"]
-    return d
+            return _literal(d["$lit"], _depth)
+        raise InvalidInputError(f"an expression object needs '$field', '$op' or '$lit', got keys {sorted(d)!r:.80}")
+    return _literal(d, _depth)
+
+
+def _literal(v: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        raise InvalidInputError(f"expression nested deeper than {_MAX_DEPTH} levels")
+    if v is None or isinstance(v, (bool, str, float)):
+        return v
+    if isinstance(v, int):
+        if not INT64[0] <= v <= INT64[1]:
+            raise InvalidInputError(f"integer {v:.3g} is outside the 64-bit range SQLite stores")
+        return v
+    if isinstance(v, list):
+        return [_literal(x, depth + 1) for x in v]
+    if isinstance(v, dict):  # a JSON object as a value
+        return {str(k): _literal(x, depth + 1) for k, x in v.items()}
+    raise InvalidInputError(f"unsupported literal {v!r:.60}")
+
+
+def _check_args(op: str, args: list) -> None:
+    if op == "exists" and not isinstance(args[1], bool):
+        raise InvalidInputError(f"exists() takes true or false, got {args[1]!r:.40}")
+    if op in ("is_in", "contains") and not isinstance(args[1], list):
+        raise InvalidInputError(f"{op}() takes a list of values, got {args[1]!r:.40}")
+    if op == "contains" and not isinstance(args[2], bool):
+        raise InvalidInputError(f"contains() takes all=true or false, got {args[2]!r:.40}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,6 +221,8 @@ def _lit(v: Any) -> Any:
         v = v.item()
     if isinstance(v, bool):
         return int(v)
+    if isinstance(v, int) and not INT64[0] <= v <= INT64[1]:
+        raise InvalidInputError(f"integer {v:.3g} is outside the 64-bit range SQLite stores")
     if isinstance(v, (list, dict)):
         return dumps(v)
     return v
@@ -192,7 +247,7 @@ class Compiler:
         if isinstance(x, ViewExpression):
             ref = self._ref(x)
             if ref is not None and ref.kind == "each":
-                raise ValueError(f"{x.path!r} holds one value per object; use .contains(...) or filter_labels()")
+                raise InvalidInputError(f"{x.path!r} holds one value per object; use .contains(...) or filter_labels()")
             return self._c(x, params)
         params.append(_lit(x))
         return "?"
@@ -205,13 +260,13 @@ class Compiler:
         if op == "field":
             ref = self.resolve(args[0])
             if ref.kind == "each":
-                raise ValueError(f"{args[0]!r} holds one value per object; use .contains(...) or filter_labels()")
+                raise InvalidInputError(f"{args[0]!r} holds one value per object; use .contains(...) or filter_labels()")
             return ref.sql
         if op in _COMPARE:
             a, b = args
             if b is None or a is None:
                 if op not in ("==", "!="):
-                    raise ValueError("None can only be compared with == and !=")
+                    raise InvalidInputError("None can only be compared with == and !=")
                 side = a if b is None else b
                 return f"({self._value(side, params)} IS {'NOT ' if op == '!=' else ''}NULL)"
             left = self._value(a, params)
@@ -252,7 +307,7 @@ class Compiler:
                 item = f"json_extract(_e.value, '{ref.item_path}')"
             else:
                 if ref is not None and ref.kind not in ("list",):
-                    raise ValueError(f"contains() needs a list field; {target.path!r} is not a list")
+                    raise InvalidInputError(f"contains() needs a list field; {target.path!r} is not a list")
                 src = f"json_each({self._c(target, params)})"
                 item = "_e.value"
             params.append(dumps([_lit(v) for v in values]))
@@ -265,16 +320,16 @@ class Compiler:
             ref = self._ref(args[0])
             if ref is not None:
                 if ref.kind == "each":
-                    raise ValueError(f"length() of {args[0].path!r}: use the list path, e.g. 'field.detections'")
+                    raise InvalidInputError(f"length() of {args[0].path!r}: use the list path, e.g. 'field.detections'")
                 if ref.kind == "list":
                     return f"json_array_length({ref.sql})"
                 if ref.kind == "json":
-                    raise ValueError(f"length() needs a list or string; {args[0].path!r} is an object")
+                    raise InvalidInputError(f"length() needs a list or string; {args[0].path!r} is an object")
             return f"length({self._value(args[0], params)})"
-        raise ValueError(f"unknown expression operator {op!r}")
+        raise InvalidInputError(f"unknown expression operator {op!r}")
 
     def _any_sql(self, x: Any, params: list) -> str:
         ref = self._ref(x)
         if ref is not None and ref.kind == "each":
-            raise ValueError(f"exists() on {x.path!r}: test the list path instead")
+            raise InvalidInputError(f"exists() on {x.path!r}: test the list path instead")
         return self._c(x, params)

@@ -7,25 +7,35 @@ column, or unrolling objects into patches). Stages are plain data and serialise 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
-from .expressions import Compiler, F, Ref, ViewExpression, from_dict, to_dict
+import numpy as np
+
+from .expressions import INT64, Compiler, F, Ref, ViewExpression, from_dict, to_dict
 from .fields import SCALAR_TYPES, check_name, dumps
+from .errors import InvalidInputError, UnknownFieldError, WrongTypeError
 
 _LIST_ATTRS = ("logits", "bounding_box", "tags")
 _PATCH_ROWS = 1_000_000  # objects per sample, for the patches' row order key
-
-
-class UnknownFieldError(ValueError):
-    """A field path names a field the collection does not have."""
 
 
 def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def resolve_path(path: str, schema: dict[str, str], col: str = "t") -> Ref:
-    """Where the value of ``path`` lives in SQL for rows of a collection with ``schema``."""
+# Attributes every label of a type has (or may leave unset); others are free-form and must exist in the data.
+_LABEL_ATTRS = {"Classification": ("id", "tags", "label", "confidence", "logits"),
+                "Detection": ("id", "tags", "label", "bounding_box", "confidence", "index")}
+HasAttribute = Callable[[str, str], bool]
+
+
+def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: HasAttribute | None = None) -> Ref:
+    """Where the value of ``path`` lives in SQL for rows of a collection with ``schema``.
+
+    ``has_attr(field, attr)``: whether any label of ``field`` has the free-form attribute ``attr``; with
+    it, a label attribute that no label has is an :class:`UnknownFieldError`, as an unknown field is.
+    """
     head, *rest = path.split(".")
     if head not in schema:
         known = ", ".join(schema)
@@ -34,13 +44,19 @@ def resolve_path(path: str, schema: dict[str, str], col: str = "t") -> Ref:
     ref = f"{col}.{_q(head)}"
     for part in rest:
         check_name(part)
+    label_type = "Detection" if ftype == "Detections" and len(rest) > 1 else ftype
+    attr = rest[1] if ftype == "Detections" and len(rest) > 1 else (rest[0] if rest else None)
+    if (has_attr is not None and label_type in _LABEL_ATTRS and attr is not None
+            and attr not in _LABEL_ATTRS[label_type] and not has_attr(head, attr)):
+        raise UnknownFieldError(f"unknown attribute {attr!r} in {path!r}: no {label_type} label of {head!r} has it "
+                                f"(every one has {', '.join(_LABEL_ATTRS[label_type])})")
     if not rest:
         if ftype in SCALAR_TYPES:
             return Ref("scalar", ref)
         if ftype == "list":
             return Ref("list", ref)
         if ftype == "array":
-            raise ValueError(f"array field {head!r} cannot be used in an expression")
+            raise InvalidInputError(f"array field {head!r} cannot be used in an expression")
         return Ref("json", ref)
     if ftype == "Detections":
         if rest[0] != "detections":
@@ -70,8 +86,10 @@ class Query:
     """A ``SELECT`` under construction. Column references use the alias ``t``."""
 
     def __init__(self, source: str, params: Sequence[Any], columns: list[str], schema: dict[str, str],
-                 order_col: str = "_rowid", patches_field: str | None = None) -> None:
+                 order_col: str = "_rowid", patches_field: str | None = None,
+                 has_attr: HasAttribute | None = None) -> None:
         self.source = source
+        self.has_attr = has_attr
         self.params = list(params)
         self.columns = columns
         self.schema = schema
@@ -84,16 +102,16 @@ class Query:
         self._n = 0  # names for joined and positional helpers
 
     @classmethod
-    def samples(cls, schema: dict[str, str]) -> "Query":
-        return cls("samples AS t", [], ["_rowid", *schema], dict(schema))
+    def samples(cls, schema: dict[str, str], has_attr: HasAttribute | None = None) -> "Query":
+        return cls("samples AS t", [], ["_rowid", *schema], dict(schema), has_attr=has_attr)
 
     def compile(self, expr: Any) -> tuple[str, list]:
         if isinstance(expr, str):
             expr = F(expr)
-        return Compiler(lambda p: resolve_path(p, self.schema))(expr)
+        return Compiler(self.resolve)(expr)
 
     def resolve(self, path: str) -> Ref:
-        return resolve_path(path, self.schema)
+        return resolve_path(path, self.schema, has_attr=self.has_attr)
 
     def sql(self, select: str | None = None, select_params: Sequence[Any] = (),
             ordered: bool = True) -> tuple[str, list]:
@@ -142,7 +160,7 @@ class Query:
                 params += p
             columns.append(order_col)
         inner, inner_params = self.sql(", ".join(parts), params, ordered=False)
-        q = Query(f"({inner}) AS t", inner_params, columns, self.schema, order_col, self.patches_field)
+        q = Query(f"({inner}) AS t", inner_params, columns, self.schema, order_col, self.patches_field, self.has_attr)
         q._n = self._n
         return q
 
@@ -172,7 +190,7 @@ class Query:
         if field is not None:
             check_name(field)
             if field in q.schema:
-                raise ValueError(f"field {field!r} exists; choose another name for the new column")
+                raise InvalidInputError(f"field {field!r} exists; choose another name for the new column")
             q = q._wrap(extra={field: (f"json_extract(?, '$[' || {alias}.key || ']')", [dumps(values)])})
             q.schema = {**q.schema, field: "float"}
         return q
@@ -185,7 +203,7 @@ class Query:
         return self
 
     def set_skip(self, n: int) -> "Query":
-        self.offset += n
+        self.offset = min(self.offset + n, INT64[1])  # skips add up; SQLite's OFFSET is a 64-bit integer
         if self.limit is not None:
             self.limit = max(self.limit - n, 0)
         return self
@@ -202,7 +220,7 @@ class Query:
         )
         schema = {"id": "str", "sample_id": "str", "filepath": "str", "tags": "list", "metadata": "dict",
                   field: "Detection"}
-        return Query(src, params, ["_rowid", *schema], schema, patches_field=field)
+        return Query(src, params, ["_rowid", *schema], schema, patches_field=field, has_attr=self.has_attr)
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -225,12 +243,21 @@ class Stage:
         return {"_stage": self.name, "kwargs": {k: to_dict(v) for k, v in self.kwargs.items()}}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Stage":
-        try:
-            cls = STAGES[d["_stage"]]
-        except KeyError:
-            raise ValueError(f"unknown view stage {d.get('_stage')!r}") from None
-        return cls(**{k: from_dict(v) for k, v in d["kwargs"].items()})
+    def from_dict(d: Any) -> "Stage":
+        """A stage from its :meth:`to_dict` form, checked completely (JSON from outside lands here)."""
+        if not isinstance(d, dict) or not isinstance(d.get("_stage"), str) or not isinstance(d.get("kwargs", {}), dict):
+            raise InvalidInputError(f"a view stage is {{'_stage': name, 'kwargs': {{...}}}}, got {d!r:.80}")
+        cls = STAGES.get(d["_stage"])
+        if cls is None:
+            raise InvalidInputError(f"unknown view stage {d['_stage']!r:.40}; one of {', '.join(STAGES)}")
+        kwargs = {k: from_dict(v) for k, v in d.get("kwargs", {}).items()}
+        params = inspect.signature(cls).parameters
+        unknown = [k for k in kwargs if k not in params]
+        missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
+        if unknown or missing:
+            problem = f"unknown argument {unknown[0]!r:.40}" if unknown else f"missing argument {missing[0]!r}"
+            raise InvalidInputError(f"stage {cls.__name__}: {problem}; it takes {', '.join(params)}")
+        return cls(**kwargs)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={_short(v)}" for k, v in self.kwargs.items())
@@ -246,7 +273,7 @@ def _short(v: Any) -> str:
 class Match(Stage):
     def __init__(self, filter: ViewExpression) -> None:
         if not isinstance(filter, ViewExpression):
-            raise TypeError(f"match() takes an expression such as F('field') > 0, got {filter!r:.60}")
+            raise WrongTypeError(f"match() takes an expression such as F('field') > 0, got {filter!r:.60}")
         super().__init__(filter=filter)
 
     def apply(self, q: Query) -> Query:
@@ -255,7 +282,7 @@ class Match(Stage):
 
 class Exists(Stage):
     def __init__(self, field: str, bool: bool = True) -> None:
-        super().__init__(field=field, bool=bool)
+        super().__init__(field=_path(field, "field"), bool=_flag(bool, "bool"))
 
     def apply(self, q: Query) -> Query:
         return q.add_where(*q.compile(F(self.kwargs["field"]).exists(self.kwargs["bool"])))
@@ -263,7 +290,7 @@ class Exists(Stage):
 
 class MatchTags(Stage):
     def __init__(self, tags: str | Sequence[str], bool: bool = True, all: bool = False) -> None:
-        super().__init__(tags=[tags] if isinstance(tags, str) else list(tags), bool=bool, all=all)
+        super().__init__(tags=_strings(tags, "tags"), bool=_flag(bool, "bool"), all=_flag(all, "all"))
 
     def apply(self, q: Query) -> Query:
         expr = F("tags").contains(self.kwargs["tags"], all=self.kwargs["all"])
@@ -272,8 +299,8 @@ class MatchTags(Stage):
 
 class Select(Stage):
     def __init__(self, sample_ids: str | Sequence[str], ordered: bool = False) -> None:
-        ids = [sample_ids] if isinstance(sample_ids, str) else list(dict.fromkeys(sample_ids))
-        super().__init__(sample_ids=ids, ordered=ordered)
+        ids = list(dict.fromkeys(_strings(sample_ids, "sample_ids")))
+        super().__init__(sample_ids=ids, ordered=_flag(ordered, "ordered"))
         self._ids_json: str | None = None
 
     def apply(self, q: Query) -> Query:
@@ -294,7 +321,14 @@ class SortBySimilarity(Stage):
 
     def __init__(self, query: Any, ids: Sequence[str], distances: Sequence[float], k: int | None = None,
                  reverse: bool = False, dist_field: str | None = None, brain_key: str | None = None) -> None:
-        super().__init__(query=query, ids=list(ids), distances=[float(d) for d in distances], k=k, reverse=reverse,
+        ids = _strings(ids, "ids")
+        if not isinstance(distances, (list, tuple, np.ndarray)) or len(distances) != len(ids) or not all(
+                isinstance(d, (int, float, np.number)) and not isinstance(d, bool) for d in distances):
+            raise InvalidInputError("SortBySimilarity: distances must be one number per id")
+        if dist_field is not None:
+            check_name(dist_field)
+        super().__init__(query=query, ids=ids, distances=[float(d) for d in distances],
+                         k=None if k is None else _count(k, "k"), reverse=_flag(reverse, "reverse"),
                          dist_field=dist_field, brain_key=brain_key)
 
     def apply(self, q: Query) -> Query:
@@ -309,7 +343,7 @@ class SortBySimilarity(Stage):
 
 class Exclude(Stage):
     def __init__(self, sample_ids: str | Sequence[str]) -> None:
-        super().__init__(sample_ids=[sample_ids] if isinstance(sample_ids, str) else list(sample_ids))
+        super().__init__(sample_ids=_strings(sample_ids, "sample_ids"))
 
     def apply(self, q: Query) -> Query:
         return q.add_where("t.id NOT IN (SELECT value FROM json_each(?))", [dumps(self.kwargs["sample_ids"])])
@@ -317,7 +351,9 @@ class Exclude(Stage):
 
 class SortBy(Stage):
     def __init__(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> None:
-        super().__init__(field_or_expr=field_or_expr, reverse=reverse)
+        if not isinstance(field_or_expr, ViewExpression):
+            _path(field_or_expr, "sort_by()")
+        super().__init__(field_or_expr=field_or_expr, reverse=_flag(reverse, "reverse"))
 
     def apply(self, q: Query) -> Query:
         sql, params = q.compile(self.kwargs["field_or_expr"])
@@ -326,7 +362,7 @@ class SortBy(Stage):
 
 class Shuffle(Stage):
     def __init__(self, seed: int | None = None) -> None:
-        super().__init__(seed=seed)
+        super().__init__(seed=_seed(seed))
 
     def apply(self, q: Query) -> Query:
         return q.add_order("seeded_rank(?, t.id)", [str(self.kwargs["seed"])])
@@ -350,7 +386,7 @@ class Skip(Stage):
 
 class Take(Stage):
     def __init__(self, size: int, seed: int | None = None) -> None:
-        super().__init__(size=_count(size, "size"), seed=seed)
+        super().__init__(size=_count(size, "size"), seed=_seed(seed))
 
     def apply(self, q: Query) -> Query:
         return Shuffle(self.kwargs["seed"]).apply(q).set_limit(self.kwargs["size"])
@@ -358,7 +394,9 @@ class Take(Stage):
 
 class FilterLabels(Stage):
     def __init__(self, field: str, filter: ViewExpression, only_matches: bool = True) -> None:
-        super().__init__(field=field, filter=filter, only_matches=only_matches)
+        if not isinstance(filter, ViewExpression):
+            raise WrongTypeError(f"filter_labels() takes an expression such as F('label') == 'cat', got {filter!r:.60}")
+        super().__init__(field=check_name(field), filter=filter, only_matches=_flag(only_matches, "only_matches"))
 
     def apply(self, q: Query) -> Query:
         field = self.kwargs["field"]
@@ -381,27 +419,26 @@ class FilterLabels(Stage):
             return q
         if ftype is None:
             raise UnknownFieldError(f"unknown field {field!r}; fields: {', '.join(q.schema)}")
-        raise ValueError(f"filter_labels() needs a label field; {field!r} has type {ftype}")
+        raise InvalidInputError(f"filter_labels() needs a label field; {field!r} has type {ftype}")
 
 
 class ToPatches(Stage):
     def __init__(self, field: str) -> None:
-        super().__init__(field=field)
+        super().__init__(field=check_name(field))
 
     def apply(self, q: Query) -> Query:
         field = self.kwargs["field"]
         if q.patches_field is not None:
-            raise ValueError("to_patches() on a patches view: make patches from the sample view")
+            raise InvalidInputError("to_patches() on a patches view: make patches from the sample view")
         ftype = q.schema.get(field)
         if ftype != "Detections":
-            raise ValueError(f"to_patches() needs a Detections field; {field!r} has type {ftype}")
+            raise InvalidInputError(f"to_patches() needs a Detections field; {field!r} has type {ftype}")
         return q.to_patches(field)
 
 
 class SelectFields(Stage):
     def __init__(self, field_names: str | Sequence[str]) -> None:
-        names = [field_names] if isinstance(field_names, str) else list(field_names)
-        super().__init__(field_names=names)
+        super().__init__(field_names=[check_name(n) for n in _strings(field_names, "field_names")])
 
     def apply(self, q: Query) -> Query:
         keep = set(self.kwargs["field_names"])
@@ -413,10 +450,40 @@ class SelectFields(Stage):
         return q
 
 
+# Checks of stage arguments: a stage made from JSON gets the same clear error as one made in Python.
+
 def _count(n: Any, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
-    return n
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= INT64[1]:
+        raise InvalidInputError(f"{what} must be a non-negative integer below 2^63, got {n!r:.40}")
+    return int(n)
+
+
+def _flag(v: Any, what: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise InvalidInputError(f"{what} must be true or false, got {v!r:.40}")
+    return bool(v)
+
+
+def _path(v: Any, what: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise InvalidInputError(f"{what} must be a field path, got {v!r:.40}")
+    return v
+
+
+def _strings(v: Any, what: str) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, (dict, bytes)) and hasattr(v, "__iter__"):
+        items = list(v)
+        if all(isinstance(x, str) for x in items):
+            return items
+    raise InvalidInputError(f"{what} must be a string or a list of strings, got {v!r:.60}")
+
+
+def _seed(v: Any) -> int | str | None:
+    if v is None or isinstance(v, str) or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)):
+        return v if not isinstance(v, np.integer) else int(v)
+    raise InvalidInputError(f"seed must be an integer, a string or None, got {v!r:.40}")
 
 
 STAGES: dict[str, type[Stage]] = {c.__name__: c for c in (
