@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .fields import BUILTIN_FIELDS, FIELD_TYPES, check_name, sql_type
+from .errors import InvalidInputError
 
 SCHEMA_VERSION = 1
 
@@ -23,7 +25,8 @@ CREATE TABLE IF NOT EXISTS samples (
     id TEXT NOT NULL UNIQUE,
     filepath TEXT NOT NULL,
     tags TEXT NOT NULL DEFAULT '[]',
-    metadata TEXT);
+    metadata TEXT,
+    media_realpath TEXT);
 CREATE INDEX IF NOT EXISTS samples_filepath ON samples(filepath);
 CREATE TABLE IF NOT EXISTS saved_views (
     name TEXT PRIMARY KEY, stages TEXT NOT NULL, created_at REAL NOT NULL);
@@ -32,6 +35,21 @@ CREATE TABLE IF NOT EXISTS runs (
     fields TEXT NOT NULL DEFAULT '[]', arrays TEXT NOT NULL DEFAULT '[]', results TEXT,
     created_at REAL NOT NULL, updated_at REAL NOT NULL);
 """
+
+
+# The file a sample's filepath resolved to when it was written (symlinks followed): the app serves a
+# sample's image only while its path still resolves there, so re-pointing a link inside a dataset's
+# folder at another file does not publish that file. add_samples() writes the column; this trigger
+# keeps it with any later change of filepath, whichever code makes it.
+_MEDIA_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS samples_media_realpath AFTER UPDATE OF filepath ON samples
+WHEN NEW.filepath IS NOT OLD.filepath BEGIN
+    UPDATE samples SET media_realpath = el_realpath(NEW.filepath) WHERE _rowid = NEW._rowid;
+END"""
+
+
+def media_realpath(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def _seeded_rank(seed: Any, key: str) -> int:
@@ -56,6 +74,7 @@ class Database:
         self._depth = 0
         self._schema: dict[str, str] | None = None
         self._schema_version = -1
+        self._attrs_seen: set[tuple[str, str]] = set()
         c = self._conn
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
@@ -63,11 +82,25 @@ class Database:
         c.execute("PRAGMA cache_size=-65536")
         c.execute("PRAGMA temp_store=MEMORY")
         c.create_function("seeded_rank", 2, _seeded_rank, deterministic=True)
+        c.create_function("el_realpath", 1, media_realpath)
         if create:
             with self.transaction():
                 for stmt in filter(str.strip, _TABLES.split(";")):
                     c.execute(stmt)
+                c.execute(_MEDIA_TRIGGER)
                 c.execute("INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        else:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a dataset written by an older embedlens up to date (each step runs once)."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(samples)")}
+        if "media_realpath" not in columns:
+            # Recorded now, as the files resolve today: from here on a re-pointed link is noticed.
+            with self.transaction():
+                self._conn.execute("ALTER TABLE samples ADD COLUMN media_realpath TEXT")
+                self._conn.execute("UPDATE samples SET media_realpath = el_realpath(filepath)")
+                self._conn.execute(_MEDIA_TRIGGER)
 
     def close(self) -> None:
         self._conn.close()
@@ -132,12 +165,28 @@ class Database:
                 self._schema_version = version
             return dict(self._schema)
 
+    def has_label_attribute(self, field: str, attr: str) -> bool:
+        """Whether any label of ``field`` has the free-form attribute ``attr``; one scan that stops at the
+        first label found. Found attributes are remembered (labels seldom lose one)."""
+        if (field, attr) in self._attrs_seen:
+            return True
+        check_name(field)
+        if self.schema().get(field) == "Detections":
+            sql = (f'SELECT 1 FROM samples AS t, json_each(t."{field}", \'$.detections\') AS d '
+                   f"WHERE json_type(d.value, ?) IS NOT NULL LIMIT 1")
+        else:
+            sql = f'SELECT 1 FROM samples WHERE json_type("{field}", ?) IS NOT NULL LIMIT 1'
+        found = self.scalar(sql, (f"$.{check_name(attr)}",)) is not None
+        if found:
+            self._attrs_seen.add((field, attr))
+        return found
+
     def add_field(self, name: str, ftype: str) -> None:
         check_name(name)
         if ftype not in FIELD_TYPES:
-            raise ValueError(f"unknown field type {ftype!r}; one of {', '.join(FIELD_TYPES)}")
+            raise InvalidInputError(f"unknown field type {ftype!r}; one of {', '.join(FIELD_TYPES)}")
         if name in self.schema():
-            raise ValueError(f"field {name!r} already exists")
+            raise InvalidInputError(f"field {name!r} already exists")
         with self.transaction():
             self.execute(f'ALTER TABLE samples ADD COLUMN "{name}" {sql_type(ftype)}')
             self.execute("INSERT INTO fields VALUES (?, ?, ?)", (name, ftype, time.time()))

@@ -15,25 +15,26 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import home
 from .collection import SampleCollection
-from .database import Database
+from .database import Database, media_realpath
 from .fields import BUILTIN_FIELDS, FIELD_TYPES, check_name, dumps, encoder, infer_field_type
 from .ids import new_id, new_ids
 from .labels import check_label_attr
 from .query import Stage, UnknownFieldError
 from .sample import Sample
 from .view import DatasetView
+from .errors import InvalidInputError, NotFoundError, WrongTypeError, with_context
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _RESERVED = {"sample-data", "exports", "models"}  # folders of EMBEDLENS_HOME that are not datasets
 _DB_FILE = "dataset.db"
 _temporary: set[Path] = set()  # non-persistent datasets this process created; deleted at exit
 
 
 def _check_dataset_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"invalid dataset name {name!r}: letters, digits, '_', '-', '.'; at most 128 characters")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInputError(f"invalid dataset name {name!r}: letters, digits, '_', '-', '.'; at most 128 characters")
     if name in _RESERVED:
-        raise ValueError(f"{name!r} is reserved for embedlens's own files; choose another dataset name")
+        raise InvalidInputError(f"{name!r} is reserved for embedlens's own files; choose another dataset name")
     return name
 
 
@@ -59,11 +60,11 @@ class Dataset(SampleCollection):
         path = _path(name)
         if dataset_exists(name):
             if not overwrite:
-                raise ValueError(f"dataset {name!r} already exists: open it with el.load_dataset({name!r}), "
+                raise InvalidInputError(f"dataset {name!r} already exists: open it with el.load_dataset({name!r}), "
                                  "or pass overwrite=True to replace it")
             delete_dataset(name)
         elif path.exists():  # a folder that is not a dataset: never overwrite what we did not write
-            raise ValueError(f"cannot create dataset {name!r}: {path} exists and is not an embedlens dataset; "
+            raise InvalidInputError(f"cannot create dataset {name!r}: {path} exists and is not an embedlens dataset; "
                              "choose another name or move that folder")
         path.mkdir(parents=True)
         for sub in ("arrays", "thumbnails"):
@@ -83,7 +84,7 @@ class Dataset(SampleCollection):
         path = _path(name)
         if not (path / _DB_FILE).exists():
             known = ", ".join(list_datasets()) or "none"
-            raise ValueError(f"dataset {name!r} not found in {home()}; datasets: {known}")
+            raise InvalidInputError(f"dataset {name!r} not found in {home()}; datasets: {known}")
         obj = cls.__new__(cls)
         obj._attach(path, Database(path / _DB_FILE))
         return obj
@@ -97,7 +98,7 @@ class Dataset(SampleCollection):
 
     def _database(self) -> Database:
         if self._db_handle is None:
-            raise ValueError(f"dataset at {self._path} was deleted")
+            raise InvalidInputError(f"dataset at {self._path} was deleted")
         return self._db_handle
 
     # ------------------------------------------------------------------ identity and lifecycle
@@ -111,7 +112,7 @@ class Dataset(SampleCollection):
         """Renaming moves the dataset's folder."""
         new_path = _path(new)
         if new_path.exists():
-            raise ValueError(f"cannot rename {self.name!r} to {new!r}: a dataset of that name exists")
+            raise InvalidInputError(f"cannot rename {self.name!r} to {new!r}: a dataset of that name exists")
         self._database().close()
         os.rename(self._path, new_path)
         if self._path in _temporary:
@@ -189,7 +190,7 @@ class Dataset(SampleCollection):
         samples = list(samples)
         for i, s in enumerate(samples):
             if not isinstance(s, Sample):
-                raise TypeError(f"add_samples() takes Sample objects; item {i} is {type(s).__name__}")
+                raise WrongTypeError(f"add_samples() takes Sample objects; item {i} is {type(s).__name__}")
         if not samples:
             return []
         db = self._database()
@@ -212,12 +213,12 @@ class Dataset(SampleCollection):
         for sid, s in zip(ids, samples):
             d = s._data
             try:
-                rows.append((sid, d["filepath"], enc_tags(d["tags"]), enc_meta(d["metadata"]),
-                             *[enc(d.get(n)) for n, enc in zip(fields, encoders)]))
+                rows.append((sid, d["filepath"], media_realpath(d["filepath"]), enc_tags(d["tags"]),
+                             enc_meta(d["metadata"]), *[enc(d.get(n)) for n, enc in zip(fields, encoders)]))
             except (TypeError, ValueError) as e:
-                raise type(e)(f"sample {d['filepath']!r}: {e}") from None
-        cols = ", ".join(["id", "filepath", "tags", "metadata", *(f'"{n}"' for n in fields)])
-        marks = ", ".join("?" * (4 + len(fields)))
+                raise with_context(e, f"sample {d['filepath']!r}") from None
+        cols = ", ".join(["id", "filepath", "media_realpath", "tags", "metadata", *(f'"{n}"' for n in fields)])
+        marks = ", ".join("?" * (5 + len(fields)))
         with db.transaction():
             for name, ftype in new_fields.items():
                 db.add_field(name, ftype)
@@ -226,6 +227,20 @@ class Dataset(SampleCollection):
             s._data["id"] = sid
             object.__setattr__(s, "_dataset", self)
         return ids
+
+    def verified_media(self, ids: Sequence[str]) -> list[str | None]:
+        """The image file of each sample, resolved now, where it is still the file recorded when the
+        sample's filepath was written; None where the path now resolves elsewhere (a re-pointed link), no
+        file is there, or the id is unknown. What the app serves: it never follows a link that changed."""
+        rows = dict(((i, (fp, rec)) for i, fp, rec in self._database().fetchall(
+            "SELECT id, filepath, media_realpath FROM samples WHERE id IN (SELECT value FROM json_each(?))",
+            (dumps(list(ids)),))))
+        out: list[str | None] = []
+        for i in ids:
+            fp, recorded = rows.get(i, (None, None))
+            now = media_realpath(fp) if fp is not None else None
+            out.append(now if now is not None and now == recorded and os.path.isfile(now) else None)
+        return out
 
     def _save_sample(self, sample: Sample) -> None:
         db = self._database()
@@ -239,14 +254,14 @@ class Dataset(SampleCollection):
         try:
             vals = [encoder(types[n], n)(data[n]) for n in names]
         except (TypeError, ValueError) as e:
-            raise type(e)(f"sample {data['id']!r}: {e}") from None
+            raise with_context(e, f"sample {data['id']!r}") from None
         with db.transaction():
             for n, t in new.items():
                 db.add_field(n, t)
             cur = db.execute(f"UPDATE samples SET {', '.join(f'{chr(34)}{n}{chr(34)} = ?' for n in names)} "
                              "WHERE id = ?", [*vals, data["id"]])
             if cur.rowcount != 1:
-                raise KeyError(f"sample {data['id']!r} is no longer in dataset {self.name!r}")
+                raise NotFoundError(f"sample {data['id']!r} is no longer in dataset {self.name!r}")
 
     def _set_values_by_id(self, path: str, ids: list[str], values: list[Any],
                           rowids: list[int] | None = None) -> None:
@@ -256,7 +271,7 @@ class Dataset(SampleCollection):
         schema = db.schema()
         head, _, rest = path.partition(".")
         if head in ("id", "_rowid"):
-            raise ValueError("sample ids cannot be set")
+            raise InvalidInputError("sample ids cannot be set")
         if not rest:
             ftype = schema.get(head)
             new = ftype is None
@@ -264,14 +279,14 @@ class Dataset(SampleCollection):
                 check_name(head)
                 ftype = infer_field_type(values, head)
                 if ftype is None:
-                    raise ValueError(f"cannot infer the type of new field {head!r} from None values; "
+                    raise InvalidInputError(f"cannot infer the type of new field {head!r} from None values; "
                                      f"create it first with add_sample_field({head!r}, type)")
             enc = encoder(ftype, head)
             try:
                 encoded = [enc(v) for v in values]
             except (TypeError, ValueError) as e:
                 bad = next(i for i, v in enumerate(values) if _fails(enc, v))
-                raise type(e)(f"sample {ids[bad]!r}: {e}") from None
+                raise with_context(e, f"sample {ids[bad]!r}") from None
             with db.transaction():
                 if new:
                     db.add_field(head, ftype)
@@ -282,12 +297,12 @@ class Dataset(SampleCollection):
             raise UnknownFieldError(f"unknown field {head!r} in {path!r}; fields: {', '.join(schema)}")
         if ftype == "Detections":
             if not rest.startswith("detections."):
-                raise ValueError(f"{path!r}: set object attributes as '{head}.detections.<attr>'")
+                raise InvalidInputError(f"{path!r}: set object attributes as '{head}.detections.<attr>'")
             attr = check_name(rest[len("detections."):])
             self._set_detections_attr(head, ids, values, attr)
             return
         if ftype not in ("Classification", "Detection", "dict"):
-            raise ValueError(f"{path!r}: field {head!r} of type {ftype} has no sub-fields")
+            raise InvalidInputError(f"{path!r}: field {head!r} of type {ftype} has no sub-fields")
         for part in rest.split("."):
             check_name(part)
         is_label = ftype != "dict"
@@ -298,7 +313,7 @@ class Dataset(SampleCollection):
                 default = dumps({"_cls": ftype, "id": new_id()}) if is_label else "{}"
                 rows.append((default, dumps(v), k))
             except (TypeError, ValueError) as e:
-                raise type(e)(f"sample {sid!r}, {path!r}: {e}") from None
+                raise with_context(e, f"sample {sid!r}, {path!r}") from None
         with db.transaction():
             db.executemany(f'UPDATE samples SET "{head}" = json_set(COALESCE("{head}", json(?)), '
                            f"'$.{rest}', json(?)) WHERE {key} = ?", rows)
@@ -313,12 +328,12 @@ class Dataset(SampleCollection):
             raw = current.get(sid)
             if raw is None:
                 if vals:
-                    raise ValueError(f"sample {sid!r} has no {field!r} objects to set {attr!r} on")
+                    raise InvalidInputError(f"sample {sid!r} has no {field!r} objects to set {attr!r} on")
                 continue
             d = json.loads(raw)
             dets = d.get("detections", [])
             if vals is None or len(vals) != len(dets):
-                raise ValueError(f"sample {sid!r}: {len(dets)} objects in {field!r} but "
+                raise InvalidInputError(f"sample {sid!r}: {len(dets)} objects in {field!r} but "
                                  f"{'no' if vals is None else len(vals)} values for {attr!r}")
             for det, v in zip(dets, vals):
                 det[attr] = check_label_attr(attr, v)
@@ -337,7 +352,7 @@ class Dataset(SampleCollection):
         elif ftype in ("Classification", "Detection"):
             sql = f'SELECT id, "{field}" FROM samples WHERE json_extract("{field}", \'$.id\') IN (SELECT value FROM json_each(?))'
         else:
-            raise ValueError(f"{field!r} is not a label field")
+            raise InvalidInputError(f"{field!r} is not a label field")
         values = {k: check_label_attr(attr, v) for k, v in by_label_id.items()}
         seen, rows = set(), []
         for sid, raw in db.fetchall(sql, [dumps(list(values))]):
@@ -349,7 +364,7 @@ class Dataset(SampleCollection):
             rows.append((dumps(d), sid))
         missing = [k for k in values if k not in seen]
         if missing:
-            raise KeyError(f"label id {missing[0]!r} is not in field {field!r} ({len(missing)} unknown)")
+            raise NotFoundError(f"label id {missing[0]!r} is not in field {field!r} ({len(missing)} unknown)")
         with db.transaction():
             db.executemany(f'UPDATE samples SET "{field}" = ? WHERE id = ?', rows)
 
@@ -368,7 +383,7 @@ class Dataset(SampleCollection):
                                                [dumps(ids)])}
             missing = [i for i in ids if i not in found]
             if missing:
-                raise KeyError(f"sample {missing[0]!r} is not in dataset {self.name!r} ({len(missing)} unknown ids)")
+                raise NotFoundError(f"sample {missing[0]!r} is not in dataset {self.name!r} ({len(missing)} unknown ids)")
             db.execute("DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))", [dumps(ids)])
         return len(ids)
 
@@ -422,14 +437,14 @@ class Dataset(SampleCollection):
     def add_sample_field(self, name: str, ftype: str) -> None:
         """Add an empty field of type ``ftype`` (one of ``el.FIELD_TYPES``)."""
         if name in BUILTIN_FIELDS:
-            raise ValueError(f"{name!r} is a built-in field")
+            raise InvalidInputError(f"{name!r} is a built-in field")
         if ftype not in FIELD_TYPES:
-            raise ValueError(f"unknown field type {ftype!r}; one of {', '.join(FIELD_TYPES)}")
+            raise InvalidInputError(f"unknown field type {ftype!r}; one of {', '.join(FIELD_TYPES)}")
         self._database().add_field(name, ftype)
 
     def _check_user_field(self, name: str) -> None:
         if name in BUILTIN_FIELDS:
-            raise ValueError(f"{name!r} is a built-in field and cannot be changed")
+            raise InvalidInputError(f"{name!r} is a built-in field and cannot be changed")
         schema = self._database().schema()
         if name not in schema:
             raise UnknownFieldError(f"unknown field {name!r}; fields: {', '.join(schema)}")
@@ -446,7 +461,7 @@ class Dataset(SampleCollection):
     def rename_sample_field(self, old: str, new: str) -> None:
         self._check_user_field(old)
         if new in self._database().schema():
-            raise ValueError(f"cannot rename {old!r} to {new!r}: field {new!r} exists")
+            raise InvalidInputError(f"cannot rename {old!r} to {new!r}: field {new!r} exists")
         self._database().rename_field(old, new)
 
     def create_index(self, paths: str | Sequence[str]) -> str:
@@ -458,7 +473,7 @@ class Dataset(SampleCollection):
         for path in paths:
             ref = self._query().resolve(path)
             if ref.kind != "scalar":
-                raise ValueError(f"only single-valued paths can be indexed; {path!r} is not")
+                raise InvalidInputError(f"only single-valued paths can be indexed; {path!r} is not")
             exprs.append(ref.sql.replace('t."', '"'))
         name = "idx_" + "__".join(re.sub(r"\W", "_", p) for p in paths)
         with self._database().transaction():
@@ -472,7 +487,7 @@ class Dataset(SampleCollection):
 
     def drop_index(self, name: str) -> None:
         if name not in self.list_indexes():
-            raise ValueError(f"no index {name!r}; indexes: {self.list_indexes()}")
+            raise InvalidInputError(f"no index {name!r}; indexes: {self.list_indexes()}")
         self._database().execute(f'DROP INDEX "{name}"')
 
     # ------------------------------------------------------------------ embedding sets
@@ -493,7 +508,7 @@ class Dataset(SampleCollection):
 
         store = embedding_set(self, embeddings_field)
         if not store.exists:
-            raise KeyError(f"no embeddings {embeddings_field!r}; stored: {self.list_embeddings()}")
+            raise NotFoundError(f"no embeddings {embeddings_field!r}; stored: {self.list_embeddings()}")
         store.delete()
 
     # ------------------------------------------------------------------ brain runs (stored by embedlens.brain)
@@ -548,11 +563,11 @@ class Dataset(SampleCollection):
     def save_view(self, name: str, view: DatasetView, overwrite: bool = False) -> None:
         """Store ``view``'s stages under ``name`` (reload with :meth:`load_saved_view`)."""
         if not isinstance(view, DatasetView) or view._dataset.name != self.name:
-            raise ValueError("save_view() takes a view of this dataset")
+            raise InvalidInputError("save_view() takes a view of this dataset")
         db = self._database()
         with db.transaction():
             if not overwrite and self.has_saved_view(name):
-                raise ValueError(f"saved view {name!r} exists; pass overwrite=True to replace it")
+                raise InvalidInputError(f"saved view {name!r} exists; pass overwrite=True to replace it")
             db.execute("INSERT OR REPLACE INTO saved_views VALUES (?, ?, ?)",
                        (name, dumps(view.to_dicts()), time.time()))
 
@@ -565,12 +580,12 @@ class Dataset(SampleCollection):
     def load_saved_view(self, name: str) -> DatasetView:
         raw = self._database().scalar("SELECT stages FROM saved_views WHERE name = ?", (name,))
         if raw is None:
-            raise KeyError(f"no saved view {name!r}; saved views: {self.list_saved_views()}")
+            raise NotFoundError(f"no saved view {name!r}; saved views: {self.list_saved_views()}")
         return self.view_from_dicts(json.loads(raw))
 
     def delete_saved_view(self, name: str) -> None:
         if not self.has_saved_view(name):
-            raise KeyError(f"no saved view {name!r}; saved views: {self.list_saved_views()}")
+            raise NotFoundError(f"no saved view {name!r}; saved views: {self.list_saved_views()}")
         with self._database().transaction():
             self._database().execute("DELETE FROM saved_views WHERE name = ?", (name,))
 
@@ -640,7 +655,7 @@ def list_datasets() -> list[str]:
         return []
     names = []
     for p in sorted(root.iterdir()):
-        if (p / _DB_FILE).exists() and _NAME.match(p.name):
+        if (p / _DB_FILE).exists() and _NAME.fullmatch(p.name):
             if _owner_alive(p):
                 names.append(p.name)
             else:
@@ -659,7 +674,7 @@ def load_dataset(name: str) -> Dataset:
 
 def delete_dataset(name: str) -> None:
     if not dataset_exists(name):
-        raise ValueError(f"dataset {name!r} not found in {home()}")
+        raise InvalidInputError(f"dataset {name!r} not found in {home()}")
     shutil.rmtree(_path(name))
 
 
@@ -672,7 +687,7 @@ def staged_dataset(name: str, overwrite: bool = False) -> Iterator[Dataset]:
     ``name`` is an error (checked before and after the block).
     """
     if dataset_exists(name) and not overwrite:
-        raise ValueError(f"dataset {name!r} already exists; pass overwrite to replace it")
+        raise InvalidInputError(f"dataset {name!r} already exists; pass overwrite to replace it")
     suffix = new_id()[-8:]
     # Not persistent: if this process dies mid-build, list_datasets() removes the scratch dataset later.
     scratch = Dataset(f"{name[:100]}.partial-{suffix}", persistent=False)
@@ -689,7 +704,7 @@ def _swap_into(scratch: Dataset, name: str, overwrite: bool, suffix: str) -> Non
     old = None
     if dataset_exists(name):
         if not overwrite:
-            raise ValueError(f"dataset {name!r} was created by someone else meanwhile; nothing was changed")
+            raise InvalidInputError(f"dataset {name!r} was created by someone else meanwhile; nothing was changed")
         old = load_dataset(name)
         old.name = f"{name[:100]}.replaced-{suffix}"
     scratch.name = name

@@ -32,8 +32,11 @@ class Candidate:
 
 @dataclass
 class Parsed:
-    """A reader's result. ``problems`` holds the ones that belong to no sample (an orphan annotation)."""
+    """A reader's result. ``problems`` holds the ones that belong to no sample (an orphan annotation).
+    ``root``: the folder every image must lie in (after following links), unless the user allows others;
+    None where the user listed the files themselves."""
 
     candidates: list[Candidate]
     problems: list[Problem] = field(default_factory=list)
     classes: list[str] | None = None
+    root: str | None = None

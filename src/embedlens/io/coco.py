@@ -16,6 +16,7 @@ from typing import Any
 from ..core.labels import Detection, Detections
 from .candidates import Candidate, Parsed, Problem
 from .media import check_sources, prepare_dir, transfer, unique_names
+from ..core.errors import InvalidInputError, WrongTypeError
 
 BOX_TOLERANCE = 1.0  # pixels a box may overshoot the image (rounding in other tools); clipped on import
 
@@ -49,15 +50,15 @@ def read_coco(source: Any, *, label_field: str, schema: dict[str, str], labels_p
     problems += _attach_annotations(doc, labels, images, categories)
     candidates = [Candidate(im.item, im.filepath, problems=im.problems, finish=_finisher(im, categories, label_field))
                   for im in images.values()]
-    return Parsed(candidates, problems, [categories[k] for k in sorted(categories, key=_sort_key)])
+    return Parsed(candidates, problems, [categories[k] for k in sorted(categories, key=_sort_key)], root=str(data))
 
 
 def _locate(source: Any, labels_path: Any, data_path: Any) -> tuple[Path, Path]:
     if source is not None and not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"'coco' import takes a folder path, got {type(source).__name__}")
+        raise WrongTypeError(f"'coco' import takes a folder path, got {type(source).__name__}")
     root = Path(source) if source is not None else None
     if root is None and (labels_path is None or data_path is None):
-        raise ValueError("'coco' import needs a folder holding labels.json and data/, or labels_path= and data_path=")
+        raise InvalidInputError("'coco' import needs a folder holding labels.json and data/, or labels_path= and data_path=")
 
     def under_root(p: Any, default: str) -> Path:
         p = Path(p) if p is not None else Path(default)
@@ -65,7 +66,7 @@ def _locate(source: Any, labels_path: Any, data_path: Any) -> tuple[Path, Path]:
 
     labels, data = under_root(labels_path, "labels.json"), under_root(data_path, "data")
     if not labels.is_file():
-        raise ValueError(f"'coco' import: labels file {labels} does not exist")
+        raise InvalidInputError(f"'coco' import: labels file {labels} does not exist")
     return labels, data
 
 
@@ -74,14 +75,14 @@ def _load_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise InvalidInputError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+        raise InvalidInputError(f"{path}: not a UTF-8 text file ({e.reason})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise ValueError(f"{path}: not a COCO file: expected a JSON object with an 'images' list")
+        raise InvalidInputError(f"{path}: not a COCO file: expected a JSON object with an 'images' list")
     for key in ("annotations", "categories"):
         if not isinstance(doc.get(key, []), list):
-            raise ValueError(f"{path}: '{key}' must be a list")
+            raise InvalidInputError(f"{path}: '{key}' must be a list")
     return doc
 
 
@@ -89,9 +90,9 @@ def _categories(doc: dict, path: Path) -> dict[Any, str]:
     out: dict[Any, str] = {}
     for i, c in enumerate(doc.get("categories", [])):
         if not isinstance(c, dict) or "id" not in c or not isinstance(c.get("name"), str):
-            raise ValueError(f"{path}: categories[{i}] needs an 'id' and a string 'name', got {c!r:.80}")
+            raise InvalidInputError(f"{path}: categories[{i}] needs an 'id' and a string 'name', got {c!r:.80}")
         if c["id"] in out:
-            raise ValueError(f"{path}: category id {c['id']!r} appears twice in 'categories'")
+            raise InvalidInputError(f"{path}: category id {c['id']!r} appears twice in 'categories'")
         out[c["id"]] = c["name"]
     return out
 
@@ -167,7 +168,7 @@ def relative_box(bbox: list[float], width: float, height: float, tolerance: floa
     """``[x, y, w, h]`` in pixels -> relative to the image; a box overshooting by <= ``tolerance`` pixels is clipped."""
     x, y, w, h = (float(v) for v in bbox)
     if w < 0 or h < 0 or x < -tolerance or y < -tolerance or x + w > width + tolerance or y + h > height + tolerance:
-        raise ValueError(f"bbox {bbox} is outside the {width:g}x{height:g} image")
+        raise InvalidInputError(f"bbox {bbox} is outside the {width:g}x{height:g} image")
     x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
     x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
     if (x0, y0, x1, y1) != (x, y, x + w, y + h):
@@ -261,7 +262,7 @@ def _metadata(collection: Any, progress: bool) -> list[dict]:
         metas = collection.values("metadata")
     missing = [p for p, m in zip(collection.values("filepath"), metas) if m is None]
     if missing:
-        raise ValueError(f"cannot export to COCO: cannot read the size of {missing[0]} "
+        raise InvalidInputError(f"cannot export to COCO: cannot read the size of {missing[0]} "
                          f"({len(missing)} unreadable images); pixel boxes need it")
     return metas
 

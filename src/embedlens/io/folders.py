@@ -10,16 +10,17 @@ from ..core.labels import Classification
 from ..images import is_image_file
 from .candidates import Candidate, Parsed, Problem
 from .media import check_sources, prepare_dir, transfer, unique_names
+from ..core.errors import InvalidInputError, WrongTypeError
 
 
 def existing_dir(source: Any, dataset_type: str) -> Path:
     """``source`` as a folder that exists, or a clear error."""
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"{dataset_type!r} import takes a folder path, got {type(source).__name__}")
+        raise WrongTypeError(f"{dataset_type!r} import takes a folder path, got {type(source).__name__}")
     root = Path(source)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise ValueError(f"{dataset_type!r} import: {root} {what}")
+        raise InvalidInputError(f"{dataset_type!r} import: {root} {what}")
     return root
 
 
@@ -52,8 +53,8 @@ def read_tree(source: Any, *, label_field: str, schema: dict[str, str]) -> Parse
             path = os.path.abspath(entry.path)
             problems.append(Problem(path, f"image {path} is not inside a class folder of {root}"))
     if not candidates and not problems:
-        raise ValueError(f"'classification-tree' import: no image files in class folders under {root}")
-    return Parsed(candidates, problems, classes)
+        raise InvalidInputError(f"'classification-tree' import: no image files in class folders under {root}")
+    return Parsed(candidates, problems, classes, root=str(root))
 
 
 def read_image_folder(source: Any, *, label_field: str, schema: dict[str, str]) -> Parsed:
@@ -61,18 +62,18 @@ def read_image_folder(source: Any, *, label_field: str, schema: dict[str, str]) 
     root = existing_dir(source, "image-folder")
     paths = image_files(root)
     if not paths:
-        raise ValueError(f"'image-folder' import: no image files under {root}")
-    return Parsed([Candidate(p, p) for p in paths])
+        raise InvalidInputError(f"'image-folder' import: no image files under {root}")
+    return Parsed([Candidate(p, p) for p in paths], root=str(root))
 
 
 def read_filepaths(source: Any, *, label_field: str, schema: dict[str, str]) -> Parsed:
     """A list of image paths, unlabeled, in the order given."""
     if isinstance(source, (str, bytes, os.PathLike)) or not isinstance(source, Sequence):
-        raise TypeError(f"'filepaths' import takes a list of paths, got {type(source).__name__}")
+        raise WrongTypeError(f"'filepaths' import takes a list of paths, got {type(source).__name__}")
     candidates = []
     for i, p in enumerate(source):
         if not isinstance(p, (str, os.PathLike)):
-            raise TypeError(f"'filepaths' import: item {i} is {type(p).__name__}, not a path")
+            raise WrongTypeError(f"'filepaths' import: item {i} is {type(p).__name__}, not a path")
         path = os.path.abspath(os.fspath(p))
         candidates.append(Candidate(path, path))
     return Parsed(candidates)
@@ -102,7 +103,7 @@ def write_tree(collection: Any, export_dir: Path, *, label_field: str, media: st
     for lab, sid in zip(labels, ids):
         why = check_folder_name(lab)
         if why:
-            raise ValueError(f"cannot export sample {sid!r} into a classification tree: {why}")
+            raise InvalidInputError(f"cannot export sample {sid!r} into a classification tree: {why}")
     check_sources(filepaths)
     prepare_dir(export_dir, overwrite, filepaths, keep=[collection._dataset.path])
     names = unique_names(filepaths, ids, labels)

@@ -18,6 +18,7 @@ from .candidates import Candidate, Parsed, Problem
 from .coco import read_coco
 from .folders import read_filepaths, read_image_folder, read_tree
 from .tables import read_table
+from ..core.errors import InvalidInputError, WrongTypeError
 
 if TYPE_CHECKING:
     from ..core.dataset import Dataset
@@ -68,7 +69,8 @@ class ImportSummary:
 
 def import_samples(dataset: "Dataset", source: Any, dataset_type: str, *, label_field: str = "ground_truth",
                    tags: str | Sequence[str] | None = None, skip_failures: bool = False, progress: bool = True,
-                   num_workers: int | None = None, **format_kwargs: Any) -> ImportSummary:
+                   num_workers: int | None = None, allow_outside_root: bool = False,
+                   **format_kwargs: Any) -> ImportSummary:
     """Import samples from ``source`` into ``dataset`` in one transaction.
 
     Parameters
@@ -95,6 +97,12 @@ def import_samples(dataset: "Dataset", source: Any, dataset_type: str, *, label_
         Show a progress bar while images are checked.
     num_workers : int, optional
         Threads that read image headers.
+    allow_outside_root : bool
+        False (default): every image of a folder or COCO import must lie inside its folder (the tree or
+        image folder, the COCO ``data_path``) after following symbolic links; a file outside, named by an
+        absolute or ``../`` path or reached through a link, is a problem that names the file, so an
+        untrusted labels file cannot pull other local images into a dataset. True: files anywhere.
+        ``"filepaths"`` and ``"csv"`` imports are lists of files the user chose and have no folder.
 
     Returns
     -------
@@ -118,7 +126,11 @@ def import_samples(dataset: "Dataset", source: Any, dataset_type: str, *, label_
     schema = dataset.get_field_schema()
     _check_label_field(label_field, LABEL_TYPES.get(dataset_type), schema)
     extra_tags = _as_tags(tags)
+    if not isinstance(allow_outside_root, bool):
+        raise WrongTypeError(f"allow_outside_root must be True or False, got {allow_outside_root!r}")
     parsed = reader(source, label_field=label_field, schema=schema, **format_kwargs)
+    if parsed.root is not None and not allow_outside_root:
+        _confine(parsed)
     samples, problems, skipped = _validate(parsed, extra_tags, num_workers, progress)
     if problems and not skip_failures:
         raise _failure(source, dataset_type, problems)
@@ -132,22 +144,22 @@ def _reader(dataset_type: str, options: dict[str, Any]) -> Reader:
     try:
         reader = READERS[dataset_type]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset_type {dataset_type!r}; one of {', '.join(READERS)}") from None
+        raise InvalidInputError(f"unknown dataset_type {dataset_type!r}; one of {', '.join(READERS)}") from None
     allowed = [n for n, p in inspect.signature(reader).parameters.items()
                if p.kind is p.KEYWORD_ONLY and n not in ("label_field", "schema")]
     unknown = [k for k in options if k not in allowed]
     if unknown:
         takes = f"its options are {', '.join(allowed)}" if allowed else "it takes no options"
-        raise TypeError(f"{dataset_type!r} import got an unknown option {unknown[0]!r}; {takes}")
+        raise WrongTypeError(f"{dataset_type!r} import got an unknown option {unknown[0]!r}; {takes}")
     return reader
 
 
 def _check_label_field(name: str, label_type: str | None, schema: dict[str, str]) -> None:
     check_name(name)
     if name in BUILTIN_FIELDS:
-        raise ValueError(f"label_field {name!r} is a built-in field; choose another name")
+        raise InvalidInputError(f"label_field {name!r} is a built-in field; choose another name")
     if label_type is not None and schema.get(name, label_type) != label_type:
-        raise ValueError(f"label_field {name!r} holds {schema[name]} labels in this dataset; this import writes "
+        raise InvalidInputError(f"label_field {name!r} holds {schema[name]} labels in this dataset; this import writes "
                          f"{label_type} labels: pass another label_field=")
 
 
@@ -155,8 +167,20 @@ def _as_tags(tags: str | Sequence[str] | None) -> list[str]:
     tags = [tags] if isinstance(tags, str) else list(tags or [])
     for t in tags:
         if not isinstance(t, str):
-            raise TypeError(f"tags must be strings, got {t!r}")
+            raise WrongTypeError(f"tags must be strings, got {t!r}")
     return tags
+
+
+def _confine(parsed: Parsed) -> None:
+    """Give every candidate whose file resolves outside ``parsed.root`` a problem that names it."""
+    root = os.path.realpath(parsed.root)
+    inside = root.rstrip(os.sep) + os.sep
+    for cand in parsed.candidates:
+        real = os.path.realpath(cand.filepath)
+        if not real.startswith(inside):
+            via = "" if real == os.path.abspath(cand.filepath) else f" (it resolves to {real})"
+            cand.problems.append(Problem(cand.item, f"{cand.filepath} lies outside the import's folder {parsed.root}"
+                                                    f"{via}; pass allow_outside_root=True to import it"))
 
 
 def _validate(parsed: Parsed, extra_tags: list[str], num_workers: int | None,
@@ -193,9 +217,9 @@ def _sample(cand: Candidate, fields: dict[str, Any], meta: dict | None, extra_ta
     return Sample(cand.filepath, tags=tags, metadata=meta, **fields)
 
 
-def _failure(source: Any, dataset_type: str, problems: list[Problem]) -> ValueError:
+def _failure(source: Any, dataset_type: str, problems: list[Problem]) -> InvalidInputError:
     where = source if isinstance(source, (str, os.PathLike)) else f"{len(source)} paths"
-    cls = ImageError if problems[0].image else ValueError
+    cls = ImageError if problems[0].image else InvalidInputError
     return cls(f"{dataset_type!r} import from {where} found {len(problems)} problem(s); nothing was imported "
                f"(pass skip_failures=True to import the rest):\n"
                f"{format_problems([(p.item, p.message) for p in problems])}")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..core.fields import BUILTIN_FIELDS, SCALAR_TYPES, check_name
 from ..core.labels import Classification
 from .candidates import Candidate, Parsed, Problem
+from ..core.errors import InvalidInputError, WrongTypeError
 
 CSV_EXTENSIONS = (".csv",)
 PARQUET_EXTENSIONS = (".parquet", ".pq")
@@ -48,7 +49,7 @@ def read_table(source: Any, *, label_field: str, schema: dict[str, str], filepat
     path = _table_path(source)
     table = _read_parquet(path) if path.suffix.lower() in PARQUET_EXTENSIONS else _read_csv(path, delimiter)
     if filepath_column not in table.columns:
-        raise ValueError(f"{path} has no {filepath_column!r} column; its columns are: "
+        raise InvalidInputError(f"{path} has no {filepath_column!r} column; its columns are: "
                          f"{', '.join(map(repr, table.columns)) or 'none'}. Pass filepath_column= to name "
                          "the column holding the image paths")
     labels = _label_map(label_columns, table)
@@ -60,17 +61,18 @@ def read_table(source: Any, *, label_field: str, schema: dict[str, str], filepat
     candidates = []
     for item, cells in table.rows:
         candidates.append(_candidate(item, cells, table, index, filepath_column, labels, parsers))
+    # No root: a table is a list of files the user chose, like "filepaths" (exports write absolute paths).
     return Parsed(candidates, table.problems)
 
 
 def _table_path(source: Any) -> Path:
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"'csv' import takes the path of a .csv or .parquet file, got {type(source).__name__}")
+        raise WrongTypeError(f"'csv' import takes the path of a .csv or .parquet file, got {type(source).__name__}")
     path = Path(source)
     if path.suffix.lower() not in CSV_EXTENSIONS + PARQUET_EXTENSIONS:
-        raise ValueError(f"'csv' import: {path} is not a .csv or .parquet file")
+        raise InvalidInputError(f"'csv' import: {path} is not a .csv or .parquet file")
     if not path.is_file():
-        raise ValueError(f"'csv' import: table file {path} does not exist")
+        raise InvalidInputError(f"'csv' import: table file {path} does not exist")
     return path
 
 
@@ -82,7 +84,7 @@ def _read_csv(path: Path, delimiter: str) -> _Table:
             try:
                 header = next(reader, None)
                 if header is None:
-                    raise ValueError(f"{path} is empty; expected a header row naming the columns")
+                    raise InvalidInputError(f"{path} is empty; expected a header row naming the columns")
                 header = [h.strip() for h in header]
                 for cells in reader:
                     if not cells:
@@ -94,9 +96,9 @@ def _read_csv(path: Path, delimiter: str) -> _Table:
                         continue
                     rows.append((item, cells))
             except csv.Error as e:
-                raise ValueError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
+                raise InvalidInputError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        raise InvalidInputError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     return _drop_unnamed(_Table(path, _unique_header(path, header), rows, problems, typed=False))
 
 
@@ -107,7 +109,7 @@ def _read_parquet(path: Path) -> _Table:
     try:
         arrow = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{path}: cannot read Parquet file: {e}") from None
+        raise InvalidInputError(f"{path}: cannot read Parquet file: {e}") from None
     columns = _unique_header(path, list(arrow.column_names))
     for name, col in zip(columns, arrow.columns):
         _check_arrow_type(path, name, col.type)
@@ -126,14 +128,14 @@ def _check_arrow_type(path: Path, name: str, t: Any) -> None:
     if name == TAGS_COLUMN and (pa.types.is_list(t) or pa.types.is_large_list(t)):
         ok = True
     if not ok:
-        raise ValueError(f"{path}: column {name!r} has type {t}; supported: integers, floats, booleans, strings")
+        raise InvalidInputError(f"{path}: column {name!r} has type {t}; supported: integers, floats, booleans, strings")
 
 
 def _unique_header(path: Path, header: list[str]) -> list[str]:
     seen = set()
     for h in header:
         if h in seen and h:
-            raise ValueError(f"{path}: column {h!r} appears twice in the header")
+            raise InvalidInputError(f"{path}: column {h!r} appears twice in the header")
         seen.add(h)
     return header
 
@@ -156,7 +158,7 @@ def _label_map(label_columns: Sequence[str] | Mapping[str, str] | None, table: _
     mapping = dict(label_columns) if isinstance(label_columns, Mapping) else {c: c for c in label_columns}
     missing = [c for c in mapping if c not in table.columns]
     if missing:
-        raise ValueError(f"{table.path} has no label column {missing[0]!r}; its columns are: "
+        raise InvalidInputError(f"{table.path} has no label column {missing[0]!r}; its columns are: "
                          f"{', '.join(map(repr, table.columns))}")
     return mapping
 
@@ -167,13 +169,13 @@ def _check_field_names(path: Path, names: list[str]) -> None:
         try:
             check_name(name)
         except ValueError:
-            raise ValueError(f"{path}: column {name!r} cannot be a field name (letters, digits and '_', starting "
+            raise InvalidInputError(f"{path}: column {name!r} cannot be a field name (letters, digits and '_', starting "
                              "with a letter); rename the column, or map it with label_columns={column: field}") \
                 from None
         if name in BUILTIN_FIELDS:
-            raise ValueError(f"{path}: {name!r} is a built-in field and cannot be imported from a column")
+            raise InvalidInputError(f"{path}: {name!r} is a built-in field and cannot be imported from a column")
         if name in seen:
-            raise ValueError(f"{path}: two columns would both import into field {name!r}")
+            raise InvalidInputError(f"{path}: two columns would both import into field {name!r}")
         seen.add(name)
 
 
@@ -186,7 +188,7 @@ def _parse_bool(s: str) -> bool:
     try:
         return _BOOLS[s.strip().lower()]
     except KeyError:
-        raise ValueError(f"{s!r} is not true/false") from None
+        raise InvalidInputError(f"{s!r} is not true/false") from None
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {"bool": _parse_bool, "int": int, "float": float, "str": str}
@@ -205,7 +207,7 @@ def _parser(column: str, table: _Table, index: int, existing: str | None) -> Cal
         try:
             return parse(cell)
         except ValueError:
-            raise ValueError(f"column {column!r}: {cell!r} is not a {ftype}, the type of field {column!r}") from None
+            raise InvalidInputError(f"column {column!r}: {cell!r} is not a {ftype}, the type of field {column!r}") from None
 
     return convert
 
@@ -270,11 +272,11 @@ def write_table(collection: Any, path: Path, *, label_field: str | None, media: 
     scalar field. ``label_field``, if given, limits the Classification columns to that field."""
     ext = path.suffix.lower()
     if ext not in CSV_EXTENSIONS + PARQUET_EXTENSIONS:
-        raise ValueError(f"'csv' export writes a .csv or .parquet file; got {path}")
+        raise InvalidInputError(f"'csv' export writes a .csv or .parquet file; got {path}")
     if path.is_dir():
-        raise ValueError(f"cannot export to {path}: it is a folder; 'csv' export writes a file")
+        raise InvalidInputError(f"cannot export to {path}: it is a folder; 'csv' export writes a file")
     if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists; pass overwrite=True to replace it")
+        raise InvalidInputError(f"{path} exists; pass overwrite=True to replace it")
     columns, types = _columns(collection, label_field)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -293,7 +295,7 @@ def _columns(collection: Any, label_field: str | None) -> tuple[dict[str, list],
     for sid, t in zip(ids, tags):
         bad = next((x for x in t if "," in x), None)
         if bad is not None:
-            raise ValueError(f"cannot export sample {sid!r}: its tag {bad!r} contains ',', which joins tags")
+            raise InvalidInputError(f"cannot export sample {sid!r}: its tag {bad!r} contains ',', which joins tags")
     columns: dict[str, list] = {"filepath": collection.values("filepath"), "tags": [",".join(t) for t in tags]}
     types = {"filepath": "str", "tags": "str"}
     for name, ftype in collection.get_field_schema().items():
