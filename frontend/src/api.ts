@@ -171,11 +171,12 @@ export async function getBinary(path: string): Promise<ArrayBuffer> {
   return res.arrayBuffer();
 }
 
-export async function postBinary<T>(path: string, data: ArrayBufferView): Promise<T> {
+export async function postBinary<T>(path: string, data: ArrayBufferView,
+                                   extra: Record<string, string> = {}): Promise<T> {
   const res = await check(
     await fetch(path, {
       method: "POST",
-      headers: headers({ "Content-Type": "application/octet-stream" }),
+      headers: headers({ "Content-Type": "application/octet-stream", ...extra }),
       body: data as unknown as BodyInit,
     }),
   );

@@ -288,10 +288,20 @@ async function selectTile(tile: Tile, additive: boolean): Promise<void> {
   }
 }
 
+// A lasso travels as uint32 indices, or as one bit per point of the plot when that is smaller (more than
+// 1 point in 32 selected): a lasso of 500k of 1M points is 125 kB instead of 2 MB.
+function lassoBody(indices: Uint32Array): [ArrayBufferView, Record<string, string>] {
+  const n = plot.count;
+  if (indices.length * 32 <= n) return [indices, {}];
+  const bits = new Uint8Array((n + 7) >> 3);
+  for (const i of indices) bits[i >> 3] |= 1 << (i & 7);
+  return [bits, { "X-Embedlens-Encoding": "bitmask" }];
+}
+
 async function lassoed(key: string, indices: Uint32Array): Promise<void> {
   try {
     timings.lassoSent = performance.now();
-    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, indices);
+    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, ...lassoBody(indices));
     timings.lassoAnswered = performance.now();
     showCounts(msg);
     selected = selectionKeys(msg);

@@ -18,11 +18,10 @@ import typer
 import embedlens as el
 
 from .config import home
-from .core.query import UnknownFieldError
-from .images import ImageError
 from .core.dataset import staged_dataset
 from .demo import APP_TOUR, DemoContext, run_demo
 from .zoo import list_sample_datasets, load_sample_dataset, sample_data_dir
+from .core.errors import EmbedlensError, InvalidInputError
 
 IMPORT_TYPES = ("classification-tree", "image-folder", "coco", "csv")
 EXPORT_TYPES = ("classification-tree", "coco", "csv")
@@ -76,7 +75,7 @@ def _user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except (ImageError, UnknownFieldError, ValueError, KeyError, TypeError, OSError) as e:
+    except (EmbedlensError, OSError) as e:
         raise _fail(_message(e)) from None
 
 
@@ -223,6 +222,11 @@ def import_(
     skip_failures: Annotated[bool, typer.Option("--skip-failures",
                                                 help="Leave out unreadable images and bad rows instead of "
                                                      "stopping; they are listed in the summary.")] = False,
+    allow_outside_root: Annotated[bool, typer.Option(
+        "--allow-outside-root",
+        help="Import images that lie outside PATH (absolute or ../ names in a COCO or CSV file, links "
+             "that leave the folder). Off by default, so an untrusted labels file cannot pull in other "
+             "local files.")] = False,
     labels_path: Annotated[Optional[Path], typer.Option(help="coco: the labels JSON, if not PATH/labels.json.")] = None,
     data_path: Annotated[Optional[Path], typer.Option(help="coco: the image folder, if not PATH/data.")] = None,
     filepath_column: Annotated[Optional[str], typer.Option(help="csv: column holding image paths "
@@ -269,14 +273,14 @@ def import_(
                                     filepath_column=filepath_column, label_columns=_split_list(label_columns),
                                     delimiter=delimiter)
     kwargs = dict(label_field=label_field, tags=_split_list(tags), skip_failures=skip_failures, progress=progress,
-                  **format_kwargs)
+                  allow_outside_root=allow_outside_root, **format_kwargs)
     with _user_errors():
         if append:
             ds = el.load_dataset(name)
             summary = ds.add_dir(path, dataset_type, **kwargs)
         else:
             if el.dataset_exists(name) and not overwrite:
-                raise ValueError(f"dataset {name!r} exists; pass --append to add to it or --overwrite to replace it")
+                raise InvalidInputError(f"dataset {name!r} exists; pass --append to add to it or --overwrite to replace it")
             with staged_dataset(name, overwrite=overwrite) as ds:
                 summary = ds.add_dir(path, dataset_type, **kwargs)
         _print_import_summary(ds, summary, as_json)
@@ -341,7 +345,7 @@ def export(
         collection = ds.match_tags(tag_list) if tag_list else ds
         count = len(collection)
         if count == 0:
-            raise ValueError(f"no samples of {name!r} have the tags {', '.join(tag_list or [])}; "
+            raise InvalidInputError(f"no samples of {name!r} have the tags {', '.join(tag_list or [])}; "
                              f"tags: {', '.join(ds.count_sample_tags()) or 'none'}")
         result = collection.export(out, dataset_type, label_field=label_field, export_media=MEDIA_MODES[media],
                                    overwrite=overwrite, progress=progress)
@@ -458,10 +462,10 @@ def _embedding_args(ds: el.Dataset, embeddings: Optional[str], model: Optional[s
     name, so the next command reuses it).
     """
     if embeddings and model:
-        raise ValueError("pass --embeddings or --model, not both")
+        raise InvalidInputError("pass --embeddings or --model, not both")
     if embeddings:
         if embeddings not in ds.list_embeddings():
-            raise ValueError(f"no embeddings {embeddings!r} in dataset {ds.name!r}; stored: "
+            raise InvalidInputError(f"no embeddings {embeddings!r} in dataset {ds.name!r}; stored: "
                              f"{', '.join(ds.list_embeddings()) or 'none'} (compute them with `embedlens embed`)")
         return {"embeddings": embeddings}
     if model is None:
@@ -536,7 +540,7 @@ def embed(
         ds = el.load_dataset(name)
         coll = ds.match_tags(tag_list) if tag_list else ds
         if len(coll) == 0:
-            raise ValueError(f"no samples of {name!r} to embed" + (f" with tags {', '.join(tag_list)}"
+            raise InvalidInputError(f"no samples of {name!r} to embed" + (f" with tags {', '.join(tag_list)}"
                                                                   if tag_list else ""))
         started = time.perf_counter()
         matrix = coll.compute_embeddings(model, embeddings_field=field, batch_size=batch_size, engine=engine,
@@ -1107,6 +1111,13 @@ def app_command(
         "--auth-token", metavar="TOKEN",
         help="Every request must carry this token (?token=..., or the header X-Embedlens-Token). When "
              "--address is not local and no token is given, one is made up and printed.")] = None,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="Also answer to this Host name (a DNS name in front of the server); repeatable.")] = None,
+    insecure_no_token: Annotated[bool, typer.Option(
+        "--insecure-no-token",
+        help="Serve a non-local --address WITHOUT a token: anyone who can reach the port sees every "
+             "dataset and can change tags. Only on a network you trust completely.")] = False,
     view: Annotated[Optional[str], typer.Option(metavar="NAME", help="Open this saved view of the dataset.")] = None,
     browser: Annotated[bool, typer.Option("--browser/--no-browser",
                                           help="Open the page in a browser (when there is a display).")] = True,
@@ -1133,18 +1144,21 @@ def app_command(
     with _user_errors():
         ds = el.load_dataset(dataset)
         coll = ds.load_saved_view(view) if view else ds
-    _serve(coll, port=port, address=address, browser=browser, auth_token=auth_token)
+    _serve(coll, port=port, address=address, browser=browser, auth_token=auth_token, allowed_hosts=allowed_host,
+           insecure_no_token=insecure_no_token)
 
 
 def _serve(coll: Any, port: int, address: str = "127.0.0.1", browser: bool = True,
-           auth_token: Optional[str] = None) -> None:
+           auth_token: Optional[str] = None, allowed_hosts: Optional[list[str]] = None,
+           insecure_no_token: bool = False) -> None:
     """Run the app on ``coll`` until Ctrl-C."""
     import time
 
     from .app import launch_app
 
     with _user_errors():
-        session = launch_app(coll, port=port, address=address, auto=False, auth_token=auth_token)
+        session = launch_app(coll, port=port, address=address, auto=False, auth_token=auth_token,
+                             allowed_hosts=allowed_hosts, insecure_no_token=insecure_no_token)
     typer.echo(f"embedlens app on {coll.dataset_name!r}: {session.url}  (Ctrl-C stops it)")
     if browser:
         session.open(echo=False)

@@ -35,7 +35,6 @@ JSON routes (under ``/api``)::
 
 from __future__ import annotations
 
-import hmac
 import mimetypes
 import os
 from pathlib import Path
@@ -45,14 +44,17 @@ import numpy as np
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from ..core.errors import EmbedlensError, InvalidInputError, NotFoundError
+from .guard import MAX_BINARY_BODY, MAX_JSON_BODY, Guard
 from .state import AppState, NotFound
 
 STATIC_DIR = Path(__file__).with_name("static")
-TOKEN_COOKIE = "embedlens_token"
-TOKEN_HEADER = "x-embedlens-token"
 CLIENT_HEADER = "x-embedlens-client"
-MAX_BINARY_BODY = 64 * 1024 * 1024  # 16M point indices
+#: Ids in one JSON body (a 1 MiB body holds about 38,000).
+MAX_IDS = 50_000
+MAX_OFFSET = (1 << 63) - 1  # SQLite's OFFSET is a signed 64-bit integer
 _PLACEHOLDER = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
     '<rect width="64" height="64" fill="#2b2f36"/><path d="M18 44l10-12 8 9 6-7 8 10z" fill="#5b6270"/>'
@@ -75,7 +77,8 @@ class ViewBody(BaseModel):
 
 
 class SelectionBody(BaseModel):
-    ids: list[str] = Field(default_factory=list, max_length=10_000_000)
+    # Larger selections come from the plot, as point indices or a bitmask (POST /api/points/{key}/lasso).
+    ids: list[str] = Field(default_factory=list, max_length=MAX_IDS)
     mode: Literal["replace", "add", "remove", "toggle"] = "replace"
     clear_lasso: bool = False
     labels: bool = False
@@ -83,12 +86,12 @@ class SelectionBody(BaseModel):
 
 class TagBody(BaseModel):
     tags: list[str] = Field(min_length=1, max_length=100)
-    ids: list[str] | None = None
+    ids: list[str] | None = Field(default=None, max_length=MAX_IDS)
     labels: bool = False
 
 
 class IdsBody(BaseModel):
-    ids: list[str] | None = None
+    ids: list[str] | None = Field(default=None, max_length=MAX_IDS)
 
 
 class ActionBody(BaseModel):
@@ -98,79 +101,44 @@ class ActionBody(BaseModel):
 
 
 class SimilarityBody(BaseModel):
-    ids: list[str] | None = None
-    k: int | None = Field(default=None, ge=1)
-    brain_key: str | None = None
+    ids: list[str] | None = Field(default=None, max_length=MAX_IDS)
+    k: int | None = Field(default=None, ge=1, le=MAX_OFFSET)
+    brain_key: str | None = Field(default=None, max_length=200)
     reverse: bool = False
 
 
 def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: list[str] | None = None,
-               static_dir: Path | None = None) -> FastAPI:
-    """The FastAPI application serving ``state``.
+               static_dir: Path | None = None, max_json_body: int = MAX_JSON_BODY,
+               max_binary_body: int = MAX_BINARY_BODY) -> Any:
+    """The ASGI application serving ``state``, behind :class:`~embedlens.app.guard.Guard`.
 
-    ``auth_token``: every request must carry it (``Authorization: Bearer``, ``X-Embedlens-Token``,
-    ``?token=`` or the cookie the page gets from its first ``?token=`` request), else 401.
-    ``trusted_hosts``: Host header names accepted (guards a loopback server against DNS rebinding).
+    ``auth_token``: every request and the WebSocket must carry it (``Authorization: Bearer``,
+    ``X-Embedlens-Token``, ``?token=`` or the cookie the page gets from its first ``?token=`` request),
+    else 401 / 403. ``trusted_hosts``: Host header names accepted (None: any).
+    ``max_json_body`` / ``max_binary_body``: larger POST bodies are refused with 413 before they are read.
     """
     app = FastAPI(title="embedlens", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.embedlens = state
     static = Path(static_dir) if static_dir is not None else STATIC_DIR
-    hosts = {h.lower() for h in trusted_hosts} if trusted_hosts else None
-
-    def token_ok(headers: Any, query: Any, cookies: Any) -> bool:
-        if auth_token is None:
-            return True
-        given = (query.get("token") or headers.get(TOKEN_HEADER) or cookies.get(TOKEN_COOKIE) or "")
-        auth = headers.get("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            given = given or auth[7:].strip()
-        return hmac.compare_digest(given.encode(), auth_token.encode())
-
-    def host_name(hostport: str) -> str:
-        hostport = hostport.lower()
-        return hostport.split("]")[0] + "]" if hostport.startswith("[") else hostport.rsplit(":", 1)[0]
-
-    def host_ok(headers: Any) -> bool:
-        if hosts is None:
-            return True
-        return host_name(headers.get("host") or "") in hosts
-
-    def origin_ok(headers: Any) -> bool:
-        """A page of another site may open a WebSocket to a loopback server: only our own pages may."""
-        origin = headers.get("origin")
-        if hosts is None or not origin:
-            return True
-        return host_name(origin.split("://", 1)[-1]) in hosts
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if not host_ok(request.headers):
-            return JSONResponse({"detail": "unknown Host header"}, status_code=400)
-        if not token_ok(request.headers, request.query_params, request.cookies):
-            return JSONResponse({"detail": "missing or wrong auth token"}, status_code=401)
-        if request.method == "POST":
-            ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-            if ctype not in ("application/json", "application/octet-stream"):
-                # Cross-site forms can only send "simple" content types; refusing them stops CSRF.
-                return JSONResponse({"detail": "POST bodies must be application/json or application/octet-stream"},
-                                    status_code=415)
-        response = await call_next(request)
-        if auth_token is not None and request.query_params.get("token"):
-            response.set_cookie(TOKEN_COOKIE, auth_token, httponly=True, samesite="strict")
-        return response
 
     # ------------------------------------------------------------------ errors
 
-    def handler(status: int):
-        async def respond(_: Request, e: BaseException) -> JSONResponse:
-            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-            return JSONResponse({"detail": msg or type(e).__name__}, status_code=status)
-        return respond
+    async def user_error(_: Request, e: BaseException) -> JSONResponse:
+        status = 404 if isinstance(e, NotFoundError) else 400
+        return JSONResponse({"detail": str(e) or type(e).__name__}, status_code=status)
 
-    # Starlette picks the handler of the nearest class in the exception's MRO: NotFound (a KeyError)
-    # answers 404 and UnknownFieldError (a ValueError) 400 through these entries.
-    for exc, status in ((KeyError, 404), (ValueError, 400), (TypeError, 400), (NotImplementedError, 501)):
-        app.add_exception_handler(exc, handler(status))
+    async def not_implemented(_: Request, e: BaseException) -> JSONResponse:
+        return JSONResponse({"detail": str(e) or "not implemented"}, status_code=501)
+
+    async def bug(_: Request, e: BaseException) -> JSONResponse:
+        # Starlette sends this answer, then re-raises to the Guard, which logs the traceback and keeps
+        # the connection (uvicorn would drop a keep-alive connection on an exception it sees).
+        return JSONResponse({"detail": "internal error (logged by the server)"}, status_code=500)
+
+    # Only embedlens' own errors are the client's fault; anything else is a bug: 500, logged.
+    app.add_exception_handler(EmbedlensError, user_error)
+    app.add_exception_handler(NotImplementedError, not_implemented)
+    app.add_exception_handler(Exception, bug)
 
     def origin(request: Request) -> str | None:
         return request.headers.get(CLIENT_HEADER)
@@ -197,7 +165,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
         return state.summary()
 
     @app.get("/api/samples")
-    def samples(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
+    def samples(offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(100, ge=1, le=1000)):
         return state.samples_page(offset, limit)
 
     @app.get("/api/sample/{sample_id}")
@@ -289,16 +257,13 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     @app.post("/api/points/{brain_key}/lasso")
     async def points_lasso(brain_key: str, request: Request):
-        if int(request.headers.get("content-length") or 0) > MAX_BINARY_BODY:
-            return JSONResponse({"detail": "too many point indices"}, status_code=413)
-        body = await request.body()
-        if len(body) % 4 or len(body) > MAX_BINARY_BODY:
-            raise ValueError("the body must be little-endian uint32 point indices (a multiple of 4 bytes)")
-        idx = np.frombuffer(body, dtype="<u4")
-        from starlette.concurrency import run_in_threadpool
+        """The body: little-endian uint32 point indices, or (``X-Embedlens-Encoding: bitmask``) one bit per
+        point of the plot, least significant bit first: 1M points travel as 125 kB whatever is selected."""
+        body = await request.body()  # at most the Guard's binary limit
+        bitmask = (request.headers.get("x-embedlens-encoding") or "").lower() == "bitmask"
 
         def lasso_and_state() -> dict:
-            state.set_lasso(brain_key, idx, origin(request))
+            state.set_lasso(brain_key, decode_points(body, bitmask, state.run(brain_key).count), origin(request))
             return state.state_message()
 
         return await run_in_threadpool(lasso_and_state)
@@ -329,15 +294,10 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):
-        if not (host_ok(websocket.headers) and origin_ok(websocket.headers)
-                and token_ok(websocket.headers, websocket.query_params, websocket.cookies)):
-            await websocket.close(code=4401)
-            return
+        # Host, Origin and token were checked by the Guard before the socket got here.
         await websocket.accept()
         client_id = state.hub.add(websocket)
         try:
-            from starlette.concurrency import run_in_threadpool
-
             msg = await run_in_threadpool(state.state_message, "hello")
             await websocket.send_json({**msg, "type": "hello", "client_id": client_id})
             while True:
@@ -371,7 +331,20 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
             media = "text/javascript"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
-    return app
+    return Guard(app, auth_token=auth_token, trusted_hosts=trusted_hosts, max_json_body=max_json_body,
+                 max_binary_body=max_binary_body)
+
+
+def decode_points(body: bytes, bitmask: bool, count: int) -> np.ndarray:
+    """Point indices (uint32) from a lasso body: indices, or a bitmask over the ``count`` points."""
+    if bitmask:
+        if len(body) != (count + 7) // 8:
+            raise InvalidInputError(f"a bitmask of {count} points has {(count + 7) // 8} bytes, got {len(body)}")
+        bits = np.unpackbits(np.frombuffer(body, np.uint8), count=count, bitorder="little")
+        return np.flatnonzero(bits).astype(np.uint32)
+    if len(body) % 4:
+        raise InvalidInputError("the body must be little-endian uint32 point indices (a multiple of 4 bytes)")
+    return np.frombuffer(body, dtype="<u4")
 
 
 def _file_or_placeholder(path: str | None, thumbnail: bool) -> Response:

@@ -20,9 +20,10 @@ from typing import Any
 
 from ..core.collection import SampleCollection
 from ..core.dataset import Dataset
+from .guard import MAX_JSON_BODY
 from .state import AppState
+from ..core.errors import InvalidInputError, WrongTypeError
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 5151
 
 
@@ -46,30 +47,43 @@ class Session:
         Open the page: inline in a notebook, else in the default browser when there is a display (set
         ``EMBEDLENS_NO_BROWSER=1`` to never open one).
     auth_token:
-        Every request must carry it (``?token=``, ``Authorization: Bearer`` or ``X-Embedlens-Token``).
+        Every request and the WebSocket must carry it (``?token=``, ``Authorization: Bearer`` or
+        ``X-Embedlens-Token``), on loopback too when given.
+    allowed_hosts:
+        More Host names the server answers to (a DNS name in front of it); it always accepts the
+        loopback names, ``address``, and for a wildcard address this machine's names and addresses.
+    insecure_no_token:
+        Serve beyond loopback without a token: anyone who can reach the port can read every image and
+        label of every dataset and change tags. Only for a network you trust completely.
+    max_json_body:
+        Largest JSON body accepted, in bytes (1 MiB by default); larger ones get 413.
     """
 
     def __init__(self, dataset: SampleCollection | None = None, port: int = DEFAULT_PORT,
                  address: str = "127.0.0.1", auto: bool = True, auth_token: str | None = None,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", allowed_hosts: list[str] | None = None,
+                 insecure_no_token: bool = False, max_json_body: int = MAX_JSON_BODY) -> None:
         import uvicorn
 
         from .server import create_app
 
         if dataset is not None and not isinstance(dataset, SampleCollection):
-            raise TypeError(f"launch_app() takes a dataset or view, got {type(dataset).__name__}")
+            raise WrongTypeError(f"launch_app() takes a dataset or view, got {type(dataset).__name__}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-            raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+            raise InvalidInputError(f"port must be an integer in 0..65535, got {port!r}")
         if not isinstance(address, str) or not address:
-            raise ValueError(f"address must be a host name or IP address, got {address!r}")
-        self._remote = address not in LOOPBACK
-        self.auth_token = resolve_auth_token(address, auth_token)
+            raise InvalidInputError(f"address must be a host name or IP address, got {address!r}")
+        if isinstance(max_json_body, bool) or not isinstance(max_json_body, int) or max_json_body < 1024:
+            raise InvalidInputError(f"max_json_body must be an integer of at least 1024 bytes, got {max_json_body!r}")
+        self.auth_token = resolve_auth_token(address, auth_token, insecure_no_token)
         self.address = address
         self._state = AppState(dataset)
-        trusted = None if self._remote else ["127.0.0.1", "localhost", "[::1]", "::1"]
-        self._app = create_app(self._state, auth_token=auth_token, trusted_hosts=trusted)
+        # The server gets exactly the token that is printed; Host and Origin checks stay on everywhere.
+        self._app = create_app(self._state, auth_token=self.auth_token,
+                               trusted_hosts=trusted_hosts(address, allowed_hosts), max_json_body=max_json_body)
         config = uvicorn.Config(self._app, host=address, port=port, log_level=log_level, lifespan="off",
-                                access_log=False, ws_ping_interval=20, ws_ping_timeout=20)
+                                access_log=False, ws_ping_interval=20, ws_ping_timeout=20,
+                                ws_max_size=64 * 1024)  # the page only sends pings
         self._server = uvicorn.Server(config)
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name=f"embedlens-app-{port}", daemon=True)
@@ -138,7 +152,7 @@ class Session:
     @dataset.setter
     def dataset(self, value: Dataset | str | None) -> None:
         if value is None:
-            raise ValueError("session.dataset takes a dataset or a dataset name")
+            raise InvalidInputError("session.dataset takes a dataset or a dataset name")
         self._state.set_dataset(value, origin="python")
 
     @property
@@ -236,29 +250,68 @@ class Session:
 
 def launch_app(dataset: SampleCollection | None = None, view: SampleCollection | None = None,
                port: int = DEFAULT_PORT, address: str = "127.0.0.1", auto: bool = True,
-               auth_token: str | None = None) -> Session:
+               auth_token: str | None = None, allowed_hosts: list[str] | None = None,
+               insecure_no_token: bool = False) -> Session:
     """Start the app on ``dataset`` (or ``view``) and return its :class:`Session`.
 
     As ``fiftyone.launch_app``: ``session.url``, ``session.view = ...``, ``session.selected``. The
     server binds to ``address`` (127.0.0.1 by default); binding anywhere else needs ``auth_token``
-    (one is generated and printed when not given). ``port=0`` picks a free port.
+    (one is generated and printed when not given; ``insecure_no_token=True`` is the explicit opt-out).
+    ``port=0`` picks a free port.
     """
     return Session(view if view is not None else dataset, port=port, address=address, auto=auto,
-                   auth_token=auth_token)
+                   auth_token=auth_token, allowed_hosts=allowed_hosts, insecure_no_token=insecure_no_token)
 
 
-def resolve_auth_token(address: str, auth_token: str | None) -> str | None:
-    """The token a server on ``address`` needs: the one given; a new random one (printed) when binding
-    beyond the loopback interface without one; else None."""
+#: The addresses served without a token. Deliberately these names only: any other address, even another
+#: 127.x.y.z, is a choice to serve beyond the default and gets a token (and tests can exercise that path).
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is one of the default loopback names (served without a token)."""
+    return address in LOOPBACK
+
+
+def resolve_auth_token(address: str, auth_token: str | None, insecure_no_token: bool = False) -> str | None:
+    """The token a server on ``address`` needs: the one given; else, beyond the loopback interface, a new
+    random one (printed), unless ``insecure_no_token``; else None."""
     if auth_token is not None:
-        if not isinstance(auth_token, str) or len(auth_token) < 8:
-            raise ValueError("auth_token must be a string of at least 8 characters")
+        if not isinstance(auth_token, str) or len(auth_token) < 8 or not auth_token.isprintable():
+            raise InvalidInputError("auth_token must be a string of at least 8 printable characters")
+        if insecure_no_token:
+            raise InvalidInputError("auth_token and insecure_no_token contradict each other: pass one")
         return auth_token
-    if address in LOOPBACK:
+    if is_loopback(address):
+        return None
+    if insecure_no_token:
+        print(f"embedlens: WARNING: serving on {address} WITHOUT a token: anyone who can reach this port can "
+              f"see every dataset and change tags", file=sys.stderr)
         return None
     token = secrets.token_urlsafe(24)
     print(f"embedlens: binding to {address}, so every request needs this token: {token}", file=sys.stderr)
     return token
+
+
+def trusted_hosts(address: str, extra: list[str] | None = None) -> list[str]:
+    """Host header names a server bound to ``address`` answers to: loopback names, the address itself, for
+    a wildcard address this machine's names and addresses, and ``extra``."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    bound = address.strip("[]")
+    if bound in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+        names |= {host, socket.getfqdn()}
+        try:
+            names |= {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except OSError:  # a host name that does not resolve: its name is still accepted
+            pass
+    else:
+        names.add(bound)
+    for extra_name in extra or []:
+        if not isinstance(extra_name, str) or not extra_name.strip():
+            raise InvalidInputError(f"allowed_hosts takes host names, got {extra_name!r}")
+        names.add(extra_name.strip())
+    return sorted({f"[{n}]" if ":" in n and not n.startswith("[") else n.lower() for n in names})
 
 
 def _in_notebook() -> bool:

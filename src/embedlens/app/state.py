@@ -26,9 +26,10 @@ from ..core.dataset import Dataset, list_datasets, load_dataset
 from ..core.expressions import F
 from ..core.labels import Label
 from ..images import cached_thumbnails
+from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
-ID_RE = re.compile(r"^[0-9a-f]{24}$")
-TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+ID_RE = re.compile(r"[0-9a-f]{24}")
+TAG_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 MAX_PAGE = 1000
 #: Selections up to this size travel inside state messages; larger ones are counted only.
 MAX_IDS_IN_MESSAGE = 5000
@@ -39,20 +40,17 @@ ACTIONS = {"duplicates": "similarity", "unique": "uniqueness", "mistakes": "mist
 LABEL_FIELD_TYPES = ("Classification", "Detection", "Detections")
 
 
-class NotFound(KeyError):
+class NotFound(NotFoundError):
     """A sample, dataset or run that the request names does not exist (HTTP 404)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "not found"
 
 
 def check_ids(ids: Any, what: str = "ids") -> list[str]:
     """A list of sample/label ids (24 hex characters), de-duplicated in order; ValueError otherwise."""
     if not isinstance(ids, (list, tuple)):
-        raise ValueError(f"{what} must be a list of ids")
-    bad = [i for i in ids if not isinstance(i, str) or not ID_RE.match(i)]
+        raise InvalidInputError(f"{what} must be a list of ids")
+    bad = [i for i in ids if not isinstance(i, str) or not ID_RE.fullmatch(i)]
     if bad:
-        raise ValueError(f"{what}: {len(bad)} invalid ids (24 hex characters expected), first: {str(bad[0])[:40]!r}")
+        raise InvalidInputError(f"{what}: {len(bad)} invalid ids (24 hex characters expected), first: {str(bad[0])[:40]!r}")
     return list(dict.fromkeys(ids))
 
 
@@ -60,10 +58,10 @@ def check_tags(tags: Any) -> list[str]:
     if isinstance(tags, str):
         tags = [tags]
     if not isinstance(tags, (list, tuple)) or not tags:
-        raise ValueError("tags must be a non-empty list of strings")
-    bad = [t for t in tags if not isinstance(t, str) or not TAG_RE.match(t) or not t.strip()]
+        raise InvalidInputError("tags must be a non-empty list of strings")
+    bad = [t for t in tags if not isinstance(t, str) or not TAG_RE.fullmatch(t) or not t.strip()]
     if bad:
-        raise ValueError(f"invalid tag {str(bad[0])[:40]!r}: 1-128 printable characters, not only spaces")
+        raise InvalidInputError(f"invalid tag {str(bad[0])[:40]!r}: 1-128 printable characters, not only spaces")
     return list(dict.fromkeys(tags))
 
 
@@ -186,7 +184,7 @@ class AppState:
 
     def _set_collection(self, collection: SampleCollection) -> None:
         if not isinstance(collection, SampleCollection):
-            raise TypeError(f"expected a dataset or view, got {type(collection).__name__}")
+            raise WrongTypeError(f"expected a dataset or view, got {type(collection).__name__}")
         self.dataset = collection._dataset
         self.view = collection
         self.selected, self.selected_labels, self.lasso = [], [], None
@@ -215,7 +213,7 @@ class AppState:
             if view is None:
                 view = dataset.view()
             if not isinstance(view, SampleCollection):
-                raise TypeError(f"session.view takes a dataset or view, got {type(view).__name__}")
+                raise WrongTypeError(f"session.view takes a dataset or view, got {type(view).__name__}")
             if view._dataset.name != dataset.name or view._dataset.path != dataset.path:
                 self._set_collection(view)
                 reason = "dataset"
@@ -227,14 +225,14 @@ class AppState:
         self.notify(reason, origin)
 
     def set_view_stages(self, stages: Any, origin: str | None = None) -> None:
-        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-            raise ValueError("stages must be a list of stage objects ({'_stage': ..., 'kwargs': {...}})")
+        """Show the view these stage dicts describe. The view is parsed, compiled and counted first: one
+        that fails anywhere raises and leaves the current view as it was."""
+        if not isinstance(stages, list):
+            raise InvalidInputError("stages must be a list of stage objects ({'_stage': ..., 'kwargs': {...}})")
         with self.lock:
             dataset, _ = self.require()
-            try:
-                view = dataset.view_from_dicts(stages)
-            except KeyError as e:  # a stage dict without its keys
-                raise ValueError(f"malformed view stage: missing {e}") from None
+            view = dataset.view_from_dicts(stages)
+            len(view)  # runs the SQL: a view that compiles but cannot run never becomes the current one
             self.set_view(view, origin)
 
     def grid_view(self) -> SampleCollection:
@@ -329,7 +327,7 @@ class AppState:
 
     def samples_page(self, offset: int, limit: int) -> dict:
         if offset < 0 or not 0 < limit <= MAX_PAGE:
-            raise ValueError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
+            raise InvalidInputError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
         with self.lock:
             grid = self.grid_view()
             total = self.grid_count()
@@ -340,7 +338,7 @@ class AppState:
             rows = list(page)  # one query: a lasso's id filter is costly to run again per column
             sample_ids = [s["sample_id"] if patches else s.id for s in rows]
             # made now, in parallel, so the tiles' requests are file reads
-            thumbs = cached_thumbnails(self.dataset.thumbnails_dir, list(zip(sample_ids, [s.filepath for s in rows])))
+            thumbs = self._thumbnails(sample_ids, self.dataset.verified_media(sample_ids))
             # an object tile is selected when the object is, a sample tile when the sample is
             selected = {d["label_id"] for d in self.selected_labels} if patches else set(self.selected)
             samples = []
@@ -373,19 +371,25 @@ class AppState:
     def media_path(self, sample_id: str, kind: str) -> str | None:
         """The file to send for a sample: its cached thumbnail or its image; None when unreadable.
 
-        Looked up by id in the dataset only, so a request can never name a path.
+        Looked up by id in the dataset only, so a request can never name a path; and served only while
+        the sample's path resolves to the file recorded when it was written (see ``Dataset.verified_media``).
         """
-        if not isinstance(sample_id, str) or not ID_RE.match(sample_id):
+        if not isinstance(sample_id, str) or not ID_RE.fullmatch(sample_id):
             raise NotFound("no such sample")
         with self.lock:
             dataset, _ = self.require()
-            one = dataset.select([sample_id])
-            paths = one.values("filepath")
-            if not paths:
+            if not dataset.select([sample_id]).values("id"):
                 raise NotFound("no such sample")
-            if kind == "thumb":
-                return one.thumbnail_paths()[0]
-            return paths[0]
+            path = dataset.verified_media([sample_id])[0]
+            return self._thumbnails([sample_id], [path])[0] if kind == "thumb" else path
+
+    def _thumbnails(self, sample_ids: list[str], paths: list[str | None]) -> list[str | None]:
+        """Cached thumbnails of the verified images ``paths`` (None stays None), made in parallel."""
+        todo = [(k, (sid, p)) for k, (sid, p) in enumerate(zip(sample_ids, paths)) if p is not None]
+        out: list[str | None] = [None] * len(paths)
+        for (k, _), thumb in zip(todo, cached_thumbnails(self.dataset.thumbnails_dir, [item for _, item in todo])):
+            out[k] = thumb
+        return out
 
     # ------------------------------------------------------------------ selection and tags
 
@@ -394,7 +398,7 @@ class AppState:
         """Select samples (``labels``: objects of the grid, when it shows objects) by id."""
         ids = check_ids(list(ids))
         if mode not in ("replace", "add", "remove", "toggle"):
-            raise ValueError("mode must be one of replace, add, remove, toggle")
+            raise InvalidInputError("mode must be one of replace, add, remove, toggle")
         if labels:
             return self._select_objects(ids, mode, origin)
         with self.lock:
@@ -432,7 +436,7 @@ class AppState:
             grid = self.grid_view()
             field = grid._query().patches_field
             if field is None:
-                raise ValueError("the grid shows samples, not objects: select samples instead")
+                raise InvalidInputError("the grid shows samples, not objects: select samples instead")
             chosen = grid.select(ids)
             parents = dict(zip(chosen.values("id"), chosen.values("sample_id")))
             missing = [i for i in ids if i not in parents]
@@ -461,7 +465,7 @@ class AppState:
             run = self.run(brain_key)
             idx = np.asarray(indices)
             if idx.size and (idx.min() < 0 or idx.max() >= run.count):
-                raise ValueError(f"point indices must be in [0, {run.count}); got {int(idx.max())}")
+                raise InvalidInputError(f"point indices must be in [0, {run.count}); got {int(idx.max())}")
             idx = np.unique(idx).astype(np.uint32)
             if idx.size == 0:
                 self.lasso = None
@@ -493,7 +497,7 @@ class AppState:
                 for d in self.selected_labels:
                     by_field.setdefault(d["field"], []).append(d["label_id"])
                 if not by_field:
-                    raise ValueError("no labels are selected (lasso objects in a patches plot first)")
+                    raise InvalidInputError("no labels are selected (lasso objects in a patches plot first)")
                 n = 0
                 for fname, label_ids in by_field.items():
                     coll = dataset.to_patches(fname).select(label_ids)
@@ -502,7 +506,7 @@ class AppState:
             else:
                 ids = self.selected if ids is None else check_ids(ids)
                 if not ids:
-                    raise ValueError("nothing to tag: select samples first, or pass ids")
+                    raise InvalidInputError("nothing to tag: select samples first, or pass ids")
                 coll = dataset.select(ids)
                 n = len(coll)
                 if n != len(ids):
@@ -524,9 +528,9 @@ class AppState:
             _, view = self.require()
             ids = self.selected if ids is None else check_ids(ids)
             if not ids:
-                raise ValueError("select samples first: they are the query")
+                raise InvalidInputError("select samples first: they are the query")
             if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-                raise ValueError(f"k must be a positive integer, got {k!r}")
+                raise InvalidInputError(f"k must be a positive integer, got {k!r}")
             new = view.sort_by_similarity(ids, k=k, brain_key=brain_key, reverse=bool(reverse))
             self.lasso = None
             self.view = new
@@ -550,9 +554,9 @@ class AppState:
         highest first, and keep ``count``. ``brain_key`` picks the run (default: the newest).
         """
         if name not in ACTIONS:
-            raise ValueError(f"unknown action {name!r}; one of: {', '.join(ACTIONS)}")
+            raise InvalidInputError(f"unknown action {name!r}; one of: {', '.join(ACTIONS)}")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
-            raise ValueError(f"count must be an integer in 1..1000000, got {count!r}")
+            raise InvalidInputError(f"count must be an integer in 1..1000000, got {count!r}")
         from ..brain import similarity  # noqa: F401  (registers the similarity results class)
 
         with self.lock:
@@ -561,7 +565,7 @@ class AppState:
             if not available:
                 need = {"duplicates": "compute_similarity", "unique": "compute_uniqueness or compute_similarity",
                         "mistakes": "compute_mistakenness", "hardness": "compute_hardness"}[name]
-                raise ValueError(f"no brain run for {name!r} on dataset {dataset.name!r}: run {need} first")
+                raise InvalidInputError(f"no brain run for {name!r} on dataset {dataset.name!r}: run {need} first")
             key = brain_key if brain_key is not None else available[-1]
             if key not in available:
                 raise NotFound(f"brain run {key!r} cannot show {name!r}; runs that can: {', '.join(available)}")
@@ -616,7 +620,7 @@ class AppState:
             if not isinstance(brain_key, str) or not dataset.has_brain_run(brain_key):
                 raise NotFound(f"no brain run {brain_key!r} on dataset {dataset.name!r}")
             if dataset.get_brain_info(brain_key)["type"] != "visualization":
-                raise ValueError(f"brain run {brain_key!r} is not a visualization run")
+                raise InvalidInputError(f"brain run {brain_key!r} is not a visualization run")
             results = dataset.load_brain_results(brain_key)
             pts = np.asarray(results.points, dtype=np.float32)[:, :2]
             run = RunData(brain_key, results, np.asarray(results.keys), np.asarray(results.sample_ids),
@@ -659,7 +663,7 @@ class AppState:
                 return run.values[path]
             allowed = {f["path"]: f["kind"] for f in self.color_fields(run)}
             if path not in allowed:
-                raise ValueError(f"cannot colour by {path!r}; one of: {', '.join(allowed) or 'none'}")
+                raise InvalidInputError(f"cannot colour by {path!r}; one of: {', '.join(allowed) or 'none'}")
             vals = run.results.values(path)
             header, data = encode_values(vals, allowed[path])
             header.update(key=brain_key, field=path, count=run.count)
@@ -765,7 +769,7 @@ def encode_values(values: list[Any], kind: str) -> tuple[dict, bytes]:
     present = [v for v in values if v is not None]
     categories = sorted({_cat(v) for v in present}, key=lambda c: (isinstance(c, str), c))
     if len(categories) >= 65535:
-        raise ValueError(f"{len(categories)} distinct values are too many to colour by; choose another field")
+        raise InvalidInputError(f"{len(categories)} distinct values are too many to colour by; choose another field")
     dtype = "<u1" if len(categories) < 255 else "<u2"
     index = {c: i for i, c in enumerate(categories)}
     missing_code = len(categories)
