@@ -22,6 +22,7 @@ from .core.dataset import staged_dataset
 from .demo import APP_TOUR, DemoContext, run_demo
 from .zoo import list_sample_datasets, load_sample_dataset, sample_data_dir
 from .core.errors import EmbedlensError, InvalidInputError
+from .embed.compute import set_name_for
 
 IMPORT_TYPES = ("classification-tree", "image-folder", "coco", "csv")
 EXPORT_TYPES = ("classification-tree", "coco", "csv")
@@ -447,36 +448,15 @@ ModelOption = Annotated[Optional[str], typer.Option(
                                     "stored under the model's name and reused next time.")]
 
 
-def _field_for_model(model: str) -> str:
-    """The embeddings set a CLI command stores a model's embeddings under: its name as an identifier."""
-    import re
-
-    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(model).stem if model.lower().endswith(".onnx") else model)
-    return name if name[:1].isalpha() else f"emb_{name}"
-
-
 def _embedding_args(ds: el.Dataset, embeddings: Optional[str], model: Optional[str]) -> dict[str, Any]:
-    """``embeddings=``/``model=``/``embeddings_field=`` for a brain method from the CLI options.
-
-    Neither option: the dataset's only stored embeddings set, else the default model (stored under its
-    name, so the next command reuses it).
-    """
+    """``embeddings=``/``model=`` for a brain method from the CLI options; which set is then used is the
+    library's one policy (see ``resolve_embeddings``): the named set, else the model's stored set (the
+    default model's when none is given), computed and stored once."""
     if embeddings and model:
         raise InvalidInputError("pass --embeddings or --model, not both")
     if embeddings:
-        if embeddings not in ds.list_embeddings():
-            raise InvalidInputError(f"no embeddings {embeddings!r} in dataset {ds.name!r}; stored: "
-                             f"{', '.join(ds.list_embeddings()) or 'none'} (compute them with `embedlens embed`)")
         return {"embeddings": embeddings}
-    if model is None:
-        stored = ds.list_embeddings()
-        if len(stored) == 1:
-            return {"embeddings": stored[0]}
-        model = el.DEFAULT_MODEL
-    field = _field_for_model(model)
-    if field in ds.list_embeddings():
-        return {"embeddings": field}
-    return {"model": model, "embeddings_field": field}
+    return {"model": model} if model else {}
 
 
 def _similarity_index(ds: el.Dataset, brain_key: Optional[str], embeddings: Optional[str], model: Optional[str],
@@ -533,7 +513,7 @@ def embed(
     """
     _check_choice(engine, EMBED_ENGINES, "--engine")
     tag_list = _split_list(tags)
-    field = field or _field_for_model(model)
+    field = field or set_name_for(model)
     with _user_errors():
         import time
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,7 +12,7 @@ from ..core.labels import Detection
 from .classify import graph_similarity, knn_vote, softmax
 from .labels import check_new_field, field_type, label_indices, prediction_classes
 from .runs import BrainResults, check_new_key, get_brain_info, has_brain_run, register_type
-from .source import resolve_embeddings
+from .source import embeddings_of_run, resolve_embeddings
 from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -124,15 +126,12 @@ def prediction_classes_or_fail(classes: list[str] | None, pred_field: str, n: in
 
 
 def _embeddings_for(samples: "SampleCollection", pred_field: str, embeddings: Any,
-                    embeddings_field: str | None) -> tuple[Any, str | None] | None:
+                    embeddings_field: str | None) -> tuple[Any, str | None, str | None]:
+    """``(embeddings, embeddings_field, why_not)``: the ones given, else those of the predictions' run."""
     if embeddings is not None or embeddings_field:
-        return embeddings, embeddings_field
-    dataset = samples._dataset
-    if has_brain_run(dataset, pred_field):
-        cfg = get_brain_info(dataset, pred_field)["config"]
-        if cfg.get("embeddings_field"):
-            return None, cfg["embeddings_field"]
-    return None
+        return embeddings, embeddings_field, None
+    found, why_not = embeddings_of_run(samples._dataset, pred_field)
+    return found, None, why_not
 
 
 def _classification(samples, pred_field, label_field, field, use_logits, embeddings, embeddings_field, k,
@@ -149,10 +148,16 @@ def _classification(samples, pred_field, label_field, field, use_logits, embeddi
     has_pred = np.array([p is not None for p in preds])
     p_given = np.where(y >= 0, probs[np.arange(len(ids)), np.maximum(y, 0)], np.nan)
     used_neighbours = False
-    source = _embeddings_for(samples, pred_field, embeddings, embeddings_field)
+    emb, emb_field, why_not = _embeddings_for(samples, pred_field, embeddings, embeddings_field)
     p_knn = np.full(len(ids), np.nan)
-    if source is not None:
-        src = resolve_embeddings(samples, source[0], embeddings_field=source[1], progress=progress)
+    skipped = []
+    if why_not is not None:
+        # never a silently weaker score: say which half is missing, and keep it in the run's record
+        skipped.append(f"neighbours' vote: {why_not}")
+        warnings.warn(f"compute_mistakenness() scores from the model alone, without the neighbours' vote: {why_not}",
+                      stacklevel=3)
+    if emb is not None or emb_field:
+        src = resolve_embeddings(samples, emb, embeddings_field=emb_field, progress=progress)
         pos = {key: i for i, key in enumerate(ids)}
         rows = np.array([pos[key] for key in src.keys])
         graph = src.graph(k, "cosine")
@@ -168,7 +173,8 @@ def _classification(samples, pred_field, label_field, field, use_logits, embeddi
     samples._dataset._set_values_by_id(field, ids, values)
     config = {"method": "confident-learning+neighbours" if used_neighbours else "confident-learning",
               "pred_field": pred_field, "label_field": label_field, "use_logits": use_logits, "k": k,
-              "mistakenness_field": field}
+              "mistakenness_field": field, "skipped": skipped,
+              **(src.record if used_neighbours else {"embeddings_field": emb_field})}
     results = MistakennessResults(samples, config, ids, ids, {"scores": scores.astype(np.float64)}, field,
                                   {"classes": classes})
     results.save(field, overwrite=True, fields=[field])

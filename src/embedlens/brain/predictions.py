@@ -95,7 +95,7 @@ def compute_predictions(samples: "SampleCollection", embeddings: Any = None, mod
     dataset.info.setdefault("classes", {})[pred_field] = classes
     dataset.save()
     config = {"method": "logistic-regression", "label_field": label_field, "pred_field": pred_field,
-              "folds": used, "seed": seed, "C": C, "embeddings_field": src.embeddings_field, "model": src.model}
+              "folds": used, "seed": seed, "C": C, **src.record}
     results = PredictionResults(samples, config, src.keys, src.sample_ids,
                                 {"coef": clf.coef_, "intercept": np.where(np.isfinite(clf.intercept_),
                                                                          clf.intercept_, -1e9),

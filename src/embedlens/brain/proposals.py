@@ -101,7 +101,7 @@ def propose_labels(samples: "SampleCollection", embeddings: Any = None, model: A
     if n_labeled:
         samples._dataset._set_values_by_id(pred_field, todo_keys, values)
     config = {"method": "logistic-regression+knn", "label_field": label_field, "pred_field": pred_field,
-              "min_confidence": min_confidence, "k": k, "C": C, "embeddings_field": src.embeddings_field}
+              "min_confidence": min_confidence, "k": k, "C": C, **src.record}
     results = ProposalResults(samples, config, todo_keys, todo_keys, {"confidence": conf}, pred_field,
                               {"num_labeled": n_labeled, "num_left": len(values) - n_labeled, "classes": classes})
     results.save(pred_field, overwrite=True, fields=[pred_field])

@@ -148,7 +148,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     else:
         source = resolve_embeddings(samples, embeddings, model, patches_field, embeddings_field, progress)
         keys, sample_ids, x = source.keys, source.sample_ids, source.matrix
-        config.update(embeddings_field=source.embeddings_field, model=source.model)
+        config.update(source.record)
         if method == "umap":
             out = _umap(source, num_dims, seed, config, method_kwargs)
         elif method == "tsne":

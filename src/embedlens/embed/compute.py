@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -29,6 +31,13 @@ def resolve_model(model: "Model | str | None", **kwargs: Any) -> "Model":
     if isinstance(model, Model):
         return model
     raise WrongTypeError(f"model must be a name, an embedlens Model, or None; got {type(model).__name__}")
+
+
+def set_name_for(model_name: str) -> str:
+    """The stored set a model's embeddings go to when no name is given: the model's name as an identifier
+    (``"efficientnet-lite0"`` -> ``"efficientnet_lite0"``, ``"path/net.onnx"`` -> ``"net"``)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(model_name).stem if model_name.lower().endswith(".onnx") else model_name)
+    return name if name[:1].isalpha() else f"emb_{name}"
 
 
 def embedding_set(dataset: "Dataset", name: str) -> EmbeddingSet:
