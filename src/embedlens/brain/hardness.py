@@ -8,6 +8,7 @@ import numpy as np
 
 from .classify import entropy, softmax
 from .labels import check_new_field, require_type
+from .contract import brain_method
 from .runs import BrainResults, check_new_key, register_type
 from ..core.errors import InvalidInputError
 
@@ -24,6 +25,7 @@ class HardnessResults(BrainResults):
         return self._arrays["scores"]
 
 
+@brain_method(key_param="hardness_field")
 def compute_hardness(samples: "SampleCollection", label_field: str, hardness_field: str = "hardness",
                      overwrite: bool = False) -> HardnessResults:
     """Hardness in [0, 1]: the entropy of ``softmax(logits)`` of the predictions in ``label_field``,
@@ -50,9 +52,9 @@ def compute_hardness(samples: "SampleCollection", label_field: str, hardness_fie
     h = entropy(softmax(np.array([lg for _, lg in rows], float)))
     scores = np.full(len(ids), np.nan)
     scores[[i for i, _ in rows]] = h
-    samples._dataset._set_values_by_id(hardness_field, ids, [None if np.isnan(s) else float(s) for s in scores])
     results = HardnessResults(samples, {"method": "entropy", "label_field": label_field,
                                         "hardness_field": hardness_field}, ids, ids, {"scores": scores},
                               hardness_field)
+    results.stage_field(hardness_field, ids, [None if np.isnan(s) else float(s) for s in scores])
     results.save(hardness_field, overwrite=True, fields=[hardness_field])
     return results

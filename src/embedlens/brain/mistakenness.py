@@ -11,7 +11,8 @@ import numpy as np
 from ..core.labels import Detection
 from .classify import graph_similarity, knn_vote, softmax
 from .labels import check_new_field, field_type, label_indices, prediction_classes
-from .runs import BrainResults, check_new_key, get_brain_info, has_brain_run, register_type
+from .contract import brain_method
+from .runs import BrainResults, check_new_key, register_type
 from .source import embeddings_of_run, resolve_embeddings
 from ..core.errors import InvalidInputError
 
@@ -36,6 +37,7 @@ class MistakennessResults(BrainResults):
         return self._arrays["scores"]
 
 
+@brain_method(key_param="mistakenness_field")
 def compute_mistakenness(samples: "SampleCollection", pred_field: str, label_field: str = "ground_truth",
                          mistakenness_field: str = "mistakenness", use_logits: bool = True,
                          embeddings: Any = None, embeddings_field: str | None = None, k: int = 10,
@@ -170,13 +172,13 @@ def _classification(samples, pred_field, label_field, field, use_logits, embeddi
     combined = np.where(np.isnan(p_knn), p_model, np.where(np.isnan(p_model), p_knn, (p_model + p_knn) / 2))
     scores = 1.0 - combined
     values = [None if np.isnan(s) else float(np.clip(s, 0.0, 1.0)) for s in scores]
-    samples._dataset._set_values_by_id(field, ids, values)
     config = {"method": "confident-learning+neighbours" if used_neighbours else "confident-learning",
               "pred_field": pred_field, "label_field": label_field, "use_logits": use_logits, "k": k,
               "mistakenness_field": field, "skipped": skipped,
               **(src.record if used_neighbours else {"embeddings_field": emb_field})}
     results = MistakennessResults(samples, config, ids, ids, {"scores": scores.astype(np.float64)}, field,
                                   {"classes": classes})
+    results.stage_field(field, ids, values)
     results.save(field, overwrite=True, fields=[field])
     return results
 
@@ -288,10 +290,11 @@ def _detection(samples, pred_field, label_field, field, missing_field, spurious_
             new = [Detections(detections=[*(current[s].detections if current[s] else []), *dets])
                    for s, dets in copies.items()]
             dataset._set_values_by_id(label_field, list(copies), new)
-    scores = np.array([np.nan if s is None else s for s in per_sample], float)
-    config = {"method": "detection-matching", "pred_field": pred_field, "label_field": label_field, "iou": iou,
-              "classwise": classwise, "copy_missing": copy_missing, "mistakenness_field": field,
-              "missing_field": missing_field, "spurious_field": spurious_field}
-    results = MistakennessResults(samples, config, ids, ids, {"scores": scores}, field, {})
-    results.save(field, overwrite=True, fields=[field, missing_field, spurious_field])
+        scores = np.array([np.nan if s is None else s for s in per_sample], float)
+        config = {"method": "detection-matching", "pred_field": pred_field, "label_field": label_field, "iou": iou,
+                  "classwise": classwise, "copy_missing": copy_missing, "mistakenness_field": field,
+                  "missing_field": missing_field, "spurious_field": spurious_field}
+        results = MistakennessResults(samples, config, ids, ids, {"scores": scores}, field, {})
+        # inside the labels' transaction: the attributes, the fields and the run record land together
+        results.save(field, overwrite=True, fields=[field, missing_field, spurious_field])
     return results

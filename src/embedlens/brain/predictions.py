@@ -9,6 +9,7 @@ import numpy as np
 from ..core.labels import Classification
 from .classify import DEFAULT_C, LinearClassifier, fit_linear, out_of_fold_logits, softmax
 from .labels import check_new_field, label_indices, require_type
+from .contract import brain_method
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
 from ..core.errors import InvalidInputError
@@ -39,6 +40,7 @@ class PredictionResults(BrainResults):
         return float(self.info["oof_accuracy"])
 
 
+@brain_method(key_param="pred_field")
 def compute_predictions(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                         label_field: str = "ground_truth", pred_field: str = "predictions", folds: int = 5,
                         seed: int = 51, C: float = DEFAULT_C, embeddings_field: str | None = None,
@@ -91,9 +93,6 @@ def compute_predictions(samples: "SampleCollection", embeddings: Any = None, mod
     accuracy = float((top[labelled] == y[labelled]).mean())
     clf = fit_linear(src.matrix, y, classes, C, seed)
     dataset = samples._dataset
-    dataset._set_values_by_id(pred_field, src.keys, preds)
-    dataset.info.setdefault("classes", {})[pred_field] = classes
-    dataset.save()
     config = {"method": "logistic-regression", "label_field": label_field, "pred_field": pred_field,
               "folds": used, "seed": seed, "C": C, **src.record}
     results = PredictionResults(samples, config, src.keys, src.sample_ids,
@@ -101,5 +100,9 @@ def compute_predictions(samples: "SampleCollection", embeddings: Any = None, mod
                                                                          clf.intercept_, -1e9),
                                  "mean": clf.mean_, "scale": clf.scale_},
                                 pred_field, {"classes": classes, "oof_accuracy": accuracy})
-    results.save(pred_field, overwrite=True, fields=[pred_field])
+    results.stage_field(pred_field, src.keys, preds)
+    with dataset._database().transaction():  # the predictions, their class list and the run: all or nothing
+        dataset.info.setdefault("classes", {})[pred_field] = classes
+        dataset.save()
+        results.save(pred_field, overwrite=True, fields=[pred_field])
     return results

@@ -10,6 +10,7 @@ from ..core.labels import Classification
 from .classify import DEFAULT_C, fit_linear, knn_vote
 from .labels import check_new_field, label_indices, require_type
 from .neighbors import prepare, search
+from .contract import brain_method
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
 from ..core.errors import InvalidInputError
@@ -37,6 +38,7 @@ class ProposalResults(BrainResults):
         return self._arrays["confidence"]
 
 
+@brain_method(key_param="pred_field")
 def propose_labels(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                    label_field: str = "ground_truth", unlabeled: "SampleCollection | None" = None,
                    pred_field: str = "hypothesis", min_confidence: float = 0.5, k: int = 10,
@@ -98,11 +100,11 @@ def propose_labels(samples: "SampleCollection", embeddings: Any = None, model: A
     values = [Classification(classes[t], confidence=float(c)) if c >= min_confidence else None
               for t, c in zip(top, conf)]
     n_labeled = sum(v is not None for v in values)
-    if n_labeled:
-        samples._dataset._set_values_by_id(pred_field, todo_keys, values)
     config = {"method": "logistic-regression+knn", "label_field": label_field, "pred_field": pred_field,
               "min_confidence": min_confidence, "k": k, "C": C, **src.record}
     results = ProposalResults(samples, config, todo_keys, todo_keys, {"confidence": conf}, pred_field,
                               {"num_labeled": n_labeled, "num_left": len(values) - n_labeled, "classes": classes})
+    if n_labeled:
+        results.stage_field(pred_field, todo_keys, values)
     results.save(pred_field, overwrite=True, fields=[pred_field])
     return results

@@ -47,6 +47,7 @@ class BrainResults:
         self._arrays = dict(arrays)
         self.key = brain_key
         self.info = dict(info or {})
+        self._staged: list[tuple[str, list[str], list[Any]]] = []
 
     @property
     def samples(self) -> "SampleCollection":
@@ -61,6 +62,45 @@ class BrainResults:
     @property
     def patches_field(self) -> str | None:
         return self.config.get("patches_field")
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """One score per row (in ``ids`` order), for the methods that score: higher = more of what the
+        method looks for (unique, mistaken, hard...); NaN where a row has none. None otherwise."""
+        return self._arrays.get("scores")
+
+    def stage_field(self, field: str, ids: list[str], values: list[Any]) -> None:
+        """Values to write to ``field`` of samples ``ids`` when the results are saved, in the same
+        transaction as the run's record."""
+        self._staged.append((field, list(ids), list(values)))
+
+    def summary(self) -> dict[str, Any]:
+        """The run at a glance: key, type, method, rows, and the spread of the scores where there are some."""
+        out: dict[str, Any] = {"key": self.key, "type": self.run_type, "method": self.config.get("method"),
+                               "rows": len(self.keys)}
+        scores = self.scores
+        if scores is not None and len(scores):
+            finite = np.asarray(scores, dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            if len(finite):
+                out["scores"] = {"count": int(len(finite)), "min": float(finite.min()),
+                                 "mean": float(finite.mean()), "max": float(finite.max())}
+        if self.config.get("skipped"):
+            out["skipped"] = list(self.config["skipped"])
+        return out
+
+    def top(self, n: int = 10) -> "SampleCollection":
+        """The ``n`` rows with the highest scores, highest first, as a view (of objects for object runs)."""
+        scores = self.scores
+        if scores is None:
+            raise InvalidInputError(f"{type(self).__name__} has no scores to rank by")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidInputError(f"n must be a positive integer, got {n!r}")
+        s = np.asarray(scores, dtype=np.float64)
+        order = np.argsort(np.where(np.isnan(s), -np.inf, -s), kind="stable")[:int(n)]
+        ids = [self.keys[i] for i in order if not np.isnan(s[i])]
+        base = self._samples.to_patches(self.patches_field) if self.patches_field else self._samples
+        return base.select(ids, ordered=True)
 
     @classmethod
     def _from_stored(cls, samples: "SampleCollection", config: dict[str, Any], keys: list[str],
@@ -131,9 +171,16 @@ def save_run(samples: "SampleCollection", key: str, results: BrainResults, field
     np.save(tmp / "_keys.npy", np.asarray(results.keys, dtype="<U24"), allow_pickle=False)
     np.save(tmp / "_sample_ids.npy", np.asarray(results.sample_ids, dtype="<U24"), allow_pickle=False)
     stages = [s.to_dict() for s in samples._stages]
+    from .contract import CURRENT_CALL
+
+    call = CURRENT_CALL.get()
+    if call is not None and "call" not in results.config:
+        results.config["call"] = call
     now = time.time()
     db = dataset._database()
     with db.transaction():
+        for field, ids, values in results._staged:  # the fields and the record: together or not at all
+            dataset._set_values_by_id(field, ids, values)
         old = db.fetchall("SELECT created_at FROM runs WHERE key = ?", (key,))
         db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (key, results.run_type, results.config.get("method"), dumps(results.config), dumps(stages),
@@ -141,6 +188,7 @@ def save_run(samples: "SampleCollection", key: str, results: BrainResults, field
                     old[0][0] if old else now, now))
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)
+    results._staged.clear()
 
 
 def list_brain_runs(dataset: "Dataset", type: str | None = None, method: str | None = None) -> list[str]:

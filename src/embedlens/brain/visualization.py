@@ -36,6 +36,7 @@ import numpy as np
 
 from ..core.expressions import ViewExpression
 from ..core.query import UnknownFieldError
+from .contract import brain_method
 from .runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings, row_keys
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
@@ -60,6 +61,7 @@ _BOOL_OPS = {"==", "!=", "<", "<=", ">", ">=", "&", "|", "~", "is_in", "contains
 # ---------------------------------------------------------------------------------------------- compute
 
 
+@brain_method(key_param="brain_key")
 def compute_visualization(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                           patches_field: str | None = None, method: str = "umap", num_dims: int = 2,
                           brain_key: str | None = None, seed: int | None = None, overwrite: bool = False,
