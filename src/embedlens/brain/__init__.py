@@ -10,7 +10,7 @@ from .neighbors import KnnGraph, knn_graph
 from .predictions import PredictionResults, compute_predictions
 from .proposals import ProposalResults, propose_labels
 from .duplicates import find_exact_duplicates
-from .runs import BrainResults
+from ..core.runs import BrainResults
 from .similarity import SimilarityIndex, compute_similarity, load_similarity_index, sort_by_similarity
 from .source import EmbeddingSource, resolve_embeddings
 from .uniqueness import UniquenessResults, compute_uniqueness

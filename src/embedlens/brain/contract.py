@@ -8,9 +8,9 @@ A method is registered with :func:`brain_method`, which gives it the same behavi
   ``config["call"]``, in JSON: an array as its fingerprint, a model as its name, a view as its stages;
   with the view the run is stored with, that is enough to run it again (:func:`rerun`);
 - **one write**: the fields a method stages on its results (``results.stage_field``) are written in the
-  same transaction as the run's record (:func:`~embedlens.brain.runs.save_run`), so a failure leaves
+  same transaction as the run's record (:func:`~embedlens.core.runs.save_run`), so a failure leaves
   neither;
-- **one shape of results**: :class:`~embedlens.brain.runs.BrainResults` (``ids``, ``scores`` where they
+- **one shape of results**: :class:`~embedlens.core.runs.BrainResults` (``ids``, ``scores`` where they
   apply, ``summary()``, ``top(n)``, ``save``, ``load_brain_results``).
 
 ``METHODS`` lists the registered methods; one shared battery of tests (``tests/test_brain_contract.py``)
@@ -19,7 +19,6 @@ runs over all of them.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 from dataclasses import dataclass
@@ -30,14 +29,12 @@ import numpy as np
 from ..core.collection import SampleCollection
 from ..core.errors import InvalidInputError
 from ..core.expressions import ViewExpression
-from .runs import check_new_key, get_brain_info, load_brain_view
+from ..core.runs import CURRENT_CALL, check_new_key, get_brain_info, load_brain_view
 
 if TYPE_CHECKING:
     from ..core.dataset import Dataset
 
 NOT_RECORDED = ("samples", "progress")
-#: The arguments of the brain method being run in this context, for save_run() to store.
-CURRENT_CALL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("brain_call", default=None)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 from .classify import entropy, softmax
 from .labels import check_new_field, require_type
 from .contract import brain_method
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from ..core.errors import InvalidInputError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from ..core.labels import Detection
 from .classify import graph_similarity, knn_vote, softmax
 from .labels import check_new_field, field_type, label_indices, prediction_classes
 from .contract import brain_method
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from .source import embeddings_of_run, resolve_embeddings
 from ..core.errors import InvalidInputError
 

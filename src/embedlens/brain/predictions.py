@@ -10,7 +10,7 @@ from ..core.labels import Classification
 from .classify import DEFAULT_C, LinearClassifier, fit_linear, out_of_fold_logits, softmax
 from .labels import check_new_field, label_indices, require_type
 from .contract import brain_method
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
 from ..core.errors import InvalidInputError
 

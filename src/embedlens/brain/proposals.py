@@ -11,7 +11,7 @@ from .classify import DEFAULT_C, fit_linear, knn_vote
 from .labels import check_new_field, label_indices, require_type
 from .neighbors import prepare, search
 from .contract import brain_method
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings
 from ..core.errors import InvalidInputError
 

@@ -27,7 +27,7 @@ from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
 from .neighbors import build_ivf, check_metric, prepare
-from .runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
+from ..core.runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
 from .source import EmbeddingSource, resolve_embeddings
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 

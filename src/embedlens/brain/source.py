@@ -184,7 +184,7 @@ def _recall(fingerprint: str) -> np.ndarray | None:
 def embeddings_of_run(dataset: Any, key: str) -> tuple[Any, str | None]:
     """What to pass as ``embeddings=`` to use the embeddings brain run ``key`` used: the stored set's name,
     or the array itself while this process still holds it. ``(None, reason)`` when they cannot be found."""
-    from .runs import get_brain_info, has_brain_run
+    from ..core.runs import get_brain_info, has_brain_run
 
     if not has_brain_run(dataset, key):
         return None, f"there is no brain run {key!r} to take embeddings from"

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.fields import check_name
 from .neighbors import check_metric
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from .similarity import GRAPH_K, _check_stored
 from .source import resolve_embeddings
 from ..core.errors import InvalidInputError

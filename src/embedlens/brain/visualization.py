@@ -37,7 +37,7 @@ import numpy as np
 from ..core.expressions import ViewExpression
 from ..core.query import UnknownFieldError
 from .contract import brain_method
-from .runs import BrainResults, check_new_key, register_type
+from ..core.runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings, row_keys
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 

@@ -19,6 +19,7 @@ from .database import Database, media_realpath
 from .fields import BUILTIN_FIELDS, FIELD_TYPES, check_name, dumps, encoder, infer_field_type
 from .ids import new_id, new_ids
 from .labels import check_label_attr
+from . import runs
 from .query import Stage, UnknownFieldError
 from .sample import Sample
 from .view import DatasetView
@@ -511,51 +512,35 @@ class Dataset(SampleCollection):
             raise NotFoundError(f"no embeddings {embeddings_field!r}; stored: {self.list_embeddings()}")
         store.delete()
 
-    # ------------------------------------------------------------------ brain runs (stored by embedlens.brain)
+    # ------------------------------------------------------------------ brain runs (made by embedlens.brain)
 
     def list_brain_runs(self, type: str | None = None, method: str | None = None) -> list[str]:
         """Keys of the brain runs, optionally of one ``type`` ("visualization", "similarity", ...)."""
-        from ..brain import runs
-
         return runs.list_brain_runs(self, type, method)
 
     def has_brain_run(self, brain_key: str) -> bool:
-        from ..brain import runs
-
         return runs.has_brain_run(self, brain_key)
 
     def get_brain_info(self, brain_key: str) -> dict[str, Any]:
         """Type, method, config, timestamps, the view's stages and the fields the run wrote."""
-        from ..brain import runs
-
         return runs.get_brain_info(self, brain_key)
 
     def load_brain_results(self, brain_key: str):
         """The results object of a run, rebuilt from its stored arrays (no re-computation)."""
-        from ..brain import runs
-
         return runs.load_brain_results(self, brain_key)
 
     def load_brain_view(self, brain_key: str) -> DatasetView:
         """The view a run was computed on."""
-        from ..brain import runs
-
         return runs.load_brain_view(self, brain_key)
 
     def rename_brain_run(self, brain_key: str, new_brain_key: str) -> None:
-        from ..brain import runs
-
         runs.rename_brain_run(self, brain_key, new_brain_key)
 
     def delete_brain_run(self, brain_key: str) -> None:
         """Delete a run, the fields it wrote, and its arrays."""
-        from ..brain import runs
-
         runs.delete_brain_run(self, brain_key)
 
     def delete_brain_runs(self) -> None:
-        from ..brain import runs
-
         runs.delete_brain_runs(self)
 
     # ------------------------------------------------------------------ saved views

@@ -1,4 +1,7 @@
-"""Brain runs: each method's configuration, the view it ran on, the fields it wrote, and its results.
+"""Brain runs, as stored: each method's configuration, the view it ran on, the fields it wrote, its results.
+
+Storage only: the methods that make runs live in ``embedlens.brain`` and register their results classes
+here (:func:`register_type`) so that :func:`load_brain_results` can rebuild them.
 
 A run is a row of the dataset's ``runs`` table plus ``.npy`` arrays under ``arrays/runs/<key>/``.
 Results are stored as arrays and JSON, never pickled, so a fresh process (or another machine that
@@ -7,6 +10,7 @@ copies the folder) loads the same points and indexes.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import shutil
@@ -16,15 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.fields import check_name, dumps
-from ..core.errors import InvalidInputError, NotFoundError
+from .errors import InvalidInputError, NotFoundError
+from .fields import check_name, dumps
 
 if TYPE_CHECKING:
-    from ..core.collection import SampleCollection
-    from ..core.dataset import Dataset
-    from ..core.view import DatasetView
+    from .collection import SampleCollection
+    from .dataset import Dataset
+    from .view import DatasetView
 
 RUN_TYPES: dict[str, type["BrainResults"]] = {}
+#: The arguments of the brain method running in this context (set by ``embedlens.brain.contract``), which
+#: save_run() stores as the run's ``config["call"]``.
+CURRENT_CALL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("brain_call", default=None)
 
 
 class BrainResults:
@@ -171,8 +178,6 @@ def save_run(samples: "SampleCollection", key: str, results: BrainResults, field
     np.save(tmp / "_keys.npy", np.asarray(results.keys, dtype="<U24"), allow_pickle=False)
     np.save(tmp / "_sample_ids.npy", np.asarray(results.sample_ids, dtype="<U24"), allow_pickle=False)
     stages = [s.to_dict() for s in samples._stages]
-    from .contract import CURRENT_CALL
-
     call = CURRENT_CALL.get()
     if call is not None and "call" not in results.config:
         results.config["call"] = call
