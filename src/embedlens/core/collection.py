@@ -423,16 +423,27 @@ class SampleCollection:
         return apply_model(self, model, label_field, store_logits, **kwargs)
 
     def get_embeddings(self, embeddings_field: str):
-        """Stored embeddings in view order (NaN rows where a sample has none)."""
-        from ..embed import get_embeddings
+        """Stored embeddings in view order (NaN rows where a sample has none).
 
-        return get_embeddings(self, embeddings_field)
+        When the view holds every stored row in the stored order (a dataset whose set was written or
+        computed for all its samples), the result is the read-only memory map of the stored file: no
+        copy is made and nothing is read until used. Use ``np.array(...)`` for a writable copy. Other
+        views get a new array.
+        """
+        from ..embed.store import read_embeddings
+
+        return read_embeddings(self, embeddings_field)
 
     def set_embeddings(self, embeddings_field: str, embeddings: Any, model_name: str = "user") -> None:
-        """Store your own ``[N, D]`` array (view order) as an embeddings set; validated before writing."""
-        from ..embed import set_embeddings
+        """Store your own ``[N, D]`` array (view order) as an embeddings set; validated before writing.
 
-        set_embeddings(self, embeddings_field, embeddings, model_name)
+        The array is streamed once to the set's file (in view order), checked block by block; a bad
+        row, or a process killed half way, leaves the stored set as it was. On a view, the view's rows
+        are replaced or added and the set's other rows are kept.
+        """
+        from ..embed.store import write_embeddings
+
+        write_embeddings(self, embeddings_field, embeddings, model_name)
 
     def compute_metadata(self, overwrite: bool = False, num_workers: int | None = None,
                          skip_failures: bool = True, progress: bool = True) -> dict[str, Any]:
