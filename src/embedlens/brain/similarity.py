@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -26,6 +27,7 @@ import numpy as np
 from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
+from ..embed.store import release
 from .neighbors import build_ivf, check_metric, prepare
 from ..core.runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
 from .source import EmbeddingSource, resolve_embeddings
@@ -51,6 +53,10 @@ FAISS_TARGET_RECALL = 0.99
 #: Neighbours of the shared graph that find_duplicates and compute_uniqueness ask for: the graph of
 #: UMAP's default ``n_neighbors=15`` (self + 14), so one graph serves all of them.
 GRAPH_K = 14
+#: Rows whose distances ``find_unique`` keeps exact between its batched refreshes (see its docstring):
+#: 2k-16k took 18-21 CPU s for 1,000 picks of 1,000,000 x 512 here; larger frontiers cost more per pick.
+UNIQUE_FRONTIER = 16_384
+_UNIQUE_BLOCK_BYTES = 8 << 20
 _FAISS_FILE = "faiss.index"
 _ADD_CHUNK = 4_096
 _CACHE_SIZE = 4
@@ -140,6 +146,8 @@ def compute_similarity(samples: "SampleCollection", embeddings: Any = None, mode
                             None, {}, matrix=matrix, model=model_obj)
     if method == "faiss":
         index._faiss, index.config["faiss"] = _build_ivf(matrix, metric, index._norms2())
+    # a stored set is read in place: its pages, read while building, stay in the OS cache, not in this process
+    release(matrix)
     index.info["elapsed_s"] = round(time.perf_counter() - started, 3)
     if brain_key:
         index.save(brain_key, overwrite=overwrite)
@@ -234,6 +242,7 @@ class SimilarityIndex(BrainResults):
         super().__init__(samples, config, keys, sample_ids, arrays, brain_key, info)
         self._matrix = matrix if matrix is not None else arrays["embeddings"]
         self._faiss = faiss_index
+        self._faiss_file: Any = None  # the open file a mapped FAISS index reads (kept to copy it when saved)
         self._model = model
         self._pos_map: dict[str, int] | None = None
         self._sq: np.ndarray | None = None
@@ -322,8 +331,22 @@ class SimilarityIndex(BrainResults):
 
             root = _runs_dir(dataset, self.key)
             tmp = root / f".{_FAISS_FILE}.{os.getpid()}.tmp"
-            faiss.write_index(self._faiss, str(tmp))
+            if self._faiss_file is not None:
+                # a mapped index would be written as a reference to its file: copy the file it maps instead
+                # (open since it was mapped, so it is the same bytes even if that run was renamed or deleted)
+                with open(tmp, "wb") as out:
+                    self._faiss_file.seek(0)
+                    shutil.copyfileobj(self._faiss_file, out, 8 << 20)
+            else:
+                faiss.write_index(self._faiss, str(tmp))
             os.replace(tmp, root / _FAISS_FILE)
+            if self._faiss_file is None:
+                # the inverted lists hold a copy of every row: once written, map the file instead of keeping
+                # that copy in memory (lists are read from the OS cache as queries probe them)
+                nprobe = self._faiss.nprobe
+                self._faiss, self._faiss_file = _map_faiss(root / _FAISS_FILE)
+                self._faiss.nprobe = nprobe
+                _trim_heap()
         _remember(dataset, self.key, self)
 
     @classmethod
@@ -342,7 +365,7 @@ class SimilarityIndex(BrainResults):
 
             path = _runs_dir(dataset, key) / _FAISS_FILE
             if path.exists():
-                index._faiss = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+                index._faiss, index._faiss_file = _map_faiss(path)
                 index._faiss.nprobe = int(config["faiss"]["nprobe"])
             else:
                 warnings.warn(f"similarity index {key!r} has lost its FAISS file; rebuilding it", stacklevel=2)
@@ -461,7 +484,13 @@ class SimilarityIndex(BrainResults):
             if rows is not None:
                 d = d[rows]
         else:
-            d = _distances(self._matrix[rows], sq[rows], q[None, :], self.metric)[0]
+            # the members' rows, gathered a block at a time (never a copy of all of them)
+            d = np.empty(len(rows), np.float32)
+            step = max(1, _UNIQUE_BLOCK_BYTES // (4 * max(int(self.config["dim"]), 1)))
+            for s in range(0, len(rows), step):
+                r = rows[s:s + step]
+                d[s:s + len(r)] = _distances(np.asarray(self._matrix[r], dtype=np.float32), sq[r], q[None, :],
+                                             self.metric)[0]
         key = -d if reverse else d
         if k < len(d):
             part = np.argpartition(key, k - 1)[:k]
@@ -553,9 +582,17 @@ class SimilarityIndex(BrainResults):
         """Choose ``count`` maximally unique rows by greedy farthest-point (k-center) selection.
 
         The first row is the one farthest from the centroid (for cosine: from the mean direction); each
-        next row is the one farthest from every row chosen so far. One pass: a running vector of each
-        row's distance to its nearest chosen row is updated with one matrix-vector product per pick, so
-        the cost is ``O(count * N * D)`` time and ``O(N)`` extra memory (never ``N x N``).
+        next row is the one farthest from every row chosen so far (the lowest row on ties). Memory stays
+        ``O(N)`` plus a fixed block (never ``N x N``, never a copy of the matrix).
+
+        The choice is exact, but the work is not one pass over the matrix per pick: each row's distance
+        to its nearest chosen row is kept as an upper bound that is refreshed in batches (one blocked
+        BLAS matrix product against all the rows chosen since, instead of one matrix-vector product per
+        pick), and between refreshes the picks are made among the ``UNIQUE_FRONTIER`` rows with the
+        largest bounds, whose distances are kept exact. A pick is taken from that frontier only while
+        its exact distance exceeds every bound outside it, so the result is the one plain greedy
+        selection gives (measured at 1,000,000 x 512: 1,000 picks in ~20 CPU s, against ~230 s for a
+        pass per pick).
 
         Parameters
         ----------
@@ -579,14 +616,8 @@ class SimilarityIndex(BrainResults):
         else:
             centre = (np.asarray(x).T @ np.ones(n, np.float32)) / n
         first = int(np.argmax(self._point_dist(centre, sq, norms, cosine)))
-        chosen = [first]
-        mind = self._point_dist(np.asarray(x[first], dtype=np.float32), sq, norms, cosine)
-        mind[first] = -np.inf
-        for _ in range(int(count) - 1):
-            j = int(np.argmax(mind))
-            chosen.append(j)
-            np.minimum(mind, self._point_dist(np.asarray(x[j], dtype=np.float32), sq, norms, cosine), out=mind)
-            mind[j] = -np.inf
+        chosen = _farthest_points(x, sq, norms, cosine, first, int(count))
+        release(x)
         self.unique_ids = [self.keys[r] for r in chosen]
         return list(self.unique_ids)
 
@@ -764,6 +795,77 @@ class SimilarityIndex(BrainResults):
                 f"rows={len(self.keys)} dim={self.config['dim']}>")
 
 
+def _pair_dist(rows: np.ndarray, rsq: np.ndarray, rnorm: np.ndarray, centres: np.ndarray, csq: np.ndarray,
+               cnorm: np.ndarray, cosine: bool) -> np.ndarray:
+    """``[len(rows), len(centres)]`` distances as :meth:`SimilarityIndex._point_dist` computes them."""
+    dots = rows @ centres.T
+    if cosine:
+        ok = cnorm > 0
+        d = 1.0 - dots / (rnorm[:, None] * np.where(ok, cnorm, 1.0)[None, :])
+        if not ok.all():
+            d[:, ~ok] = 1.0
+        return d
+    return rsq[:, None] - 2.0 * dots + csq[None, :]
+
+
+def _farthest_points(x: np.ndarray, sq: np.ndarray, norms: np.ndarray, cosine: bool, first: int, count: int,
+                     frontier: int | None = None) -> list[int]:
+    """Greedy farthest-point order from row ``first``: see :meth:`SimilarityIndex.find_unique`.
+
+    ``mind`` holds, for every row, an upper bound of its distance to the nearest chosen row (exact for the
+    rows chosen before the last refresh, ``-inf`` for chosen rows). The frontier ``F`` (the rows with the
+    largest bounds at the last refresh) has exact distances ``mF``, updated with one small product per
+    pick; ``theta`` bounds every row outside it. While ``max(mF) > theta`` the frontier's best is the
+    global best; otherwise the bounds are refreshed with the rows chosen since (``pending``), in blocks.
+    """
+    n, dim = x.shape
+    size = min(n, frontier or UNIQUE_FRONTIER)
+    step = max(1, _UNIQUE_BLOCK_BYTES // (4 * max(dim, 1)))
+    mind = np.full(n, np.inf, np.float32)
+    mind[first] = -np.inf
+    chosen, pending = [first], [first]
+    front = m_front = x_front = sq_front = n_front = None
+    theta = np.inf
+    while len(chosen) < count:
+        pos: int | None
+        if front is not None and m_front.max() > theta:
+            pos = int(np.argmax(m_front))
+            j = int(front[pos])
+        else:
+            if front is not None:
+                mind[front] = m_front
+            if pending:
+                js = np.asarray(pending, np.int64)
+                centres = np.ascontiguousarray(x[js], dtype=np.float32)
+                for s in range(0, n, step):
+                    block = np.asarray(x[s:s + step], dtype=np.float32)
+                    d = _pair_dist(block, sq[s:s + step], norms[s:s + step], centres, sq[js], norms[js], cosine)
+                    np.minimum(mind[s:s + step], d.min(axis=1), out=mind[s:s + step])
+                pending = []
+            if size < n:
+                part = np.argpartition(-mind, size)
+                front = np.sort(part[:size])
+                theta = float(mind[part[size]])
+            else:
+                front, theta = np.arange(n), -np.inf
+            x_front = np.ascontiguousarray(x[front], dtype=np.float32)
+            sq_front, n_front = sq[front], norms[front]
+            m_front = mind[front]
+            # every bound is exact now: the global argmax is the pick (lowest row on ties)
+            j = int(np.argmax(mind))
+            hit = int(np.searchsorted(front, j))
+            pos = hit if hit < len(front) and front[hit] == j else None
+        chosen.append(j)
+        pending.append(j)
+        mind[j] = -np.inf
+        d = _pair_dist(x_front, sq_front, n_front, np.asarray(x[j:j + 1], dtype=np.float32), sq[j:j + 1],
+                       norms[j:j + 1], cosine)[:, 0]
+        np.minimum(m_front, d, out=m_front)
+        if pos is not None:
+            m_front[pos] = -np.inf
+    return chosen
+
+
 def _highlight(visualization: Any, cls_of, classes: list[str], title: str, backend: str, kwargs: dict):
     keys = list(visualization.keys)
     labels = [cls_of(k) for k in keys]
@@ -808,11 +910,35 @@ def _read_set(dataset: "Dataset", config: dict[str, Any], keys: list[str], key: 
     if fp and store.meta.get("fingerprint") != fp:
         raise InvalidInputError(f"similarity index {key!r}: the embeddings set {name!r} now holds another model's "
                          "embeddings; compute the index again")
-    matrix, found = store.get(keys)
+    # the set's own memory map when the index covers it in stored order (no copy), else gathered rows
+    matrix, found = store.read(keys)
     if not found.all():
         raise InvalidInputError(f"similarity index {key!r}: {int((~found).sum())} of its rows are no longer in the "
                          f"embeddings set {name!r}; compute the index again")
     return matrix
+
+
+def _map_faiss(path: Any) -> tuple[Any, Any]:
+    """A stored FAISS index whose inverted lists are read from the mapped file (``IO_FLAG_MMAP``), and the
+    file held open (the bytes it maps, whatever later happens to the path)."""
+    import faiss
+
+    f = open(path, "rb")
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP), f
+    except BaseException:
+        f.close()
+        raise
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc keeps large freed blocks otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- loading, cache

@@ -134,8 +134,12 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
         raise InvalidInputError(f"uniqueness needs at least 2 samples with embeddings, got {len(source)}")
     graph = source.graph(min(GRAPH_K, len(source) - 1), metric)
     scores = uniqueness_scores(graph.distances)
-    by_id = dict(zip(source.keys, scores.tolist()))
-    samples.set_values(uniqueness_field, [by_id.get(i) for i in ids])
+    if source.keys == ids:  # every sample has a row, in view order: no id lookup
+        values = scores.tolist()
+    else:
+        by_id = dict(zip(source.keys, scores.tolist()))
+        values = [by_id.get(i) for i in ids]
+    samples.set_values(uniqueness_field, values)
     config = {"method": "neighbors", "uniqueness_field": uniqueness_field, "roi_field": roi_field,
               "metric": metric, "weights": list(UNIQUENESS_WEIGHTS), "embeddings_field": source.embeddings_field,
               "model": source.model, "knn_method": graph.method, "knn_k": graph.k,
