@@ -5,6 +5,7 @@
 >>> ds.match(el.F("ground_truth.label") == "3").count()
 """
 
+from . import facade  # noqa: F401  (installs the methods that reach above storage on datasets and views)
 from .app import Session, launch_app
 from .brain import (
     compute_hardness, compute_mistakenness, compute_predictions, compute_similarity, compute_uniqueness,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from tqdm.auto import tqdm
@@ -296,19 +295,6 @@ class SampleCollection:
     def sort_by(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> "DatasetView":
         return self._view(Q.SortBy(field_or_expr, reverse))
 
-    def sort_by_similarity(self, query: Any, k: int | None = None, reverse: bool = False,
-                           dist_field: str | None = None, brain_key: str | None = None) -> "DatasetView":
-        """The samples most similar to ``query`` first (``reverse``: least similar first), as in FiftyOne.
-
-        ``query`` is a sample or label id, a list of ids (their mean embedding), an embedding vector, or an
-        image path (embedded with the index's model). ``k`` keeps the best ``k``; ``dist_field`` adds each
-        match's distance as a field of the view. Only this collection's members are returned.
-        ``brain_key`` names the similarity index (optional when the dataset has exactly one).
-        """
-        from ..brain.similarity import sort_by_similarity
-
-        return sort_by_similarity(self, query, k=k, reverse=reverse, dist_field=dist_field, brain_key=brain_key)
-
     def shuffle(self, seed: int | None = None) -> "DatasetView":
         return self._view(Q.Shuffle(seed))
 
@@ -383,44 +369,8 @@ class SampleCollection:
                 keep = label_ids[field]
             EmbeddingSet(dst).consolidate(keep_ids=keep)
 
-    def export(self, export_dir: str | os.PathLike, dataset_type: str, label_field: str | None = None,
-               **kwargs: Any) -> dict[str, Any]:
-        """Write this collection to disk: ``"classification-tree"``, ``"coco"`` or ``"csv"``.
-
-        See :func:`embedlens.io.export_samples` for the options (e.g. ``export_media="copy"|"symlink"``).
-        """
-        from ..io import export_samples
-
-        return export_samples(self, export_dir, dataset_type, label_field=label_field, **kwargs)
-
-    # ------------------------------------------------------------------ embeddings (embedlens.embed does the work)
-
-    def compute_embeddings(self, model: Any = None, embeddings_field: str | None = None, **kwargs: Any):
-        """Embed every sample with ``model`` (default EfficientNet-Lite0): float32 ``[N, D]`` in view order.
-
-        With ``embeddings_field`` the rows are stored and reused; see :func:`embedlens.embed.compute_embeddings`
-        for ``batch_size``, ``num_workers``, ``skip_failures``, ``overwrite``, ``engine="local"|"ray"``.
-        """
-        from ..embed import compute_embeddings
-
-        return compute_embeddings(self, model, embeddings_field, **kwargs)
-
-    def compute_patch_embeddings(self, model: Any, patches_field: str, embeddings_field: str | None = None,
-                                 **kwargs: Any):
-        """Embed every object of ``patches_field``: ``[num_objects, D]`` in ``to_patches`` order.
-
-        See :func:`embedlens.embed.compute_patch_embeddings` (``alpha`` padding, ``force_square``, ...).
-        """
-        from ..embed import compute_patch_embeddings
-
-        return compute_patch_embeddings(self, model, patches_field, embeddings_field, **kwargs)
-
-    def apply_model(self, model: Any = None, label_field: str = "predictions", store_logits: bool = True,
-                    **kwargs: Any) -> int:
-        """Write the model's ``Classification`` predictions (confidence, logits) into ``label_field``."""
-        from ..embed import apply_model
-
-        return apply_model(self, model, label_field, store_logits, **kwargs)
+    # ------------------------------------------------------------------ stored embeddings
+    # (computing them, importing, exporting, thumbnails and similarity: embedlens/facade.py)
 
     def get_embeddings(self, embeddings_field: str):
         """Stored embeddings in view order (NaN rows where a sample has none).
@@ -444,38 +394,6 @@ class SampleCollection:
         from ..embed.store import write_embeddings
 
         write_embeddings(self, embeddings_field, embeddings, model_name)
-
-    def compute_metadata(self, overwrite: bool = False, num_workers: int | None = None,
-                         skip_failures: bool = True, progress: bool = True) -> dict[str, Any]:
-        """Read width, height, channels, size and MIME type of every image (in parallel threads).
-
-        Only samples without metadata are read unless ``overwrite``. Returns ``{"computed": n, "errors":
-        {filepath: message}}``; with ``skip_failures=False`` the first error is raised and nothing is written.
-        """
-        from ..images import read_metadata
-        from ..utils import parallel_map
-
-        view = self if overwrite else self.exists("metadata", False)
-        if view._is_patches:
-            raise InvalidInputError("compute_metadata() works on sample views")
-        ids, paths = view.values("id"), view.values("filepath")
-        results = parallel_map(read_metadata, paths, num_workers, "metadata", progress)
-        errors = {p: str(e) for p, (_, e) in zip(paths, results) if e is not None}
-        if errors and not skip_failures:
-            raise next(e for _, e in results if e is not None)
-        ok = [(i, m) for i, (m, e) in zip(ids, results) if e is None]
-        if ok:
-            self._dataset._set_values_by_id("metadata", [i for i, _ in ok], [m for _, m in ok])
-        return {"computed": len(ok), "errors": errors}
-
-    def thumbnail_paths(self, size: int | None = None, num_workers: int | None = None,
-                        progress: bool = False) -> list[str | None]:
-        """Paths of cached thumbnails (longest side 256), made on first use; None where the image is unreadable."""
-        from ..images import THUMBNAIL_SIZE, cached_thumbnails
-
-        ids = self.values("sample_id" if self._query().patches_field else "id")
-        return cached_thumbnails(self._dataset.thumbnails_dir, list(zip(ids, self.values("filepath"))),
-                                 size or THUMBNAIL_SIZE, num_workers, progress)
 
     @property
     def view_stages(self) -> list[Q.Stage]:

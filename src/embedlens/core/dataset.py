@@ -416,23 +416,6 @@ class Dataset(SampleCollection):
         ds.persistent = persistent
         return ds
 
-    def add_dir(self, dataset_dir: str | os.PathLike, dataset_type: str, **kwargs: Any):
-        """Import samples from disk in one transaction and return an ``ImportSummary``.
-
-        ``dataset_type``: ``"classification-tree"`` (one folder per class), ``"image-folder"`` (unlabeled,
-        recursive), ``"coco"`` (COCO detection JSON), ``"csv"`` (CSV or Parquet table with a filepath
-        column). See :func:`embedlens.io.import_samples` for the options.
-        """
-        from ..io import import_samples
-
-        return import_samples(self, dataset_dir, dataset_type, **kwargs)
-
-    def add_images(self, paths: Sequence[str | os.PathLike], **kwargs: Any):
-        """Import a list of image paths (unlabeled); returns an ``ImportSummary``."""
-        from ..io import import_samples
-
-        return import_samples(self, list(paths), "filepaths", **kwargs)
-
     # ------------------------------------------------------------------ fields
 
     def add_sample_field(self, name: str, ftype: str) -> None:
