@@ -1,8 +1,12 @@
 """The brain: what the geometry of the embeddings says about a dataset.
 
-Every method takes ``embeddings=`` (an array or a stored set's name) or ``model=``, works on samples or,
-with ``patches_field``, on objects, and records a brain run under ``brain_key``.
+Every method takes ``embeddings=`` (an array or a stored set's name) or ``model=`` (see
+:func:`resolve_embeddings`), works on samples or, with ``patches_field``, on objects, and follows one
+contract (:mod:`embedlens.brain.contract`): its run is recorded with every argument and can be redone
+with :func:`rerun`.
 """
+
+from .contract import METHODS, rerun
 
 from .hardness import HardnessResults, compute_hardness
 from .mistakenness import MistakennessResults, compute_mistakenness
@@ -20,5 +24,5 @@ __all__ = [
     "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
     "ProposalResults", "SimilarityIndex", "UniquenessResults", "VisualizationResults", "compute_similarity",
     "compute_uniqueness", "find_exact_duplicates", "load_similarity_index", "sort_by_similarity", "compute_hardness", "compute_mistakenness", "compute_predictions",
-    "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings",
+    "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
 ]
