@@ -53,9 +53,11 @@ FAISS_TARGET_RECALL = 0.99
 #: Neighbours of the shared graph that find_duplicates and compute_uniqueness ask for: the graph of
 #: UMAP's default ``n_neighbors=15`` (self + 14), so one graph serves all of them.
 GRAPH_K = 14
-#: Rows whose distances ``find_unique`` keeps exact between its batched refreshes (see its docstring):
-#: 2k-16k took 18-21 CPU s for 1,000 picks of 1,000,000 x 512 here; larger frontiers cost more per pick.
-UNIQUE_FRONTIER = 16_384
+#: Rows whose distances ``find_unique`` keeps exact between its batched refreshes (see its docstring).
+#: 1,000 picks, clustered 512-d rows, this 2-core machine: 2k / 4k / 8k / 16k rows took 10.7 / 14.3 / 8.1 /
+#: 18.1 CPU s at 1M (noisy, shared machine), 1.9 s (4k) vs 3.7 s (16k) at 100k, 0.9 s (4k) vs 7.2 s (all
+#: rows, one pass per pick) at 20k.
+UNIQUE_FRONTIER = 4_096
 _UNIQUE_BLOCK_BYTES = 8 << 20
 _FAISS_FILE = "faiss.index"
 _ADD_CHUNK = 4_096
@@ -591,8 +593,8 @@ class SimilarityIndex(BrainResults):
         pick), and between refreshes the picks are made among the ``UNIQUE_FRONTIER`` rows with the
         largest bounds, whose distances are kept exact. A pick is taken from that frontier only while
         its exact distance exceeds every bound outside it, so the result is the one plain greedy
-        selection gives (measured at 1,000,000 x 512: 1,000 picks in ~20 CPU s, against ~230 s for a
-        pass per pick).
+        selection gives (1,000 picks of 1,000,000 x 512 rows: 32 CPU s in ``bench/bench_scale.py``,
+        loading the index and the norm and centroid passes included, against ~165 s for a pass per pick).
 
         Parameters
         ----------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.fields import check_name
+from ..embed.store import release
 from .neighbors import check_metric
 from ..core.runs import BrainResults, check_new_key, register_type
 from .similarity import GRAPH_K, _check_stored
@@ -132,7 +133,9 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
                                  source.embeddings_field, source.model, dataset.arrays_dir / "knn")
     if len(source) < 2:
         raise InvalidInputError(f"uniqueness needs at least 2 samples with embeddings, got {len(source)}")
+    release(source.matrix)  # a stored set's pages, read by the checks: the OS keeps them cached, not this process
     graph = source.graph(min(GRAPH_K, len(source) - 1), metric)
+    release(source.matrix)
     scores = uniqueness_scores(graph.distances)
     if source.keys == ids:  # every sample has a row, in view order: no id lookup
         values = scores.tolist()

@@ -626,11 +626,14 @@ def _store_of(samples: "SampleCollection", name: str) -> EmbeddingSet:
     return EmbeddingSet(samples._dataset.arrays_dir / "embeddings" / check_name(name))
 
 
-def read_embeddings(samples: "SampleCollection", embeddings_field: str) -> np.ndarray:
-    """The stored set's rows of ``samples`` in view order (objects, for a patches set); missing rows NaN.
+def read_rows(samples: "SampleCollection", embeddings_field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(matrix, found)``: the stored set's rows of ``samples`` in view order (objects, for a patches set)
+    and which of them are stored; missing rows are NaN.
 
-    The whole set in its stored order is returned as the read-only memory map of the file (no copy);
-    any other view gets a new array.
+    Every stored row was checked finite when it was written, so ``found`` tells which rows are usable
+    without reading the matrix (a check of every value would bring the whole file into memory). The
+    whole set in its stored order is the read-only memory map of the file (no copy); any other view
+    gets a new array.
     """
     store = _store_of(samples, embeddings_field)
     meta = store.meta
@@ -639,7 +642,12 @@ def read_embeddings(samples: "SampleCollection", embeddings_field: str) -> np.nd
     matrix, found = store.read(keys)
     if not found.all():
         matrix[~found] = np.nan  # a gathered copy: only the stored order in whole is the map itself
-    return matrix
+    return matrix, found
+
+
+def read_embeddings(samples: "SampleCollection", embeddings_field: str) -> np.ndarray:
+    """The stored set's rows of ``samples`` in view order; missing rows NaN (see :func:`read_rows`)."""
+    return read_rows(samples, embeddings_field)[0]
 
 
 def write_embeddings(samples: "SampleCollection", embeddings_field: str, embeddings: Any,
