@@ -37,6 +37,8 @@ RECIPES = {
     "compute_mistakenness": (_predictions, lambda s: dict(pred_field=PREP, mistakenness_field="b_mist"),
                              "b_mist"),
     "compute_hardness": (_predictions, lambda s: dict(label_field=PREP, hardness_field="b_hard"), "b_hard"),
+    "compute_similarity": (None, lambda s: dict(embeddings="px", brain_key="b_sim"), "b_sim"),
+    "compute_uniqueness": (None, lambda s: dict(embeddings="px", uniqueness_field="b_uniq"), "b_uniq"),
     "propose_labels": (None, lambda s: dict(embeddings="px", unlabeled=s.take(100, seed=1),
                                             pred_field="b_prop", min_confidence=0.5), "b_prop"),
 }
@@ -173,6 +175,21 @@ def test_scores_are_in_range_and_rank_the_top(ds, name):
     assert ranked == sorted(ranked, reverse=True) and ranked[0] == pytest.approx(s.max())
 
 
+def test_similarity_state_survives_a_fresh_process(ds):
+    """find_unique() and find_duplicates() results are kept with the run, as FiftyOne users expect."""
+    index = el.compute_similarity(ds, embeddings="px", brain_key="b_state", progress=False)
+    unique = index.find_unique(20)
+    dups = index.find_duplicates(fraction=0.02)
+    code = ("import json, embedlens as el; r = el.load_dataset(%r).load_brain_results('b_state'); "
+            "print(json.dumps([r.unique_ids, r.duplicate_ids, r.thresh, len(r.duplicates_view())]))" % ds.name)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "EMBEDLENS_HOME": str(ds.path.parent)}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    u, d, thresh, n_view = json.loads(out.stdout.strip().splitlines()[-1])
+    assert u == unique and d == dups and thresh == pytest.approx(index.thresh)
+    assert n_view == len(index.duplicates_view())
+
+
 @pytest.mark.parametrize("name", sorted(n for n in RECIPES if "embeddings" in METHODS[n].parameters))
 def test_an_array_and_the_stored_set_give_the_same_result(ds, name):
     prep, args, key = RECIPES[name]
@@ -180,4 +197,7 @@ def test_an_array_and_the_stored_set_give_the_same_result(ds, name):
     by_name = _state(ds, key)
     kwargs = {**args(ds), "embeddings": np.array(ds.get_embeddings("px")), "overwrite": True, "progress": False}
     METHODS[name].function(ds, **kwargs)
-    _same(_state(ds, key), by_name)
+    by_array = _state(ds, key)
+    # a similarity index keeps a copy of an array it was given (a stored set is read by reference)
+    by_array[2].pop("embeddings", None)
+    _same(by_array, by_name)

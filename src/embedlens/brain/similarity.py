@@ -29,7 +29,11 @@ from ..core.query import SortBySimilarity
 from . import duplicates as _dups
 from ..embed.store import release
 from .neighbors import build_ivf, check_metric, prepare
-from ..core.runs import BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type
+from ..core.runs import (
+    BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type,
+    update_run_state,
+)
+from .contract import brain_method
 from .source import EmbeddingSource, resolve_embeddings
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
@@ -69,6 +73,7 @@ _cache_lock = threading.Lock()
 # ---------------------------------------------------------------------------------------------- building
 
 
+@brain_method(key_param="brain_key")
 def compute_similarity(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                        patches_field: str | None = None, embeddings_field: str | None = None,
                        brain_key: str | None = None, metric: str = "cosine", backend: str = "auto",
@@ -362,6 +367,7 @@ class SimilarityIndex(BrainResults):
             raise InvalidInputError(f"similarity index {key!r}: stored embeddings have shape {matrix.shape}, expected "
                              f"({len(keys)}, {config['dim']}); compute the index again")
         index = cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"), matrix=matrix)
+        index._restore_state(arrays, stored.get("state") or {})
         if config.get("method") == "faiss":
             import faiss
 
@@ -374,6 +380,20 @@ class SimilarityIndex(BrainResults):
                 index._faiss, _ = _build_ivf(matrix, config["metric"], index._norms2())
                 index._faiss.nprobe = int(config["faiss"]["nprobe"])
         return index
+
+    def _restore_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """What find_unique() and find_duplicates() found, as stored with the run."""
+        keys = self.keys
+        if "unique_rows" in arrays:
+            self.unique_ids = [keys[r] for r in arrays["unique_rows"].tolist()]
+        if "dup_kept" in arrays:
+            groups: dict[str, list[tuple[str, float]]] = {}
+            for i, j, d in zip(arrays["dup_kept"].tolist(), arrays["dup_rows"].tolist(), arrays["dup_dists"].tolist()):
+                groups.setdefault(keys[i], []).append((keys[j], float(d)))
+            self.neighbors_map = groups
+            self.duplicate_ids = [d for lst in groups.values() for d, _ in lst]
+            self.thresh = state.get("thresh")
+            self.duplicates_info = state.get("duplicates_info")
 
     # ------------------------------------------------------------------ queries
 
@@ -621,6 +641,8 @@ class SimilarityIndex(BrainResults):
         chosen = _farthest_points(x, sq, norms, cosine, first, int(count))
         release(x)
         self.unique_ids = [self.keys[r] for r in chosen]
+        # kept with the run, so load_brain_results() in a fresh process has them too
+        update_run_state(self, {"unique_rows": np.asarray(chosen, np.int64)}, {})
         return list(self.unique_ids)
 
     def _point_dist(self, c: np.ndarray, sq: np.ndarray, norms: np.ndarray, cosine: bool) -> np.ndarray:
@@ -726,6 +748,11 @@ class SimilarityIndex(BrainResults):
         info.update(graph_k=graph.k, graph_method=graph.method, graph_recall=graph.recall,
                     flagged=len(self.duplicate_ids), thresh=self.thresh)
         self.duplicates_info = info
+        kept = [i for i, lst in groups.items() for _ in lst]
+        update_run_state(self, {"dup_kept": np.asarray(kept, np.int64),
+                                "dup_rows": np.asarray([j for lst in groups.values() for j, _ in lst], np.int64),
+                                "dup_dists": np.asarray([d for lst in groups.values() for _, d in lst], np.float64)},
+                         {"thresh": self.thresh, "duplicates_info": _jsonable(info)})
         return list(self.duplicate_ids)
 
     def duplicates_view(self, type_field: str | None = None, id_field: str | None = None,
@@ -1036,3 +1063,7 @@ def sort_by_similarity(samples: "SampleCollection", query: Any, k: int | None = 
 
 __all__ = ["BACKENDS", "EXACT_MAX_VALUES", "FAISS_TARGET_RECALL", "GRAPH_K", "SimilarityIndex", "clear_cache",
            "compute_similarity", "load_similarity_index", "sort_by_similarity"]
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in info.items()}

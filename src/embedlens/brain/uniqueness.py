@@ -11,6 +11,7 @@ import numpy as np
 from ..core.fields import check_name
 from ..embed.store import release
 from .neighbors import check_metric
+from .contract import brain_method
 from ..core.runs import BrainResults, check_new_key, register_type
 from .similarity import GRAPH_K, _check_stored
 from .source import resolve_embeddings
@@ -54,6 +55,7 @@ def uniqueness_scores(distances: np.ndarray) -> np.ndarray:
     return u / top if top > 0 else np.zeros_like(u)
 
 
+@brain_method(key_param="uniqueness_field")
 def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, model: Any = None,
                        uniqueness_field: str = "uniqueness", roi_field: str | None = None,
                        embeddings_field: str | None = None, overwrite: bool = False, progress: bool = True,
@@ -142,14 +144,14 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
     else:
         by_id = dict(zip(source.keys, scores.tolist()))
         values = [by_id.get(i) for i in ids]
-    samples.set_values(uniqueness_field, values)
     config = {"method": "neighbors", "uniqueness_field": uniqueness_field, "roi_field": roi_field,
-              "metric": metric, "weights": list(UNIQUENESS_WEIGHTS), "embeddings_field": source.embeddings_field,
-              "model": source.model, "knn_method": graph.method, "knn_k": graph.k,
+              "metric": metric, "weights": list(UNIQUENESS_WEIGHTS), **source.record,
+              "knn_method": graph.method, "knn_k": graph.k,
               "knn_recall": None if graph.recall is None else round(float(graph.recall), 4)}
     results = UniquenessResults(samples, config, source.keys, source.sample_ids,
                                 {"scores": scores.astype(np.float32)}, None,
                                 {"elapsed_s": round(time.perf_counter() - started, 3)})
+    results.stage_field(uniqueness_field, ids, values)
     results.save(uniqueness_field, overwrite=True, fields=[uniqueness_field])
     return results
 

@@ -265,3 +265,28 @@ def delete_brain_run(dataset: "Dataset", key: str) -> None:
 def delete_brain_runs(dataset: "Dataset") -> None:
     for key in list_brain_runs(dataset):
         delete_brain_run(dataset, key)
+
+
+def update_run_state(results: BrainResults, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+    """Store what a saved run learned after it was made (``find_duplicates``, ``find_unique``): small JSON
+    ``state`` and ``arrays``, so ``load_brain_results`` in a fresh process has them too. Arrays are written
+    to temporary names and renamed once the record that lists them commits."""
+    key = results.key
+    if key is None:
+        return  # not saved: the state lives in this object only
+    dataset = results.samples._dataset
+    row = _row(dataset, key)
+    root = _runs_dir(dataset, key)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, arr in arrays.items():
+        check_name(name)
+        np.save(root / f".{name}.tmp.npy", np.asarray(arr), allow_pickle=False)
+    names = sorted(set(row["arrays"]) | set(arrays))
+    stored = {**row["results"], "state": {**row["results"].get("state", {}), **state}}
+    db = dataset._database()
+    with db.transaction():
+        db.execute("UPDATE runs SET arrays = ?, results = ?, updated_at = ? WHERE key = ?",
+                   (dumps(names), dumps(stored), time.time(), key))
+        for name in arrays:
+            os.replace(root / f".{name}.tmp.npy", root / f"{name}.npy")
+    results._arrays.update(arrays)
