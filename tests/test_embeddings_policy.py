@@ -92,3 +92,11 @@ def test_no_embeddings_given_means_the_default_models_stored_set(tmp_path, modul
     assert out.returncode == 0, out.stderr
     assert small.get_brain_info("cli_pca")["config"]["embeddings_field"] == "efficientnet_lite0"
     assert (small.path / "arrays" / "embeddings" / "efficientnet_lite0" / "embeddings.npy").stat().st_mtime_ns == stamp
+
+
+def test_the_set_a_model_goes_to_is_named_after_it():
+    from embedlens.embed.compute import set_name_for
+
+    assert set_name_for("efficientnet-lite0") == "efficientnet_lite0"
+    assert set_name_for("/models/my-net.onnx") == "my_net"
+    assert set_name_for("3d-net") == "emb_3d_net"

@@ -16,7 +16,7 @@ import pytest
 import embedlens as el
 from embedlens.brain.similarity import _farthest_points, compute_similarity, load_similarity_index, clear_cache
 from embedlens.brain.uniqueness import compute_uniqueness
-from embedlens.embed.store import EmbeddingSet, is_mapped
+from embedlens.core.embeddings import EmbeddingSet, is_mapped
 
 
 def _dataset(n: int, name: str | None = None, boxes: bool = False) -> el.Dataset:
@@ -222,7 +222,7 @@ def test_reading_and_checking_a_stored_set_allocates_no_copy():
     tracemalloc.start()
     try:
         m = ds.get_embeddings("emb")
-        from embedlens.embed.store import check_matrix
+        from embedlens.core.embeddings import check_matrix
 
         assert np.shares_memory(check_matrix(m, n), m)  # checked in blocks, not converted or copied
         peak = tracemalloc.get_traced_memory()[1]

@@ -27,7 +27,7 @@ import numpy as np
 from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
-from ..embed.store import release
+from ..core.embeddings import release
 from .neighbors import build_ivf, check_metric, prepare
 from ..core.runs import (
     BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type,
@@ -928,7 +928,7 @@ def _check_k(k: Any) -> int | None:
 
 
 def _read_set(dataset: "Dataset", config: dict[str, Any], keys: list[str], key: str) -> np.ndarray:
-    from ..embed.compute import embedding_set
+    from ..core.embeddings import embedding_set
 
     name = config["embeddings_field"]
     store = embedding_set(dataset, name)

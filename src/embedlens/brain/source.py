@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..embed.store import check_matrix
+from ..core.embeddings import check_matrix
 from .neighbors import KnnGraph, knn_graph
 from ..core.errors import InvalidInputError
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.fields import check_name
-from ..embed.store import release
+from ..core.embeddings import release
 from .neighbors import check_metric
 from .contract import brain_method
 from ..core.runs import BrainResults, check_new_key, register_type

@@ -349,7 +349,7 @@ class SampleCollection:
         """A clone keeps the embeddings of its samples (objects), so nothing is computed twice."""
         import shutil
 
-        from ..embed.store import EmbeddingSet
+        from .embeddings import EmbeddingSet
 
         src_root = self._dataset.arrays_dir / "embeddings"
         if not src_root.exists():
@@ -380,7 +380,7 @@ class SampleCollection:
         copy is made and nothing is read until used. Use ``np.array(...)`` for a writable copy. Other
         views get a new array.
         """
-        from ..embed.store import read_embeddings
+        from .embeddings import read_embeddings
 
         return read_embeddings(self, embeddings_field)
 
@@ -391,7 +391,7 @@ class SampleCollection:
         row, or a process killed half way, leaves the stored set as it was. On a view, the view's rows
         are replaced or added and the set's other rows are kept.
         """
-        from ..embed.store import write_embeddings
+        from .embeddings import write_embeddings
 
         write_embeddings(self, embeddings_field, embeddings, model_name)
 

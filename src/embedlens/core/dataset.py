@@ -20,6 +20,7 @@ from .fields import BUILTIN_FIELDS, FIELD_TYPES, check_name, dumps, encoder, inf
 from .ids import new_id, new_ids
 from .labels import check_label_attr
 from . import runs
+from .embeddings import embedding_set
 from .query import Stage, UnknownFieldError
 from .sample import Sample
 from .view import DatasetView
@@ -483,13 +484,9 @@ class Dataset(SampleCollection):
 
     def get_embeddings_info(self, embeddings_field: str) -> dict[str, Any]:
         """Model, fingerprint, preprocessing, dimension and row count of a stored set."""
-        from ..embed.compute import embedding_set
-
         return embedding_set(self, embeddings_field).meta
 
     def delete_embeddings(self, embeddings_field: str) -> None:
-        from ..embed.compute import embedding_set
-
         store = embedding_set(self, embeddings_field)
         if not store.exists:
             raise NotFoundError(f"no embeddings {embeddings_field!r}; stored: {self.list_embeddings()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -10,12 +11,11 @@ import numpy as np
 
 from ..core.labels import Classification
 from .pipeline import Batch, Failures, Unit, batches
-from .store import EmbeddingSet, check_matrix
+from ..core.embeddings import EmbeddingSet, check_matrix, embedding_set
 from ..core.errors import InvalidInputError, WrongTypeError
 
 if TYPE_CHECKING:
     from ..core.collection import SampleCollection
-    from ..core.dataset import Dataset
     from ..models import Model
 
 ERROR_FIELD = "embedding_error"
@@ -38,12 +38,6 @@ def set_name_for(model_name: str) -> str:
     (``"efficientnet-lite0"`` -> ``"efficientnet_lite0"``, ``"path/net.onnx"`` -> ``"net"``)."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(model_name).stem if model_name.lower().endswith(".onnx") else model_name)
     return name if name[:1].isalpha() else f"emb_{name}"
-
-
-def embedding_set(dataset: "Dataset", name: str) -> EmbeddingSet:
-    from ..core.fields import check_name
-
-    return EmbeddingSet(dataset.arrays_dir / "embeddings" / check_name(name))
 
 
 def _default_batch_size(model: "Model") -> int:

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
-from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
+from .errors import InvalidInputError, NotFoundError, WrongTypeError
 
 if TYPE_CHECKING:
-    from ..core.collection import SampleCollection
+    from .collection import SampleCollection
+    from .dataset import Dataset
 
 ID_DTYPE = "<U24"
 #: Bytes of rows handled at a time by the checks, writes and gathers of this module.
@@ -620,10 +621,11 @@ class EmbeddingSet:
 # ---------------------------------------------------------------------------------------------- collections
 
 
-def _store_of(samples: "SampleCollection", name: str) -> EmbeddingSet:
-    from ..core.fields import check_name
+def embedding_set(dataset: "Dataset", name: str) -> EmbeddingSet:
+    """The stored set ``name`` of ``dataset`` (which may not exist yet)."""
+    from .fields import check_name
 
-    return EmbeddingSet(samples._dataset.arrays_dir / "embeddings" / check_name(name))
+    return EmbeddingSet(dataset.arrays_dir / "embeddings" / check_name(name))
 
 
 def read_rows(samples: "SampleCollection", embeddings_field: str) -> tuple[np.ndarray, np.ndarray]:
@@ -635,7 +637,7 @@ def read_rows(samples: "SampleCollection", embeddings_field: str) -> tuple[np.nd
     whole set in its stored order is the read-only memory map of the file (no copy); any other view
     gets a new array.
     """
-    store = _store_of(samples, embeddings_field)
+    store = embedding_set(samples._dataset, embeddings_field)
     meta = store.meta
     keys = samples.to_patches(meta["patches_field"]).values("id") if meta.get("kind") == "patches" \
         and not samples._is_patches else samples.values("id")
@@ -657,7 +659,7 @@ def write_embeddings(samples: "SampleCollection", embeddings_field: str, embeddi
     Checked before the set changes: a bad array leaves the stored set (or its absence) as it was.
     """
     ids = samples.values("id")
-    store = _store_of(samples, embeddings_field)
+    store = embedding_set(samples._dataset, embeddings_field)
     exists = store.exists
     dim = store.meta.get("dim") if exists else None
     a = check_array(embeddings, len(ids), dim)
