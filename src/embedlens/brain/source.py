@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.embeddings import check_matrix
+from ..core.embeddings import check_matrix, read_rows
 from .neighbors import KnnGraph, knn_graph
 from ..core.errors import InvalidInputError
 
@@ -113,7 +113,8 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
     kind = "patches" if patches_field else "samples"
     if embeddings_field and embeddings_field in dataset.list_embeddings() and model is None:
         meta = dataset.get_embeddings_info(embeddings_field)
-        matrix = (samples.to_patches(patches_field) if patches_field else samples).get_embeddings(embeddings_field)
+        # stored rows were checked finite when written: the mask says which exist without reading the file
+        matrix, found = read_rows(samples.to_patches(patches_field) if patches_field else samples, embeddings_field)
         model_name, fingerprint = meta.get("model"), meta["fingerprint"]
     else:
         from ..embed.compute import resolve_model, set_name_for
@@ -126,7 +127,8 @@ def resolve_embeddings(samples: "SampleCollection", embeddings: Any = None, mode
                                                       **compute_kwargs)
         else:
             matrix = samples.compute_embeddings(m, embeddings_field, progress=progress, **compute_kwargs)
-    ok = np.isfinite(matrix).all(axis=1)
+        found = None
+    ok = np.isfinite(matrix).all(axis=1) if found is None else found
     if not ok.all():
         if not ok.any():
             raise InvalidInputError(f"no embeddings for any of the {len(keys)} samples"
