@@ -22,6 +22,7 @@ Writes ``bench/results/knn.json``. A 1M run of every candidate on one kind of da
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import measure, save, table  # noqa: E402
+from harness import RESULTS, measure, save, table  # noqa: E402
 
 K = 15
 DIM = 512
@@ -225,15 +226,29 @@ def crossover(sizes: list[int]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def derive(rows: list[dict]) -> None:
+    """CPU ratio to FAISS IVF on the same data and size, and growth from the smallest size measured."""
+    for r in rows:
+        same = {(b["data"], b["n"], b["candidate"]): b for b in rows}
+        ref = same.get((r["data"], r["n"], "faiss-ivf"))
+        r["cpu_vs_faiss_ivf"] = r["cpu_s"] / ref["cpu_s"] if ref else None
+        smallest = min((b["n"] for b in rows if b["data"] == r["data"] and b["candidate"] == r["candidate"]))
+        small = same[(r["data"], smallest, r["candidate"])]
+        r["growth_from_100k"] = r["cpu_s"] / small["cpu_s"] if r["n"] > smallest else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-1m", action="store_true", help="only 100,000 rows")
     ap.add_argument("--sizes", default="100000,1000000", help=argparse.SUPPRESS)  # smoke tests
     ap.add_argument("--data", default="clustered,manifold")
     ap.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in knn.json (replacing re-runs)")
+    ap.add_argument("--no-crossover", action="store_true", help="skip exact vs approximate at 5k-40k rows")
     args = ap.parse_args()
     sizes = [n for n in map(int, args.sizes.split(",")) if not (args.skip_1m and n > 100_000)]
-    rows = []
+    old = json.loads((RESULTS / "knn.json").read_text())["rows"][0] if args.append else {}
+    rows, cross = old.get("rows", []), old.get("crossover")
     for kind in args.data.split(","):
         for n in sizes:
             path = make_data(kind, n)
@@ -243,24 +258,22 @@ def main() -> None:
                 fn, setup = CANDIDATES[name]
                 print(f"{kind} {n:,} {name} (load {os.getloadavg()[0]:.1f}) ...", flush=True)
                 r = measure(fn, str(path), str(truth), setup=setup)
+                rows = [b for b in rows if (b["data"], b["n"], b["candidate"]) != (kind, n, name)]
                 rows.append({"data": kind, "n": n, "candidate": name, "cpu_s": r["cpu_s"], "wall_s": r["wall_s"],
                              "peak_mib": r["peak_mib"], "peak_over_data_mib": r["peak_mib"] - data_mib,
                              "recall": r["extra"]["recall"], "note": r["extra"]["note"],
                              "load_1m": os.getloadavg()[0]})
                 print(table(rows[-1:], ["data", "n", "candidate", "cpu_s", "wall_s", "peak_mib", "recall"]),
                       flush=True)
-    for r in rows:
-        ref = next((b for b in rows if (b["data"], b["n"], b["candidate"]) == (r["data"], r["n"], "faiss-ivf")), None)
-        r["cpu_vs_faiss_ivf"] = r["cpu_s"] / ref["cpu_s"] if ref else None
-        small = next((b for b in rows if (b["data"], b["n"], b["candidate"]) == (r["data"], sizes[0], r["candidate"])),
-                     None)
-        r["growth_from_100k"] = r["cpu_s"] / small["cpu_s"] if small and r["n"] > sizes[0] else None
+                derive(rows)
+                save("knn", [{"rows": rows, "crossover": cross}])  # after each case: a long run can be cut
     print()
     print(table(rows, ["data", "n", "candidate", "cpu_s", "wall_s", "peak_mib", "peak_over_data_mib", "recall",
                        "cpu_vs_faiss_ivf", "growth_from_100k", "note"]))
-    cross = measure(crossover, [5_000, 10_000, 20_000, 40_000])["extra"]
-    print()
-    print(table(cross, ["n", "exact_cpu_s", "ivf_cpu_s"]))
+    if not args.no_crossover:
+        cross = measure(crossover, [5_000, 10_000, 20_000, 40_000])["extra"]
+        print()
+        print(table(cross, ["n", "exact_cpu_s", "ivf_cpu_s"]))
     print("saved", save("knn", [{"rows": rows, "crossover": cross}]))
 
 

@@ -73,13 +73,13 @@ def check_graph(g, x: np.ndarray, metric: str) -> None:
     assert (g.indices >= 0).all() and (g.indices < n).all()
     assert all(len(set(row)) == K + 1 for row in g.indices.tolist())  # no neighbour twice
     assert (np.diff(g.distances, axis=1) >= 0).all()  # nearest first
-    x = x.astype(np.float64)
-    a, b = x[np.arange(n).repeat(K)], x[g.indices[:, 1:].ravel()]
+    rows = np.random.default_rng(0).choice(n, min(n, 2000), replace=False)  # distances checked on 2,000 rows
+    a, b = x[rows.repeat(K)].astype(np.float64), x[g.indices[rows, 1:].ravel()].astype(np.float64)
     if metric == "cosine":
         want = 1 - (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     else:
         want = np.linalg.norm(a - b, axis=1)
-    np.testing.assert_allclose(g.distances[:, 1:].ravel(), want, atol=2e-3 * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(g.distances[rows, 1:].ravel(), want, atol=2e-3 * max(1.0, np.abs(want).max()))
 
 
 DATA = {

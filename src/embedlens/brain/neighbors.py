@@ -20,7 +20,23 @@ matrix. Above, ``"ivf"``: inverted lists searched as block matrix products.
 the builder holds ~0.5 KiB a row (heaps, probes): +530 MiB at 1M rows.
 
 Why (``bench/bench_knn.py``, 1M x 512 unit vectors, k = 15, this 2-core machine, fresh processes):
-FIGURES
+
+    builder (CPU s, recall@15 on 1,000 rows)  clustered (100 blobs)  manifold (16-d latent)  peak over data
+    this ("ivf"), wall 65 s / 78 s            124 s  0.987           111 s  0.983            +0.5 GiB
+    FAISS IVFFlat, 4 sqrt(N) lists, nprobe 16 1,742 s 0.956          830 s  0.954            +2.7 GiB
+    FAISS HNSWFlat M 32, efSearch 64          1,175 s 0.612          824 s  0.683            +2.4 GiB
+    pynndescent, warm (+21 s numba compile)   149 s  0.422           96 s   0.977            +2.5 GiB
+    128-d PCA candidates, exact re-rank       151 s  0.141           142 s  0.975            +2.3 GiB
+    previous builder (per-row IVF search)     ~1,990 s 0.99 (measured before this change)
+
+One sgemm a list does what FAISS IVF does with a vector loop a row (~100 vs ~10 GFLOP/s a core), and
+every list is read once a probe step, not once a row. ``sqrt(N)`` lists: 2 ``sqrt(N)`` cost 3-21% more
+at 1M, 4 ``sqrt(N)`` 50-66% more (more probes for the same recall, more centroids to compare rows with).
+From 100k to 1M the cost grows 31x (clustered) and 24x (manifold), more than N^1.2: a row of the
+clustered data has its neighbours anywhere in its cluster (isotropic 512-d noise), and the 100 clusters
+grow with N, so the candidates a row needs grow ~6x (1.6k -> 10k); FAISS IVF grows 73x there. Graph
+methods (HNSW, NN-descent) grow less but miss most neighbours on that data. PCA candidates lose the
+neighbours that differ in the dropped dimensions.
 """
 
 from __future__ import annotations
@@ -37,8 +53,9 @@ import numpy as np
 from ..core.errors import InvalidInputError
 
 METRICS = ("cosine", "euclidean")
-# Measured on this project's 2-core machine (bench/bench_brain.py): exact blocks win below ~10k points.
-EXACT_MAX_POINTS = 10_000
+# Exact blocks while they cost no more than ivf_graph (bench/bench_knn.py crossover, 512-d, 2 cores, CPU s):
+# 5k rows 0.37 exact vs 0.32; 10k 1.44 vs 0.37; 20k 5.9 vs 0.73.
+EXACT_MAX_POINTS = 5_000
 _BLOCK_BYTES = 64 << 20
 _cache: dict[tuple[str, str], "KnnGraph"] = {}
 _log = logging.getLogger(__name__)
@@ -417,7 +434,7 @@ def knn_graph(x: np.ndarray, fingerprint: str, k: int = 15, metric: str = "cosin
               cache_dir: Path | None = None) -> KnnGraph:
     """The ``k``-NN graph of the rows of ``x`` (identified by ``fingerprint``), cached in memory and on disk.
 
-    ``method``: ``"exact"``, ``"ivf"`` (approximate, FAISS), or ``"auto"`` (exact up to
+    ``method``: ``"exact"``, ``"ivf"`` (approximate: :func:`ivf_graph`), or ``"auto"`` (exact up to
     ``EXACT_MAX_POINTS`` rows). A cached graph with at least ``k`` neighbours is reused.
     """
     check_metric(metric)
