@@ -1,0 +1,640 @@
+"""Compare two sets of samples without labels: train vs production, out-of-distribution samples, drift.
+
+``compare_datasets(reference, target)`` (the brain method ``compare_to_reference(target, reference)``)
+answers three questions from the embeddings alone, with four kNN searches and nothing of size N x M:
+
+1. **Which target samples are novel?** ``d_t`` = mean distance of target sample ``t`` to its ``k``
+   nearest reference samples; ``d_r`` = the same for each reference sample, leave-one-out (its ``k``
+   nearest *other* reference samples, from the reference's shared kNN graph). The novelty is ``t``'s
+   rank among the reference's own distances::
+
+       novelty_t = #{r : d_r < d_t} / (n_ref + 1)          in [0, 1)
+
+   ``1 - novelty_t`` is the conformal p-value of "t comes from the reference's distribution": with no
+   shift, novelty is uniform on [0, 1) and ``P(novelty >= 0.99) <= 0.01``. Far-away samples all score
+   close to 1; ``top(n)`` ranks them by ``d_t``.
+2. **Which reference samples does the target still cover?** The mirror image, calibrated on the target:
+   ``e_r`` = mean distance of reference sample ``r`` to its ``k`` nearest target samples, ``e_t`` = the
+   target's leave-one-out distances, and ``coverage_r = 1 - #{t : e_t < e_r} / (n_target + 1)`` in
+   (0, 1]. Calibrating on each set's own density makes both scores independent of the sets' sizes.
+3. **Has the distribution shifted, and where?** A kNN two-sample test (Schilling 1986, Henze 1988) on
+   the pooled kNN graph (merged from the four searches): ``f_i`` = fraction of sample ``i``'s ``k``
+   nearest pooled neighbours that come from its own set; the statistic ``T`` averages ``f`` within each
+   set, then over the two sets (so unequal sizes weigh equally; ``T ~ 0.5`` with no shift). Its p-value
+   is a permutation test: the set labels are shuffled ``n_permutations`` times on the fixed graph,
+   ``p = (1 + #{T_perm >= T}) / (1 + n_permutations)``, exact under "no shift" whatever the embedding.
+   The verdict is ``p < alpha`` (default 0.01, so that 20 random splits read "no shift" with
+   probability 0.98). Effect size: ``(T - T0) / (1 - T0)`` with ``T0`` the permutation mean: 0 for no
+   shift, 1 when no sample has a neighbour from the other set. Above ``max_test_samples`` pooled rows
+   the statistic and its permutations are computed on that many random rows (their neighbours still
+   come from all rows). Where: spherical k-means (cosine; plain for euclidean) on the pooled
+   embeddings with ``n_clusters = clip(round(sqrt(N / 10)), 2, 50)`` for ``N`` pooled samples; each
+   cluster's share of the reference and of the target, a two-proportion z-test, and "over" / "under"
+   when its p-value is below ``alpha / n_clusters`` (Bonferroni).
+
+**Storage.** The run belongs to the target: it is stored on the target's dataset under ``brain_key``
+(default ``"compare"``) with the target's view, and writes ``<brain_key>_novelty`` on the target
+samples. The reference is recorded in ``config["reference"]`` (dataset name, view stages, count). When
+the reference is in the same dataset, ``<brain_key>_coverage`` is written on its samples too (the only
+brain run that writes outside its own view; deleting the run deletes both fields); when it is another
+dataset nothing is written there and coverage lives in the results (``results.coverage``,
+``results.uncovered(n)``). Reference and target must not share samples.
+
+Cross-set neighbours (:func:`cross_knn`): exact BLAS blocks up to ``EXACT_MAX_POINTS ** 2`` pairs,
+above that the inverted lists of :mod:`embedlens.brain.neighbors` (``sqrt(n)`` k-means lists over the
+searched set, each list searched as block products, probes raised until the sampled recall@k >= 0.97).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.collection import SampleCollection
+from ..core.errors import InvalidInputError
+from ..core.fields import check_name
+from ..core.runs import BrainResults, check_new_key, register_type
+from .contract import brain_method
+from .neighbors import EXACT_MAX_POINTS, check_metric, prepare, search
+from .source import resolve_embeddings
+
+if TYPE_CHECKING:
+    from ..core.view import DatasetView
+
+DEFAULT_KEY = "compare"
+MAX_CLUSTERS = 50
+
+
+# ------------------------------------------------------------------------------------------ cross search
+
+
+def cross_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str, seed: int = 51,
+              target_recall: float = 0.97, recall_sample: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ``k`` nearest rows of ``base`` for every row of ``queries``: ``(indices, distances, recall)``.
+
+    Exact blocks (:func:`~embedlens.brain.neighbors.search`) while ``len(base) * len(queries)`` is at
+    most ``EXACT_MAX_POINTS ** 2`` (the work of an exact graph at the crossover). Above, the inverted
+    lists of the shared graph builder: ``sqrt(len(base))`` coarse k-means lists over ``base``; each
+    query probes its nearest lists, every list is searched for the queries that probe it as block
+    products, and probes are raised until the recall@k of ``recall_sample`` random queries against exact
+    search is >= ``target_recall`` (99% one-sided confidence), as in ``ivf_graph``. Distances are exact.
+    Neither input is copied whole (memory maps are read in blocks).
+    """
+    import faiss
+
+    from .neighbors import _PROBE_STEPS, _members, _nearest_lists, _reader, _scan
+
+    nb, nq, dim = len(base), len(queries), base.shape[1]
+    k = min(k, nb)
+    if nb * nq <= EXACT_MAX_POINTS ** 2 or nb < 64:
+        idx, dist = search(prepare(base, metric), prepare(queries, metric), k, metric)
+        return idx, dist, 1.0
+    brows, qrows = _reader(base, metric), _reader(queries, metric)
+
+    def rows(ids):  # queries are ids [0, nq), base rows nq + i: _scan reads both through one reader
+        if isinstance(ids, slice):
+            return qrows(ids)
+        ids = np.asarray(ids)
+        return brows(ids - nq) if ids[0] >= nq else qrows(ids)
+
+    nlist = max(1, min(int(np.sqrt(nb)), nb // 8))
+    rng = np.random.default_rng(seed)
+    km = faiss.Kmeans(dim, nlist, niter=10, seed=seed, max_points_per_centroid=32, min_points_per_centroid=1)
+    km.train(brows(np.sort(rng.choice(nb, size=min(nb, 32 * nlist), replace=False))))
+    base_lists = np.empty(nb, np.int64)
+    step = max(1, (8 << 20) // (4 * dim))
+    for start in range(0, nb, step):
+        base_lists[start:start + step] = faiss.knn(brows(slice(start, start + step)), km.centroids, 1)[1][:, 0]
+    order, bounds = _members(base_lists, nlist)
+    lists = (order + nq, bounds)
+    sample = np.sort(rng.choice(nq, size=min(nq, recall_sample), replace=False))
+    kth = _exact_kth(brows, nb, qrows(sample), k, metric)
+    heap = faiss.ResultHeap(nq, k, keep_max=metric == "cosine")
+    probes, done, recall = None, 0, 0.0
+    for p in [s for s in _PROBE_STEPS if s < nlist] + [nlist]:
+        if probes is None or p > probes.shape[1]:
+            probes = _nearest_lists(qrows, nq, km.centroids, min(nlist, max(32, 2 * p)))
+        _scan(heap, rows, probes[:, done:p], lists, k, metric, dim)
+        done = p
+        found = heap.D[sample]
+        found = 1.0 - found if metric == "cosine" else np.sqrt(np.maximum(found, 0.0))
+        per_row = (np.where(heap.I[sample] >= 0, found, np.inf) <= kth[:, None] + 1e-5).sum(axis=1) / k
+        recall = float(per_row.mean())
+        if recall - 2.33 * per_row.std() / np.sqrt(len(per_row)) >= target_recall and heap.I.min() >= 0:
+            break
+    heap.finalize()
+    idx = heap.I - nq
+    dist = 1.0 - heap.D if metric == "cosine" else np.sqrt(np.maximum(heap.D, 0.0))
+    return idx, np.maximum(dist, 0.0).astype(np.float32), recall
+
+
+def _exact_kth(brows, nb: int, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Exact distance of each query's k-th nearest base row, the base read in blocks (never copied whole)."""
+    import faiss
+
+    ip = metric == "cosine"
+    truth = faiss.ResultHeap(len(queries), k, keep_max=ip)
+    step = max(1, (8 << 20) // (4 * queries.shape[1]))
+    for start in range(0, nb, step):
+        dist, idx = faiss.knn(queries, brows(slice(start, start + step)), min(k, nb - start),
+                              faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+        truth.add_result(dist, np.where(idx >= 0, idx + start, -1))
+    truth.finalize()
+    kth = truth.D[:, k - 1]
+    return 1.0 - kth if ip else np.sqrt(np.maximum(kth, 0.0))
+
+
+# ------------------------------------------------------------------------------------------ the scores
+
+
+def rank_scores(distances: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """``#{c : c < d} / (len(calibration) + 1)`` for each ``d``: a distance's rank among the leave-one-out
+    distances of the set it is compared with (1 minus the conformal p-value), in [0, 1)."""
+    ranks = np.searchsorted(np.sort(calibration), distances, side="left")
+    return (ranks / (len(calibration) + 1)).astype(np.float32)
+
+
+def pooled_graph(ref_within: np.ndarray, ref_within_d: np.ndarray, ref_cross: np.ndarray,
+                 ref_cross_d: np.ndarray, tgt_within: np.ndarray, tgt_within_d: np.ndarray,
+                 tgt_cross: np.ndarray, tgt_cross_d: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest pooled neighbours of every row (reference rows first, then target rows, each
+    row itself excluded), merged from each set's own graph and its cross search: the nearest ``k`` of
+    the union are among the nearest ``k`` of each part."""
+    n_ref = len(ref_within)
+    out = []
+    for within, wd, cross, cd, own_offset, other_offset in (
+            (ref_within, ref_within_d, ref_cross, ref_cross_d, 0, n_ref),
+            (tgt_within, tgt_within_d, tgt_cross, tgt_cross_d, n_ref, 0)):
+        cand = np.concatenate([within[:, :k] + own_offset, cross[:, :k] + other_offset], axis=1)
+        cand_d = np.concatenate([wd[:, :k], cd[:, :k]], axis=1)
+        pick = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+        out.append(np.take_along_axis(cand, pick, axis=1))
+    return np.concatenate(out)
+
+
+def knn_shift_test(graph: np.ndarray, is_target: np.ndarray, n_permutations: int = 1000,
+                   max_rows: int = 20_000, seed: int = 51) -> dict[str, Any]:
+    """Schilling-Henze kNN two-sample test on a pooled kNN graph (see the module docstring).
+
+    ``graph`` [N, k] pooled neighbour indices (self excluded), ``is_target`` [N] bool. Rows beyond
+    ``max_rows`` are subsampled (uniformly, independently of the labels, so the test stays exact).
+    """
+    n = len(graph)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
+    nbrs = graph[rows]
+    # only the labels of the tested rows and of their neighbours matter: relabel them 0..m-1
+    used, inverse = np.unique(np.concatenate([rows, nbrs.ravel()]), return_inverse=True)
+    own, nb = inverse[:len(rows)], inverse[len(rows):].reshape(nbrs.shape)
+    labels = is_target.astype(np.int8)
+
+    def statistic(z: np.ndarray) -> np.ndarray:  # z [B, len(used)] labels -> [B] statistics
+        zo = z[:, own]
+        f = (z[:, nb] == zo[:, :, None]).mean(axis=2)
+        t_count = zo.sum(axis=1)
+        r_count = zo.shape[1] - t_count
+        f_t = (f * zo).sum(axis=1) / np.maximum(t_count, 1)
+        f_r = (f * (1 - zo)).sum(axis=1) / np.maximum(r_count, 1)
+        return 0.5 * (f_t + f_r)
+
+    observed = float(statistic(labels[used][None, :])[0])
+    perms = []
+    chunk = max(1, min(n_permutations, (32 << 20) // max(1, nbrs.size)))
+    done = 0
+    while done < n_permutations:
+        b = min(chunk, n_permutations - done)
+        # a uniform permutation of all N labels, read at the used rows: a uniform draw of len(used) of them
+        z = np.stack([labels[rng.permutation(n)[:len(used)]] for _ in range(b)]) if len(used) < n else \
+            rng.permuted(np.tile(labels, (b, 1)), axis=1)
+        perms.append(statistic(z))
+        done += b
+    perms = np.concatenate(perms)
+    null_mean, null_sd = float(perms.mean()), float(perms.std())
+    p = (1 + int((perms >= observed - 1e-12).sum())) / (1 + n_permutations)
+    return {"statistic": observed, "null_mean": null_mean, "null_sd": null_sd,
+            "effect": (observed - null_mean) / (1.0 - null_mean) if null_mean < 1 else 0.0,
+            "z": (observed - null_mean) / null_sd if null_sd > 0 else 0.0,
+            "p_value": p, "n_permutations": int(n_permutations), "rows_tested": int(len(rows)),
+            "k": int(graph.shape[1])}
+
+
+def default_clusters(n: int) -> int:
+    """``clip(round(sqrt(n / 10)), 2, 50)``: about ``sqrt(10 n)`` samples a cluster, enough to measure shares."""
+    return int(min(MAX_CLUSTERS, max(2, round(math.sqrt(n / 10))), n))
+
+
+def shift_clusters(ref: np.ndarray, tgt: np.ndarray, ref_ids: list[str], tgt_ids: list[str], metric: str,
+                   n_clusters: int, alpha: float, seed: int = 51, examples: int = 5
+                   ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """k-means on the pooled rows; each cluster's shares in both sets, a two-proportion z-test, and the
+    ids nearest its centre. Returns ``(clusters, reference cluster of each row, target cluster of each row)``."""
+    import faiss
+
+    n_ref, n_tgt, dim = len(ref), len(tgt), ref.shape[1]
+    rng = np.random.default_rng(seed)
+    per = 256  # rows a centroid to train on: FAISS's default cap
+    take_r = np.sort(rng.choice(n_ref, size=min(n_ref, per * n_clusters // 2), replace=False))
+    take_t = np.sort(rng.choice(n_tgt, size=min(n_tgt, per * n_clusters // 2), replace=False))
+    train = np.concatenate([prepare(ref[take_r], metric), prepare(tgt[take_t], metric)])
+    km = faiss.Kmeans(dim, n_clusters, niter=20, seed=seed, spherical=metric == "cosine",
+                      max_points_per_centroid=per, min_points_per_centroid=1)
+    km.train(train)
+
+    def assign(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lab, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
+        step = max(1, (8 << 20) // (4 * dim))
+        for start in range(0, len(x), step):
+            d, i = faiss.knn(prepare(x[start:start + step], metric), km.centroids, 1)
+            lab[start:start + len(i)], dist[start:start + len(i)] = i[:, 0], d[:, 0]
+        return lab, dist
+
+    ref_lab, ref_d = assign(ref)
+    tgt_lab, tgt_d = assign(tgt)
+    c_ref = np.bincount(ref_lab, minlength=n_clusters)
+    c_tgt = np.bincount(tgt_lab, minlength=n_clusters)
+    clusters = []
+    for c in range(n_clusters):
+        s_r, s_t = c_ref[c] / n_ref, c_tgt[c] / n_tgt
+        pooled = (c_ref[c] + c_tgt[c]) / (n_ref + n_tgt)
+        se = math.sqrt(max(pooled * (1 - pooled), 1e-300) * (1 / n_ref + 1 / n_tgt))
+        z = (s_t - s_r) / se if se > 0 else 0.0
+        p = math.erfc(abs(z) / math.sqrt(2))
+        where = "over" if p < alpha / n_clusters and z > 0 else "under" if p < alpha / n_clusters else "same"
+
+        def nearest(lab, dist, ids):
+            members = np.flatnonzero(lab == c)
+            return [ids[i] for i in members[np.argsort(dist[members], kind="stable")[:examples]]]
+
+        clusters.append({"cluster": c, "reference_count": int(c_ref[c]), "target_count": int(c_tgt[c]),
+                         "reference_share": float(s_r), "target_share": float(s_t),
+                         "ratio": float(s_t / s_r) if s_r > 0 else None, "z": float(z), "p_value": float(p),
+                         "shift": where, "example_reference_ids": nearest(ref_lab, ref_d, ref_ids),
+                         "example_target_ids": nearest(tgt_lab, tgt_d, tgt_ids)})
+    clusters.sort(key=lambda c: -abs(c["target_share"] - c["reference_share"]))
+    return clusters, ref_lab, tgt_lab
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@register_type
+class ComparisonResults(BrainResults):
+    """A comparison of a target collection (the run's samples, ``keys``) with a reference.
+
+    Arrays (in ``keys`` order for the target, ``reference_ids`` order for the reference): ``scores`` =
+    ``novelty`` in [0, 1), ``novelty_distance`` (mean distance to the ``k`` nearest reference samples),
+    ``target_cluster``; ``coverage`` in (0, 1], ``coverage_distance``, ``reference_cluster``. ``shift``
+    is the two-sample test, ``clusters`` the clusters sorted by how much their share changed.
+    """
+
+    run_type = "comparison"
+
+    def __init__(self, *args: Any, shift: dict[str, Any] | None = None,
+                 clusters: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shift = dict(shift or {})
+        self.clusters = list(clusters or [])
+
+    @property
+    def novelty(self) -> np.ndarray:
+        return self._arrays["scores"]
+
+    @property
+    def novelty_distance(self) -> np.ndarray:
+        return self._arrays["novelty_distance"]
+
+    @property
+    def coverage(self) -> np.ndarray:
+        return self._arrays["coverage"]
+
+    @property
+    def coverage_distance(self) -> np.ndarray:
+        return self._arrays["coverage_distance"]
+
+    @property
+    def reference_ids(self) -> list[str]:
+        return self._arrays["reference_ids"].tolist()
+
+    @property
+    def target_ids(self) -> list[str]:
+        return self.keys
+
+    @property
+    def novelty_field(self) -> str:
+        return self.config["novelty_field"]
+
+    @property
+    def coverage_field(self) -> str | None:
+        return self.config["coverage_field"] if self.config["reference"]["same_dataset"] else None
+
+    @property
+    def reference(self) -> "DatasetView":
+        """The reference collection (of the target's dataset, or of the dataset it names)."""
+        from ..core.dataset import load_dataset
+
+        ref = self.config["reference"]
+        ds = self._samples._dataset
+        ds = ds if ref["dataset"] == ds.name else load_dataset(ref["dataset"])
+        return ds.view_from_dicts(ref["stages"])
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        novelty = np.asarray(self.novelty, np.float64)
+        out.update({"reference": {"dataset": self.config["reference"]["dataset"], "count": len(self.reference_ids)},
+                    "target": {"dataset": self._samples._dataset.name, "count": len(self.keys)},
+                    "novel_fraction": float((novelty >= 0.99).mean()) if len(novelty) else 0.0,
+                    "uncovered_fraction": float((np.asarray(self.coverage) <= 0.01).mean())
+                    if len(self.coverage) else 0.0,
+                    "shift": {k: self.shift[k] for k in ("shift", "p_value", "effect", "statistic", "null_mean", "z")},
+                    "clusters_over": sum(c["shift"] == "over" for c in self.clusters),
+                    "clusters_under": sum(c["shift"] == "under" for c in self.clusters)})
+        return out
+
+    def top(self, n: int = 10) -> "DatasetView":
+        """The ``n`` most novel target samples, most novel first (ties of novelty broken by distance)."""
+        _check_n(n)
+        order = np.lexsort((-self.novelty_distance, -np.asarray(self.novelty, np.float64)))[:int(n)]
+        return self._samples.select([self.keys[i] for i in order], ordered=True)
+
+    def uncovered(self, n: int = 10) -> "DatasetView":
+        """The ``n`` reference samples the target covers least (farthest from any target sample, relative
+        to the target's own spacing), least covered first, as a view of the reference."""
+        _check_n(n)
+        order = np.lexsort((-self.coverage_distance, np.asarray(self.coverage, np.float64)))[:int(n)]
+        ids = self.reference_ids
+        return self.reference.select([ids[i] for i in order], ordered=True)
+
+    def cluster_view(self, cluster: int, which: str = "target") -> "DatasetView":
+        """The samples of ``cluster`` (a ``clusters[i]["cluster"]`` number) in the target or the reference."""
+        if which not in ("target", "reference"):
+            raise InvalidInputError(f"which must be 'target' or 'reference', got {which!r}")
+        if isinstance(cluster, bool) or not isinstance(cluster, (int, np.integer)) or \
+                not 0 <= cluster < len(self.clusters):
+            raise InvalidInputError(f"cluster must be an integer in [0, {len(self.clusters)}), got {cluster!r}")
+        if which == "target":
+            lab, ids, base = self._arrays["target_cluster"], self.keys, self._samples
+        else:
+            lab, ids, base = self._arrays["reference_cluster"], self.reference_ids, self.reference
+        return base.select([ids[i] for i in np.flatnonzero(lab == cluster)])
+
+    def _results_json(self) -> dict[str, Any]:
+        return {"shift": self.shift, "clusters": self.clusters}
+
+    @classmethod
+    def _from_stored(cls, samples, config, keys, sample_ids, arrays, key, stored):
+        return cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"),
+                   shift=stored.get("shift"), clusters=stored.get("clusters"))
+
+
+def _check_n(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError(f"n must be a positive integer, got {n!r}")
+
+
+# ------------------------------------------------------------------------------------------ the method
+
+
+def as_collection(value: Any, name: str) -> SampleCollection:
+    """A dataset or view, or a dataset's name, as a collection (``name`` says which argument it was)."""
+    if isinstance(value, SampleCollection):
+        return value
+    if isinstance(value, str):
+        from ..core.dataset import load_dataset
+
+        return load_dataset(value)
+    raise InvalidInputError(f"{name} must be a dataset, a view or a dataset's name, got {type(value).__name__}")
+
+
+def collection_from_spec(spec: str, dataset: Any) -> SampleCollection:
+    """A collection from the CLI's short form: ``tag:NAME`` / ``view:NAME`` (saved view) of ``dataset``,
+    ``all`` (the whole of ``dataset``), or ``dataset:OTHER`` optionally followed by ``/tag:NAME`` or
+    ``/view:NAME``."""
+    from ..core.dataset import load_dataset
+
+    head, _, rest = spec.partition("/")
+    if head.startswith("dataset:"):
+        dataset, spec = load_dataset(head[len("dataset:"):]), rest or "all"
+    kind, _, value = spec.partition(":")
+    if spec == "all":
+        return dataset
+    if kind == "tag" and value:
+        return dataset.match_tags(value)
+    if kind == "view" and value:
+        return dataset.load_saved_view(value)
+    raise InvalidInputError(f"cannot read {spec!r} as a set of samples: use tag:NAME, view:NAME, all, "
+                            "or dataset:NAME[/tag:NAME | /view:NAME]")
+
+
+def _check_float_field(dataset: Any, field: str, overwrite: bool) -> None:
+    check_name(field)
+    schema = dataset.get_field_schema()
+    if field in schema:
+        if not overwrite:
+            raise InvalidInputError(f"field {field!r} exists on dataset {dataset.name!r}; pass overwrite=True "
+                                    "to replace it, or choose another brain_key or field name")
+        if schema[field] not in ("float", "int"):
+            raise InvalidInputError(f"field {field!r} has type {schema[field]}; choose another field name")
+
+
+def _set_model(dataset: Any, name: str) -> str | None:
+    if name in dataset.list_embeddings():
+        return dataset.get_embeddings_info(name).get("fingerprint")
+    return None
+
+
+@brain_method(key_param="brain_key")
+def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: Any = None,
+                         reference_embeddings: Any = None, model: Any = None, brain_key: str = DEFAULT_KEY,
+                         k: int = 10, metric: str = "cosine", novelty_field: str | None = None,
+                         coverage_field: str | None = None, n_clusters: int | None = None,
+                         n_permutations: int = 1000, alpha: float = 0.01, max_test_samples: int = 20_000,
+                         seed: int = 51, overwrite: bool = False, progress: bool = True) -> ComparisonResults:
+    """Compare ``samples`` (the target: production, test, new data) with ``reference`` (train).
+
+    The brain-method form of :func:`compare_datasets` (the target first, like every brain method's
+    ``samples``); see the module's docstring for the formulas.
+
+    Parameters
+    ----------
+    samples : SampleCollection
+        The target; the run is stored on its dataset, with its view.
+    reference : SampleCollection or str
+        A view of the same dataset (sharing no sample with the target), another dataset or its name.
+    embeddings : array or str, optional
+        The target's embeddings: ``[N, D]`` in view order, or a stored set's name (then, unless
+        ``reference_embeddings`` is given, the set of the same name is used for the reference).
+        Otherwise both are resolved with ``model`` by the one embeddings policy.
+    reference_embeddings : array or str, optional
+        The reference's embeddings (required when ``embeddings`` is an array).
+    model : str or Model, optional
+        Embed both sets with this model (default EfficientNet-Lite0); stored sets are reused.
+    brain_key : str
+        The run's key on the target's dataset (default ``"compare"``).
+    k : int
+        Neighbours of the novelty, coverage and the test (capped at each set's size - 1).
+    metric : {"cosine", "euclidean"}
+    novelty_field, coverage_field : str, optional
+        Fields to write; default ``<brain_key>_novelty`` and ``<brain_key>_coverage``.
+    n_clusters : int, optional
+        Clusters for "where"; default ``clip(round(sqrt(N / 10)), 2, 50)``, ``N`` pooled samples.
+    n_permutations : int
+        Permutations of the shift test (the smallest p-value is ``1 / (n_permutations + 1)``).
+    alpha : float
+        Level of the shift test's verdict and (Bonferroni-corrected) of the clusters' flags.
+    max_test_samples : int
+        Pooled rows the test statistic is computed on (a random subset above it).
+    seed : int
+        Seed of the k-means, the subsample and the permutations.
+    overwrite : bool
+        Replace an existing run and its fields.
+    progress : bool
+        Show progress bars while embedding.
+    """
+    started = time.perf_counter()
+    reference = as_collection(reference, "reference")
+    check_metric(metric)
+    for name, value, low in (("k", k, 1), ("n_permutations", n_permutations, 19),
+                             ("max_test_samples", max_test_samples, 100)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
+                                   or not 2 <= n_clusters <= 1000):
+        raise InvalidInputError(f"n_clusters must be an integer in [2, 1000], got {n_clusters!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
+    if samples._is_patches or reference._is_patches:
+        raise InvalidInputError("compare_datasets() compares samples: pass datasets or sample views")
+    dataset, ref_dataset = samples._dataset, reference._dataset
+    same = ref_dataset.name == dataset.name
+    check_new_key(samples, brain_key, overwrite)
+    novelty_field = novelty_field or f"{brain_key}_novelty"
+    coverage_field = coverage_field or f"{brain_key}_coverage"
+    _check_float_field(dataset, novelty_field, overwrite)
+    if same:
+        if coverage_field == novelty_field:
+            raise InvalidInputError("novelty_field and coverage_field must differ")
+        _check_float_field(dataset, coverage_field, overwrite)
+        shared = set(samples.values("id")) & set(reference.values("id"))
+        if shared:
+            raise InvalidInputError(f"reference and target share {len(shared)} samples: compare disjoint sets "
+                                    "(e.g. ds.match_tags('train') vs ds.match_tags('production'))")
+    if reference_embeddings is None:
+        if isinstance(embeddings, str):
+            reference_embeddings = embeddings
+        elif embeddings is not None:
+            raise InvalidInputError("embeddings= is an array of the target's rows: pass the reference's rows as "
+                                    "reference_embeddings= too")
+    if isinstance(embeddings, str) and isinstance(reference_embeddings, str):
+        a, b = _set_model(dataset, embeddings), _set_model(ref_dataset, reference_embeddings)
+        if a and b and a != b:
+            raise InvalidInputError(f"the target's embeddings {embeddings!r} and the reference's "
+                                    f"{reference_embeddings!r} come from different models: compare embeddings "
+                                    "of one model")
+
+    tgt = resolve_embeddings(samples, embeddings, model, progress=progress)
+    ref = resolve_embeddings(reference, reference_embeddings, model, progress=progress)
+    if tgt.model and ref.model and tgt.model != ref.model:
+        raise InvalidInputError(f"the target's embeddings come from model {tgt.model!r} and the reference's from "
+                                f"{ref.model!r}: compare embeddings of one model")
+    if tgt.matrix.shape[1] != ref.matrix.shape[1]:
+        raise InvalidInputError(f"the target's embeddings have {tgt.matrix.shape[1]} dimensions and the "
+                                f"reference's {ref.matrix.shape[1]}: compare embeddings of one model")
+    for name, src in (("reference", ref), ("target", tgt)):
+        if len(src) < 3:
+            raise InvalidInputError(f"the {name} needs at least 3 samples with embeddings, got {len(src)}")
+    k_ref, k_tgt = min(int(k), len(ref) - 1), min(int(k), len(tgt) - 1)
+
+    # four searches: each set's shared graph (leave-one-out) and the two cross searches
+    g_ref, g_tgt = ref.graph(k_ref, metric), tgt.graph(k_tgt, metric)
+    t2r_i, t2r_d, t2r_recall = cross_knn(ref.matrix, tgt.matrix, k_ref, metric, seed)
+    r2t_i, r2t_d, r2t_recall = cross_knn(tgt.matrix, ref.matrix, k_tgt, metric, seed)
+    ref_loo = g_ref.distances[:, 1:].mean(axis=1)
+    tgt_loo = g_tgt.distances[:, 1:].mean(axis=1)
+    novelty_d = t2r_d.mean(axis=1)
+    coverage_d = r2t_d.mean(axis=1)
+    novelty = rank_scores(novelty_d, ref_loo)
+    coverage = (1.0 - rank_scores(coverage_d, tgt_loo)).astype(np.float32)
+
+    k_test = min(k_ref, k_tgt)
+    graph = pooled_graph(g_ref.indices[:, 1:], g_ref.distances[:, 1:], r2t_i, r2t_d,
+                         g_tgt.indices[:, 1:], g_tgt.distances[:, 1:], t2r_i, t2r_d, k_test)
+    is_target = np.r_[np.zeros(len(ref), bool), np.ones(len(tgt), bool)]
+    shift = knn_shift_test(graph, is_target, int(n_permutations), int(max_test_samples), seed)
+    shift.update(shift=bool(shift["p_value"] < alpha), alpha=float(alpha))
+    n_c = int(n_clusters) if n_clusters else default_clusters(len(ref) + len(tgt))
+    clusters, ref_lab, tgt_lab = shift_clusters(ref.matrix, tgt.matrix, ref.keys, tgt.keys, metric, n_c, alpha,
+                                                seed)
+
+    config = {"method": "knn", "brain_key": brain_key, "novelty_field": novelty_field,
+              "coverage_field": coverage_field, "k": int(k), "k_reference": k_ref, "k_target": k_tgt,
+              "metric": metric, "n_clusters": n_c, "n_permutations": int(n_permutations), "alpha": float(alpha),
+              "max_test_samples": int(max_test_samples), "seed": int(seed),
+              "reference": {"dataset": ref_dataset.name, "stages": [s.to_dict() for s in reference._stages],
+                            "same_dataset": same, "count": len(ref)},
+              **tgt.record, "reference_embeddings": ref.record,
+              "knn": {"reference_graph": g_ref.method, "target_graph": g_tgt.method,
+                      "recall": {"reference_graph": _r(g_ref.recall), "target_graph": _r(g_tgt.recall),
+                                 "target_to_reference": _r(t2r_recall), "reference_to_target": _r(r2t_recall)}}}
+    arrays = {"scores": novelty, "novelty_distance": novelty_d.astype(np.float32),
+              "target_cluster": tgt_lab.astype(np.int32), "coverage": coverage,
+              "coverage_distance": coverage_d.astype(np.float32), "reference_cluster": ref_lab.astype(np.int32),
+              "reference_ids": np.asarray(ref.keys, dtype="<U24")}
+    results = ComparisonResults(samples, config, tgt.keys, tgt.sample_ids, arrays, None,
+                                {"elapsed_s": round(time.perf_counter() - started, 3)}, shift=shift,
+                                clusters=clusters)
+    fields = [novelty_field]
+    results.stage_field(novelty_field, *_values_for(samples.values("id"), tgt.keys, novelty))
+    if same:
+        results.stage_field(coverage_field, *_values_for(reference.values("id"), ref.keys, coverage))
+        fields.append(coverage_field)
+    results.save(brain_key, overwrite=True, fields=fields)
+    return results
+
+
+def _r(recall: float | None) -> float | None:
+    return None if recall is None else round(float(recall), 4)
+
+
+def _values_for(ids: list[str], keys: list[str], scores: np.ndarray) -> tuple[list[str], list[Any]]:
+    """Values for every sample of the view: its score, or None where it had no embedding."""
+    if keys == ids:
+        return ids, scores.astype(np.float64).tolist()
+    by_id = dict(zip(keys, scores.astype(np.float64).tolist()))
+    return ids, [by_id.get(i) for i in ids]
+
+
+def compare_datasets(reference: Any, target: Any, embeddings: Any = None, model: Any = None,
+                     brain_key: str = DEFAULT_KEY, k: int = 10, **kwargs: Any) -> ComparisonResults:
+    """Compare a ``target`` set of samples (production, test) with a ``reference`` (train), without labels.
+
+    ``reference`` and ``target`` are views of one dataset (``ds.match_tags("train")`` vs
+    ``ds.match_tags("production")``, sharing no sample) or two datasets (or their names) embedded with
+    the same model. ``embeddings``: a stored set's name (the same name in both datasets) or a pair of
+    arrays ``(reference_rows, target_rows)``; else both are embedded with ``model`` (default
+    EfficientNet-Lite0) by the one embeddings policy; embeddings of different models are refused.
+
+    Returns :class:`ComparisonResults`: ``novelty`` of every target sample (also in the target's field
+    ``<brain_key>_novelty``), ``coverage`` of every reference sample (in ``<brain_key>_coverage`` when
+    the reference is in the same dataset), ``shift`` (the kNN two-sample test: ``p_value``, ``effect``,
+    ``shift``), ``clusters`` (where), ``top(n)`` and ``uncovered(n)``. The run is stored on the target's
+    dataset under ``brain_key``. Other keyword arguments: see :func:`compare_to_reference`.
+
+    >>> res = el.compare_datasets(ds.match_tags("train"), ds.match_tags("production"))
+    >>> res.shift["p_value"], res.top(20)
+    """
+    target = as_collection(target, "target")
+    if isinstance(embeddings, (tuple, list)):
+        if len(embeddings) != 2:
+            raise InvalidInputError("embeddings= as a pair is (reference_rows, target_rows)")
+        kwargs["reference_embeddings"], embeddings = embeddings
+    elif embeddings is not None and not isinstance(embeddings, str):
+        raise InvalidInputError("embeddings= is a stored set's name or a pair (reference_rows, target_rows)")
+    return compare_to_reference(target, reference, embeddings=embeddings, model=model, brain_key=brain_key, k=k,
+                                **kwargs)
+
+
+__all__ = ["ComparisonResults", "collection_from_spec", "compare_datasets", "compare_to_reference", "cross_knn",
+           "knn_shift_test", "rank_scores"]
