@@ -8,6 +8,7 @@
 from . import facade  # noqa: F401  (installs the methods that reach above storage on datasets and views)
 from .app import Session, launch_app
 from .brain import (
+    compare_datasets, compare_to_reference,
     compute_hardness, compute_mistakenness, compute_predictions, compute_similarity, compute_uniqueness,
     compute_visualization, find_exact_duplicates, propose_labels,
 )
@@ -29,6 +30,7 @@ from .zoo import list_sample_datasets, load_sample_dataset
 __version__ = "0.1.0"
 
 __all__ = [
+    "compare_datasets", "compare_to_reference",
     "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_similarity", "compute_uniqueness",
     "compute_visualization", "find_exact_duplicates", "propose_labels",
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",

@@ -8,6 +8,8 @@ with :func:`rerun`.
 
 from .contract import METHODS, rerun
 
+from .compare import ComparisonResults, compare_datasets, compare_to_reference
+
 from .hardness import HardnessResults, compute_hardness
 from .mistakenness import MistakennessResults, compute_mistakenness
 from .neighbors import KnnGraph, knn_graph
@@ -25,4 +27,5 @@ __all__ = [
     "ProposalResults", "SimilarityIndex", "UniquenessResults", "VisualizationResults", "compute_similarity",
     "compute_uniqueness", "find_exact_duplicates", "load_similarity_index", "sort_by_similarity", "compute_hardness", "compute_mistakenness", "compute_predictions",
     "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
+    "ComparisonResults", "compare_datasets", "compare_to_reference",
 ]
