@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from . import query as Q
-from .expressions import ViewExpression
+from .expressions import Compiler, F, ViewExpression
 from .fields import BUILTIN_FIELDS, decoder, dumps
 from .sample import Sample
 from .errors import InvalidInputError, NotFoundError, WrongTypeError
@@ -134,12 +134,26 @@ class SampleCollection:
     def ids(self) -> list[str]:
         return self.values("id")
 
-    def values(self, path: str) -> list[Any]:
+    def values(self, path: "str | ViewExpression", expr: ViewExpression | None = None) -> list[Any]:
         """The values of ``path`` for every sample, in view order, with None where missing.
 
-        ``path`` is a field (``"uniqueness"``), a label attribute (``"ground_truth.label"``), or an
-        attribute of each object (``"predictions.detections.label"``: one list per sample).
+        ``path`` is a field (``"uniqueness"``), a label attribute (``"ground_truth.label"``), an
+        attribute of each object (``"predictions.detections.label"``: one list per sample; FiftyOne's
+        ``"predictions.detections[].label"`` means the same), or an expression
+        (``F("uniqueness") * 2``). ``expr`` is applied to the value of ``path`` with paths relative to it,
+        as in FiftyOne: ``values("ground_truth", expr=F("$tags").contains("test").if_else(F("label"),
+        "unlabeled"))``. Expressions compile to SQL; the samples are never loaded into Python.
         """
+        if expr is not None:
+            if not isinstance(expr, ViewExpression):
+                raise WrongTypeError(f"values(expr=...) takes an expression, got {type(expr).__name__}")
+            if not isinstance(path, str):
+                raise WrongTypeError(f"values(path, expr=...) takes a field path, got {type(path).__name__}")
+            return self._expr_values(F(path).apply(expr))
+        if isinstance(path, ViewExpression):
+            return self._expr_values(path)
+        if not isinstance(path, str):
+            raise WrongTypeError(f"values() takes a field path or an expression, got {type(path).__name__}")
         q = self._query()
         head = path.split(".")[0]
         ftype = q.schema.get(head)
@@ -164,6 +178,19 @@ class SampleCollection:
         if conv is None:
             return [r[0] for r in rows]
         return [conv(r[0]) for r in rows]
+
+    def _expr_values(self, expr: ViewExpression) -> list[Any]:
+        q = self._query()
+        compiler = Compiler(q.resolve)
+        sel, sel_params = compiler(expr)
+        kind = compiler.kind(expr)
+        sql, params = q.sql(sel, sel_params)
+        raw = [r[0] for r in self._db.fetchall(sql, params)]
+        if kind == "bool":
+            return [None if v is None else bool(v) for v in raw]
+        if kind in ("list", "json"):
+            return [_json_or_none(v) for v in raw]
+        return raw
 
     def count_values(self, path: str) -> dict[Any, int]:
         """Value -> number of samples (of objects, for per-object paths; of list items, for lists)."""

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .expressions import INT64, Compiler, F, Ref, ViewExpression, from_dict, to_dict
+from .expressions import INT64, Compiler, F, Ref, ViewExpression, clean_path, from_dict, relative_resolver, to_dict
 from .fields import SCALAR_TYPES, check_name, dumps
 from .errors import InvalidInputError, UnknownFieldError, WrongTypeError
 
@@ -35,7 +35,9 @@ def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: Ha
 
     ``has_attr(field, attr)``: whether any label of ``field`` has the free-form attribute ``attr``; with
     it, a label attribute that no label has is an :class:`UnknownFieldError`, as an unknown field is.
+    A leading ``$`` (FiftyOne's "field of the sample") and ``[]`` list markers are accepted.
     """
+    path = clean_path(path.removeprefix("$"))
     head, *rest = path.split(".")
     if head not in schema:
         known = ", ".join(schema)
@@ -70,16 +72,10 @@ def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: Ha
     raise UnknownFieldError(f"{path!r}: field {head!r} of type {ftype} has no sub-fields")
 
 
-def label_resolver(base_sql: str):
-    """Resolver for expressions about one label, as in ``filter_labels("gt", F("label") == "cat")``."""
-
-    def resolve(path: str) -> Ref:
-        for part in path.split("."):
-            check_name(part)
-        kind = "list" if path in _LIST_ATTRS else "scalar"
-        return Ref(kind, f"json_extract({base_sql}, '$.{path}')")
-
-    return resolve
+def label_resolver(base_sql: str, root=None):
+    """Resolver for expressions about one label, as in ``filter_labels("gt", F("label") == "cat")``;
+    ``root`` resolves ``F("$field")``, the sample's own fields."""
+    return relative_resolver(base_sql, root)
 
 
 class Query:
@@ -111,6 +107,12 @@ class Query:
         return Compiler(self.resolve)(expr)
 
     def resolve(self, path: str) -> Ref:
+        if self.patches_field and isinstance(path, str):
+            # In a patches view each row is one object: "gt.detections[].label" means that object's label.
+            pf = clean_path(path.removeprefix("$"))
+            head, _, rest = pf.partition(".")
+            if head == self.patches_field and (rest == "detections" or rest.startswith("detections.")):
+                path = head + rest.removeprefix("detections")
         return resolve_path(path, self.schema, has_attr=self.has_attr)
 
     def sql(self, select: str | None = None, select_params: Sequence[Any] = (),
@@ -403,7 +405,7 @@ class FilterLabels(Stage):
         ftype = q.schema.get(field)
         col = f"t.{_q(field)}"
         if ftype == "Detections":
-            cond, params = Compiler(label_resolver("_e.value"))(self.kwargs["filter"])
+            cond, params = Compiler(label_resolver("_e.value", q.resolve), q.resolve)(self.kwargs["filter"])
             sql = (f"CASE WHEN {col} IS NULL THEN NULL ELSE json_set({col}, '$.detections', "
                    f"json((SELECT json_group_array(json(_e.value)) FROM json_each({col}, '$.detections') AS _e "
                    f"WHERE {cond}))) END")
@@ -412,7 +414,7 @@ class FilterLabels(Stage):
                 q = q.add_where(f"json_array_length({col}, '$.detections') > 0", [])
             return q
         if ftype in ("Classification", "Detection"):
-            cond, params = Compiler(label_resolver(col))(self.kwargs["filter"])
+            cond, params = Compiler(label_resolver(col, q.resolve), q.resolve)(self.kwargs["filter"])
             q = q.replace_column(field, f"CASE WHEN COALESCE({cond}, 0) THEN {col} END", params)
             if self.kwargs["only_matches"]:
                 q = q.add_where(f"{col} IS NOT NULL", [])
