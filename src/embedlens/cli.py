@@ -1016,6 +1016,78 @@ def propose_labels_command(
                f"left {res.num_left:,} unlabelled (confidence below {min_confidence}).")
 
 
+@app.command("compare")
+def compare(
+    name: Annotated[str, typer.Argument(help="The target's dataset; the run and the novelty field are stored "
+                                             "here.", metavar="DATASET")],
+    reference: Annotated[str, typer.Option(
+        "--reference", metavar="SET", help="The reference (train): tag:NAME or view:NAME (a saved view) of "
+                                           "DATASET, or another dataset: dataset:OTHER, dataset:OTHER/tag:NAME, dataset:OTHER/view:NAME.")],
+    target: Annotated[str, typer.Option(
+        "--target", metavar="SET", help="The target (production) in DATASET: tag:NAME, view:NAME, or all.")]
+    = "all",
+    brain_key: Annotated[str, typer.Option(metavar="KEY", help="The run's key; fields KEY_novelty and "
+                                                               "KEY_coverage.")] = "compare",
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours of the scores and the test.")] = 10,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run and its fields.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="How many novel / uncovered samples and clusters to print.")]
+    = 5,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare a target (production, test) with a reference (train) without labels.
+
+    Scores every target sample's novelty (its distance to the reference,
+    ranked among the reference's own distances: 0.99 = farther than 99%
+    of the reference), every reference sample's coverage by the target,
+    tests whether the two distributions differ (kNN two-sample test with
+    a permutation p-value) and names the clusters whose share changed.
+    SET is tag:NAME, view:NAME (a saved view), all (target only), or,
+    for the reference only, another dataset embedded with the same
+    model: dataset:OTHER, dataset:OTHER/tag:NAME or dataset:OTHER/view:NAME.
+
+    Examples:
+
+        embedlens compare mnist --reference tag:train --target tag:test
+        embedlens compare production --reference dataset:train --json
+        embedlens compare mnist --reference tag:train --target view:new --model pixels --brain-key drift
+    """
+    with _user_errors():
+        from .brain.compare import collection_from_spec
+
+        ds = el.load_dataset(name)
+        if target.startswith("dataset:"):
+            raise InvalidInputError("--target is a set of DATASET (tag:NAME, view:NAME or all); the run is stored "
+                                    "on the target's dataset, so name that dataset as DATASET")
+        res = el.compare_datasets(collection_from_spec(reference, ds), collection_from_spec(target, ds),
+                                  brain_key=brain_key, k=k, overwrite=overwrite, progress=progress,
+                                  **_embedding_args(ds, embeddings, model))
+        report = res.report(top)
+    if as_json:
+        _emit_json(report)
+        return
+    t = report["shift"]
+    typer.echo(f"Compared {report['target']['count']:,} target samples of {name!r} with "
+               f"{report['reference']['count']:,} reference samples of {report['reference']['dataset']!r} "
+               f"(run {brain_key!r}).")
+    typer.echo(f"Shift: {'YES' if t['shift'] else 'no'} (p = {t['p_value']:.3g}, effect {t['effect']:.3f}, "
+               f"same-set neighbours {t['statistic']:.3f} vs {t['null_mean']:.3f} by chance).")
+    typer.echo(f"Novel (novelty >= 0.99): {report['novel_fraction']:.1%} of the target (1% expected without "
+               f"shift); field {report['novelty_field']!r}. Most novel:")
+    for r in report["most_novel"]:
+        typer.echo(f"  {r['novelty']:.3f}  {r['id']}  {r['filepath']}")
+    typer.echo(f"Reference samples the target no longer covers (coverage <= 0.01): "
+               f"{report['uncovered_fraction']:.1%}. Least covered:")
+    for r in report["least_covered"]:
+        typer.echo(f"  {r['coverage']:.3f}  {r['id']}  {r['filepath']}")
+    typer.echo("Clusters whose share changed most (reference share -> target share):")
+    for c in report["clusters"]:
+        typer.echo(f"  cluster {c['cluster']:>2}: {c['reference_share']:6.1%} -> {c['target_share']:6.1%}  "
+                   f"{c['shift']:<5}  e.g. {', '.join((c['example_target_ids'] or c['example_reference_ids'])[:3])}")
+
+
 @app.command("runs")
 def runs(
     name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],

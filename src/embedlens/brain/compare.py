@@ -353,6 +353,22 @@ class ComparisonResults(BrainResults):
                     "clusters_under": sum(c["shift"] == "under" for c in self.clusters)})
         return out
 
+    def report(self, n: int = 5) -> dict[str, Any]:
+        """The summary with the ``n`` most novel target samples, the ``n`` least covered reference samples
+        (id, file, score) and the ``n`` clusters whose share changed most: what the CLI prints."""
+        _check_n(n)
+        out = self.summary()
+        out.update(novelty_field=self.novelty_field, coverage_field=self.coverage_field, shift=dict(self.shift))
+        rows = []
+        for name, view, ids, scores in (("novelty", self.top(n), self.keys, self.novelty),
+                                        ("coverage", self.uncovered(n), self.reference_ids, self.coverage)):
+            by_id = dict(zip(ids, np.asarray(scores, np.float64).tolist()))
+            rows.append([{"id": i, "filepath": p, name: by_id[i]}
+                         for i, p in zip(view.values("id"), view.values("filepath"))])
+        out["most_novel"], out["least_covered"] = rows
+        out["clusters"] = self.clusters[:n]
+        return out
+
     def top(self, n: int = 10) -> "DatasetView":
         """The ``n`` most novel target samples, most novel first (ties of novelty broken by distance)."""
         _check_n(n)
