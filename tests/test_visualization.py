@@ -212,15 +212,23 @@ def test_existing_key_is_kept_unless_overwrite(ds):
 # ---------------------------------------------------------------------------------------------- views and plots
 
 
-def test_use_view_restricts_and_reorders(ds):
+def test_use_view_restricts_and_reorders_in_place(ds):
+    """FiftyOne changes the results in place and returns them: a literal port plots the view's points."""
     pts = np.arange(2 * len(ds), dtype=np.float32).reshape(-1, 2)
-    r = compute_visualization(ds, points=pts)
-    view = ds.match(el.F("ground_truth.label") == "3").sort_by("index", reverse=True)
-    sub = r.use_view(view)
-    assert sub.keys == view.values("id") and len(sub) == 183
+    r = compute_visualization(ds, points=pts, brain_key="inplace")
     pos = {k: i for i, k in enumerate(r.keys)}
-    np.testing.assert_array_equal(sub.points, pts[[pos[k] for k in sub.keys]])
-    assert sub.samples is view and len(r) == len(ds)  # the original results are untouched
+    view = ds.match(el.F("ground_truth.label") == "3").sort_by("index", reverse=True)
+    assert r.use_view(view) is r  # for chaining
+    assert r.keys == view.values("id") and len(r) == 183 and len(r.visualize().ids) == 183
+    np.testing.assert_array_equal(r.points, pts[[pos[k] for k in r.keys]])
+    assert r.samples is view and r.view is view
+    # A later use_view picks from all the run's rows again; the stored run keeps all of them.
+    fours = ds.match(el.F("ground_truth.label") == "4")
+    assert r.use_view(fours).keys == fours.values("id")
+    assert len(ds.load_brain_results("inplace")) == len(ds)
+    r.save("inplace2")
+    assert len(ds.load_brain_results("inplace2")) == len(ds) and len(r) == len(fours)
+    assert len(r.use_view(ds)) == len(ds)
     part = compute_visualization(ds.limit(100), points=np.zeros((100, 2)))
     with pytest.warns(UserWarning, match="100 of 200 rows"):
         assert len(part.use_view(ds.limit(200))) == 100
@@ -257,7 +265,7 @@ def test_visualize_3d_and_matplotlib(ds):
     fig = r.visualize(labels="ground_truth.label")
     assert len(fig.data) == 10 and fig.data[0].type == "scatter3d"
     mfig = r.visualize(labels="ground_truth.label", backend="matplotlib")
-    assert isinstance(mfig, Figure) and len(mfig.axes[0].get_legend().get_texts()) == 10
+    assert isinstance(mfig.figure, Figure) and len(mfig.axes[0].get_legend().get_texts()) == 10
     r2 = compute_visualization(ds, points=np.zeros((len(ds), 2)))
     mnum = r2.visualize(labels="index", backend="matplotlib")
     assert len(mnum.axes) == 2  # the plot and its colour bar
@@ -325,6 +333,11 @@ def test_patches_visualization(tiles):
     ({"embeddings": "nan"}, ValueError, "NaN or inf in 1 rows"),
     ({"method": "isomap"}, ValueError, "unknown visualization method"),
     ({"num_dims": 4}, ValueError, "num_dims must be 2 or 3"),
+    ({"method": "pca", "num_dims": 1}, ValueError, "num_dims must be at least 2"),
+    ({"method": "pca", "components": (3,)}, ValueError, "2 or more distinct component numbers"),
+    ({"method": "pca", "components": (0, 1)}, ValueError, "counted from 1"),
+    ({"method": "pca", "components": (1, 2, 3), "num_dims": 4}, ValueError, "disagrees with components"),
+    ({"components": (1, 2)}, ValueError, "method 'umap' has none"),
     ({"num_dims": True}, ValueError, "num_dims must be 2 or 3"),
     ({"method": "lda"}, ValueError, "pass labels_field="),
     ({"method": "manual"}, ValueError, "needs points="),
@@ -386,3 +399,115 @@ def test_too_few_points_for_the_method(ds):
         compute_visualization(three, embeddings="pixels", method="tsne", progress=False)
     five = compute_visualization(ds.limit(5), embeddings="pixels", num_dims=3, seed=0, progress=False)
     assert five.points.shape == (5, 3) and five.config["n_neighbors"] == 4
+
+
+# ---------------------------------------------------------------------------------------------- FiftyOne parity
+
+
+@pytest.mark.parametrize("spelling", ["t-sne", "T-SNE", "t_sne", "tsne"])
+def test_tsne_spellings_are_one_method_recorded_canonical(ds, spelling):
+    view = ds.take(60, seed=1)
+    r = compute_visualization(view, embeddings="pixels", method=spelling, seed=0, brain_key="ts", progress=False,
+                              n_iter=50)
+    assert r.method == "tsne" and ds.get_brain_info("ts")["method"] == "tsne"
+
+
+def test_visualize_takes_fiftyones_arguments_and_returns_a_plot_with_show(ds):
+    r = compute_visualization(ds, points=np.random.default_rng(3).normal(size=(len(ds), 2)))
+    plot = r.visualize(labels="ground_truth.label", labels_title="digit", axis_equal=True, marker_size=4,
+                       sizes="index", sizes_title="row", layout={"margin": {"t": 40}})
+    fig = plot.figure
+    assert fig.layout.legend.title.text == "digit" and fig.layout.yaxis.scaleanchor == "x"
+    assert "digit: %{customdata[1]}" in fig.data[0].hovertemplate and "row: " in fig.data[0].hovertemplate
+    assert fig.layout.margin.t == 40
+    # The ids in plot order: trace by trace, each trace's points in the order drawn.
+    assert plot.ids == [i for t in fig.data for i in (row[0] for row in t.customdata)]
+    assert sorted(plot.ids) == sorted(r.keys) and plot.link_type == "samples" and plot.samples is ds
+    assert plot.trace_ids[2] == [row[0] for row in fig.data[2].customdata]
+    plot.show(height=512)
+    assert fig.layout.height == 512
+    plot.show(height=600, yaxis_scaleanchor="x")  # FiftyOne's layout keywords
+    assert fig.layout.height == 600
+    num = r.visualize(labels="index", labels_title="row number", show_colorbar_title=True)
+    assert num.figure.data[0].marker.colorbar.title.text == "row number"
+    m = r.visualize(labels="ground_truth.label", backend="matplotlib", labels_title="digit", axis_equal=True)
+    assert m.axes[0].get_legend().get_title().get_text() == "digit" and m.axes[0].get_aspect() == 1.0
+    m.show(height=400)
+    assert round(m.figure.get_size_inches()[1] * m.figure.dpi) == 400
+    assert m._repr_mimebundle_()["image/png"][:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="unexpected arguments: bogus"):
+        r.visualize(bogus=1)
+
+
+def test_visualize_colours_by_tags(ds):
+    r = compute_visualization(ds, points=np.random.default_rng(4).normal(size=(len(ds), 2)))
+    counts = ds.count_sample_tags()
+    plot = r.visualize(labels="tags")
+    assert {t.name: len(t.x) for t in plot.data} == counts
+
+
+def test_verbose_umap_prints_its_settings_without_the_knn_arrays(ds, capfd):
+    view = ds.take(200, seed=2)
+    compute_visualization(view, embeddings="pixels", seed=1, verbose=True, progress=False, n_epochs=20)
+    out = capfd.readouterr().out
+    assert "UMAP(" in out and "precomputed_knn=<shared kNN graph 200 x 15>" in out
+    assert "array(" not in out and len(out) < 5000
+    # PCA and LDA accept verbose= too (FiftyOne passes it to every method).
+    compute_visualization(view, embeddings="pixels", method="pca", verbose=True)
+    assert "pca" in capfd.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- projections
+
+
+def test_pca_components_equal_sklearn_and_project_new_points_and_directions(ds, digits):
+    from sklearn.decomposition import PCA
+
+    _, x, _ = digits
+    ref = PCA(n_components=6).fit(x)
+    full = ref.transform(x)
+    for comps in [(1, 2), (3, 4), (5, 6), (2, 5, 6)]:
+        r = compute_visualization(ds, embeddings="pixels", method="pca", components=comps, progress=False)
+        cols = [c - 1 for c in comps]
+        signs = np.sign((r.points * full[:, cols]).sum(axis=0))  # a component's sign is arbitrary
+        np.testing.assert_allclose(r.points, full[:, cols] * signs, atol=1e-3)
+        assert r.num_dims == len(comps) and r.components == list(comps)
+        np.testing.assert_allclose(r.explained_variance_ratio, ref.explained_variance_ratio_[cols], rtol=1e-4)
+        # project(): new points land where transform() puts them; directions are rotated, not centred.
+        np.testing.assert_allclose(r.project(x[:50]), r.points[:50], atol=1e-3)
+        w = np.random.default_rng(0).normal(size=(3, x.shape[1]))
+        np.testing.assert_allclose(r.project(w, directions=True), (w @ ref.components_[cols].T) * signs, atol=1e-4)
+        assert r.project(w[0], directions=True).shape == (len(comps),)
+    # More than three dimensions for a linear method, plotted two or three columns at a time.
+    r = compute_visualization(ds, embeddings="pixels", method="pca", num_dims=6, progress=False)
+    assert r.points.shape == (len(ds), 6)
+    plot = r.visualize(dims=(2, 3))
+    np.testing.assert_array_equal(plot.data[0].x, r.points[:, 2])
+    with pytest.raises(ValueError, match="dims must be"):
+        r.visualize(dims=(0, 9))
+
+
+def test_lda_projection_survives_a_fresh_process(ds, digits):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    _, x, y = digits
+    r = compute_visualization(ds, embeddings="pixels", method="lda", labels_field="ground_truth", brain_key="lda",
+                              components=(2, 3), progress=False)
+    ref = LinearDiscriminantAnalysis(n_components=3).fit(x, y)
+    np.testing.assert_allclose(r.points, ref.transform(x)[:, 1:3], atol=1e-3)
+    w = np.random.default_rng(1).normal(size=(10, x.shape[1]))
+    np.testing.assert_allclose(r.project(w, directions=True), w @ ref.scalings_[:, 1:3], rtol=1e-6, atol=1e-9)
+    folder = ds.arrays_dir / "runs" / "lda"
+    assert (folder / "projection.npy").exists() and not list(folder.glob("*.pkl"))
+    code = ("import json, numpy as np, embedlens as el\n"
+            f"r = el.load_dataset({ds.name!r}).load_brain_results('lda')\n"
+            "x = np.asarray(el.load_dataset(r.samples.dataset_name).get_embeddings('pixels'))\n"
+            "print(json.dumps({'p': r.project(x[:5]).tolist(), 'comps': r.components}))\n")
+    out = _fresh_python(code, ds.path.parent)
+    np.testing.assert_allclose(out["p"], r.points[:5], atol=1e-3)
+    assert out["comps"] == [2, 3]
+    umap_like = compute_visualization(ds, points=np.zeros((len(ds), 2)))
+    with pytest.raises(ValueError, match="needs a linear layout"):
+        umap_like.project(w)
+    with pytest.raises(ValueError, match="64 columns"):
+        r.project(np.zeros((2, 5)))

@@ -37,6 +37,8 @@ import numpy as np
 from ..core.expressions import ViewExpression
 from ..core.query import UnknownFieldError
 from .contract import brain_method
+from .plots import (THUMBNAIL_PIXELS, ScatterPlot, _load_thumbnail, check_dims, matplotlib_figure, plotly_figure,
+                    spread_sample)
 from ..core.runs import BrainResults, check_new_key, register_type
 from .source import resolve_embeddings, row_keys
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
     from ..core.collection import SampleCollection
 
 METHODS = ("umap", "tsne", "pca", "lda", "manual")
+#: Other spellings users bring (FiftyOne documents ``"t-sne"``); the run records the canonical name.
+METHOD_ALIASES = {"t-sne": "tsne", "t_sne": "tsne", "tsne": "tsne", "umap": "umap", "pca": "pca", "lda": "lda",
+                  "manual": "manual"}
+#: Linear methods: their fitted projection is kept with the run, so :meth:`VisualizationResults.project` works.
+LINEAR_METHODS = ("pca", "lda")
 DEFAULT_METRIC = "cosine"
 # Keys a caller may not pass through **method_kwargs because embedlens sets them from its own arguments.
 _RESERVED = {
@@ -66,7 +73,8 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
                           patches_field: str | None = None, method: str = "umap", num_dims: int = 2,
                           brain_key: str | None = None, seed: int | None = None, overwrite: bool = False,
                           embeddings_field: str | None = None, labels_field: str | None = None,
-                          points: Any = None, progress: bool = True, **method_kwargs: Any) -> "VisualizationResults":
+                          points: Any = None, progress: bool = True, components: Sequence[int] | None = None,
+                          **method_kwargs: Any) -> "VisualizationResults":
     """Low-dimensional points for the samples (or, with ``patches_field``, the objects) of a collection.
 
     Parameters
@@ -82,10 +90,12 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     patches_field:
         A ``Detections`` field: one point per object; results are keyed by the objects' label ids.
     method:
-        ``"umap"`` (default, umap-learn), ``"tsne"`` (openTSNE), ``"pca"`` (scikit-learn), ``"lda"``
-        (supervised linear discriminant analysis, needs ``labels_field``) or ``"manual"`` (``points``).
+        ``"umap"`` (default, umap-learn), ``"tsne"`` (openTSNE; ``"t-sne"`` is the same), ``"pca"``
+        (scikit-learn), ``"lda"`` (supervised linear discriminant analysis, needs ``labels_field``) or
+        ``"manual"`` (``points``). The run records the canonical name.
     num_dims:
-        2 or 3.
+        2 or 3 for UMAP and t-SNE; any number from 2 for PCA, LDA and manual points (plots show the first
+        two or three columns, or ``visualize(dims=...)``).
     brain_key:
         Store the results under this key (``dataset.load_brain_results(brain_key)`` loads them).
     seed:
@@ -101,8 +111,12 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     points:
         For ``method="manual"``: your own ``[N, num_dims]`` points in view order. Passing ``points``
         selects ``"manual"``.
+    components:
+        PCA or LDA only: which components to keep, 1-based, e.g. ``(3, 4)`` for the 3rd and 4th principal
+        components (``num_dims`` becomes ``len(components)``). Default: the first ``num_dims``.
     method_kwargs:
-        Passed to the method. UMAP: ``n_neighbors=15``, ``metric="cosine"`` (``"cosine"`` or
+        ``verbose=True`` prints progress (UMAP and t-SNE print their own; UMAP's settings line leaves out
+        the shared kNN arrays). Passed to the method. UMAP: ``n_neighbors=15``, ``metric="cosine"`` (``"cosine"`` or
         ``"euclidean"``; cosine is the default because embedding directions matter more than their
         lengths), ``knn_method="auto"|"exact"|"ivf"`` (how the shared graph is built), and any other
         ``umap.UMAP`` argument (``min_dist``, ``init``, ``n_epochs`` ...). t-SNE: ``perplexity=30``
@@ -115,7 +129,9 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     VisualizationResults
     """
     method = _check_method(method, points)
-    num_dims = _check_num_dims(num_dims)
+    components, num_dims = _check_components(components, num_dims, method)
+    num_dims = _check_num_dims(num_dims, method)
+    verbose = bool(method_kwargs.pop("verbose", False))
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
             raise InvalidInputError(f"seed must be None or an int in [0, 2**32), got {seed!r}")
@@ -142,6 +158,9 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
     started = time.perf_counter()
     config: dict[str, Any] = {"method": method, "num_dims": num_dims, "seed": seed,
                               "patches_field": patches_field, "embeddings_field": None, "model": None}
+    if verbose:
+        print(f"Computing {method} visualization ({num_dims}-D)...")
+    fitted: dict[str, np.ndarray] = {}
     if method == "manual":
         if embeddings is not None or model is not None:
             raise InvalidInputError("method='manual' takes points=, not embeddings= or model=")
@@ -151,30 +170,35 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
         source = resolve_embeddings(samples, embeddings, model, patches_field, embeddings_field, progress)
         keys, sample_ids, x = source.keys, source.sample_ids, source.matrix
         config.update(source.record)
+        if method in ("umap", "tsne") and verbose:
+            method_kwargs["verbose"] = True
         if method == "umap":
             out = _umap(source, num_dims, seed, config, method_kwargs)
         elif method == "tsne":
             out = _tsne(source, num_dims, seed, config, method_kwargs)
         elif method == "pca":
-            out = _pca(x, num_dims, seed, config, method_kwargs)
+            out, fitted = _pca(x, components, seed, config, method_kwargs)
         else:
             y = [labels_by_key.get(k) for k in keys]
-            out = _lda(x, y, num_dims, config, labels_field, method_kwargs)
+            out, fitted = _lda(x, y, components, config, labels_field, method_kwargs)
     out = np.ascontiguousarray(out, dtype=np.float32)
     if out.shape != (len(keys), num_dims) or not np.isfinite(out).all():
         raise RuntimeError(f"{method} produced points of shape {out.shape} with non-finite values; "
                            "this is a bug, please report it")
     info = {"elapsed_s": round(time.perf_counter() - started, 3)}
-    results = VisualizationResults(samples, config, keys, sample_ids, {"points": out}, None, info)
+    results = VisualizationResults(samples, config, keys, sample_ids, {"points": out, **fitted}, None, info)
     if brain_key:
         results.save(brain_key, overwrite=overwrite)
     return results
 
 
 def _check_method(method: Any, points: Any) -> str:
-    if not isinstance(method, str) or method.lower() not in METHODS:
-        raise InvalidInputError(f"unknown visualization method {method!r}: one of {', '.join(METHODS)}")
-    method = method.lower()
+    if method is None:  # FiftyOne's default
+        method = "umap"
+    if not isinstance(method, str) or method.strip().lower() not in METHOD_ALIASES:
+        raise InvalidInputError(f"unknown visualization method {method!r}: one of {', '.join(METHODS)} "
+                                f"('t-sne' is 'tsne')")
+    method = METHOD_ALIASES[method.strip().lower()]
     if points is not None and method == "umap":  # the default: FiftyOne selects "manual" when points are given
         method = "manual"
     if method == "manual" and points is None:
@@ -182,10 +206,32 @@ def _check_method(method: Any, points: Any) -> str:
     return method
 
 
-def _check_num_dims(num_dims: Any) -> int:
-    if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)) or int(num_dims) not in (2, 3):
+def _check_num_dims(num_dims: Any, method: str) -> int:
+    if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)):
         raise InvalidInputError(f"num_dims must be 2 or 3, got {num_dims!r}")
+    if method in ("umap", "tsne") and int(num_dims) not in (2, 3):
+        raise InvalidInputError(f"num_dims must be 2 or 3 for {method}, got {num_dims!r} (PCA and LDA take more)")
+    if int(num_dims) < 2:
+        raise InvalidInputError(f"num_dims must be at least 2, got {num_dims!r}")
     return int(num_dims)
+
+
+def _check_components(components: Any, num_dims: Any, method: str) -> tuple[list[int] | None, Any]:
+    """1-based component numbers (PCA/LDA), and the num_dims they imply; default the first ``num_dims``."""
+    if components is None:
+        if method in LINEAR_METHODS and isinstance(num_dims, (int, np.integer)) and not isinstance(num_dims, bool):
+            return list(range(1, int(num_dims) + 1)), num_dims
+        return None, num_dims
+    if method not in LINEAR_METHODS:
+        raise InvalidInputError(f"components= picks PCA or LDA components; method {method!r} has none")
+    if (isinstance(components, (str, bytes)) or not isinstance(components, Sequence) or len(components) < 2
+            or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in components)
+            or len(set(components)) != len(components)):
+        raise InvalidInputError(f"components must be 2 or more distinct component numbers counted from 1, e.g. "
+                                f"(3, 4); got {components!r}")
+    if num_dims not in (2, len(components)):  # 2 is the default: components decide
+        raise InvalidInputError(f"num_dims={num_dims!r} disagrees with components={tuple(components)!r}; pass one")
+    return [int(c) for c in components], len(components)
 
 
 def _check_points(points: Any, n_rows: int, num_dims: int) -> np.ndarray:
@@ -244,7 +290,7 @@ def _umap(source, num_dims: int, seed: int | None, config: dict[str, Any], kwarg
     _enable_numba_cache()
     import umap
 
-    reducer = umap.UMAP(n_neighbors=graph.k + 1, n_components=num_dims, metric=metric,
+    reducer = _quiet_umap()(n_neighbors=graph.k + 1, n_components=num_dims, metric=metric,
                         precomputed_knn=(graph.indices, graph.distances, None), random_state=seed,
                         n_jobs=n_jobs, **kwargs)
     with warnings.catch_warnings():
@@ -254,6 +300,33 @@ def _umap(source, num_dims: int, seed: int | None, config: dict[str, Any], kwarg
     config.update(n_neighbors=graph.k + 1, n_jobs=n_jobs, method_kwargs=_jsonable(kwargs))
     _graph_config(config, graph)
     return out
+
+
+_QUIET_UMAP: Any = None
+
+
+def _quiet_umap() -> type:
+    """``umap.UMAP`` whose printed settings (``verbose=True`` prints them) leave out the precomputed kNN
+    arrays: umap-learn's repr would print the whole shared graph."""
+    global _QUIET_UMAP
+    if _QUIET_UMAP is None:
+        import umap
+
+        class UMAP(umap.UMAP):
+            def __repr__(self) -> str:
+                knn = self.precomputed_knn
+                self.precomputed_knn = (None, None, None)  # the default: a changed-only repr leaves it out
+                try:
+                    text = super().__repr__()
+                finally:
+                    self.precomputed_knn = knn
+                if knn[0] is not None:
+                    shape = np.shape(knn[0])
+                    text = text[:-1] + f", precomputed_knn=<shared kNN graph {shape[0]} x {shape[1]}>)"
+                return text
+
+        _QUIET_UMAP = UMAP
+    return _QUIET_UMAP
 
 
 def _tsne(source, num_dims: int, seed: int | None, config: dict[str, Any], kwargs: dict[str, Any]) -> np.ndarray:
@@ -290,22 +363,37 @@ def _tsne(source, num_dims: int, seed: int | None, config: dict[str, Any], kwarg
     return out
 
 
-def _pca(x: np.ndarray, num_dims: int, seed: int | None, config: dict[str, Any],
-         kwargs: dict[str, Any]) -> np.ndarray:
+def _pca(x: np.ndarray, components: list[int], seed: int | None, config: dict[str, Any],
+         kwargs: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """scikit-learn's PCA with ``max(components)`` components, keeping the asked ones.
+
+    The projection kept with the run is ``P = components_[c].T`` (divided by ``sqrt(explained_variance_[c])``
+    with ``whiten=True``) and the centre ``mean_``: ``transform(x) = (x - mean_) @ P``.
+    """
     from sklearn.decomposition import PCA
 
-    if min(x.shape) < num_dims:
-        raise InvalidInputError(f"PCA to {num_dims} dimensions needs at least {num_dims} rows and columns; "
-                         f"the embeddings are {x.shape[0]} x {x.shape[1]}")
-    pca = PCA(n_components=num_dims, random_state=seed, **kwargs)
-    out = pca.fit_transform(x)
-    config.update(explained_variance_ratio=[round(float(v), 6) for v in pca.explained_variance_ratio_],
+    fit = max(components)
+    if min(x.shape) < fit:
+        raise InvalidInputError(f"PCA to {fit} components needs at least {fit} rows and columns; "
+                                f"the embeddings are {x.shape[0]} x {x.shape[1]}")
+    pca = PCA(n_components=fit, random_state=seed, **kwargs)
+    full = pca.fit_transform(x)
+    idx = [c - 1 for c in components]
+    proj = pca.components_[idx].T.astype(np.float64)
+    if pca.whiten:
+        proj = proj / np.sqrt(pca.explained_variance_[idx])
+    ratio = pca.explained_variance_ratio_
+    config.update(components=list(components),
+                  explained_variance_ratio=[round(float(ratio[i]), 6) for i in idx],
+                  explained_variance_ratio_fitted=[round(float(v), 6) for v in ratio],
                   method_kwargs=_jsonable(kwargs))
-    return out
+    return full[:, idx], {"projection": proj, "center": np.asarray(pca.mean_, dtype=np.float64)}
 
 
-def _lda(x: np.ndarray, y: list[Any], num_dims: int, config: dict[str, Any], labels_field: str,
-         kwargs: dict[str, Any]) -> np.ndarray:
+def _lda(x: np.ndarray, y: list[Any], components: list[int], config: dict[str, Any], labels_field: str,
+         kwargs: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """scikit-learn's LDA; the projection kept is ``scalings_[:, c]`` and the centre ``xbar_`` (solver
+    "svd"; the "eigen" solver does not centre): ``transform(x) = (x - xbar_) @ P``."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     for v in y:
@@ -314,17 +402,24 @@ def _lda(x: np.ndarray, y: list[Any], num_dims: int, config: dict[str, Any], lab
                              f"got a {type(v).__name__}")
     known = np.array([v is not None for v in y])
     classes = sorted({str(v) for v in y if v is not None})
-    if len(classes) < num_dims + 1:
-        raise InvalidInputError(f"LDA to {num_dims} dimensions needs at least {num_dims + 1} classes in "
-                         f"{labels_field!r}; found {len(classes)}: {classes}")
-    if x.shape[1] < num_dims:
-        raise InvalidInputError(f"LDA to {num_dims} dimensions needs embeddings of at least {num_dims} dimensions")
-    lda = LinearDiscriminantAnalysis(n_components=num_dims, **kwargs)
+    fit = max(components)
+    if len(classes) < fit + 1:
+        raise InvalidInputError(f"LDA to {fit} dimensions needs at least {fit + 1} classes in "
+                                f"{labels_field!r}; found {len(classes)}: {classes}")
+    if x.shape[1] < fit:
+        raise InvalidInputError(f"LDA to {fit} dimensions needs embeddings of at least {fit} dimensions")
+    lda = LinearDiscriminantAnalysis(n_components=fit, **kwargs)
     lda.fit(x[known], np.array([str(v) for v, k in zip(y, known) if k]))
-    out = lda.transform(x)
+    idx = [c - 1 for c in components]
+    out = lda.transform(x)[:, idx]
+    proj = np.asarray(lda.scalings_, dtype=np.float64)[:, idx]
+    center = np.asarray(lda.xbar_ if lda.solver == "svd" else np.zeros(x.shape[1]), dtype=np.float64)
+    ratio = getattr(lda, "explained_variance_ratio_", None)
     config.update(labels_field=labels_field, classes=classes, num_labelled=int(known.sum()),
-                  method_kwargs=_jsonable(kwargs))
-    return out
+                  components=list(components), method_kwargs=_jsonable(kwargs))
+    if ratio is not None:
+        config["explained_variance_ratio"] = [round(float(ratio[i]), 6) for i in idx]
+    return out, {"projection": proj, "center": center}
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -390,11 +485,17 @@ class VisualizationResults(BrainResults):
 
     ``keys`` are sample ids, or label ids for an object-level run (``patches_field``), whose images are
     ``sample_ids``. ``config`` records how the points were made (method, dimensions, seed, metric,
-    neighbours, the kNN graph's method and recall, embeddings field and model).
+    neighbours, the kNN graph's method and recall, embeddings field and model). PCA and LDA runs keep
+    their fitted projection (arrays ``projection`` ``[D, num_dims]`` and ``center`` ``[D]``), so
+    :meth:`project` places new points and directions in the same plane.
     """
 
     run_type = "visualization"
     _array_names = ("points",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._full: tuple[Any, list[str], list[str], np.ndarray] | None = None  # before use_view()
 
     @property
     def points(self) -> np.ndarray:
@@ -414,6 +515,27 @@ class VisualizationResults(BrainResults):
     def num_dims(self) -> int:
         return int(self.config["num_dims"])
 
+    @property
+    def components(self) -> list[int] | None:
+        """PCA/LDA: the 1-based components the columns of :attr:`points` are."""
+        return self.config.get("components")
+
+    @property
+    def explained_variance_ratio(self) -> np.ndarray | None:
+        """PCA (and LDA): the fraction of the variance each kept component explains; None otherwise."""
+        ratio = self.config.get("explained_variance_ratio")
+        return None if ratio is None else np.asarray(ratio)
+
+    @property
+    def projection(self) -> np.ndarray | None:
+        """PCA/LDA: the fitted ``[D, num_dims]`` projection matrix (None for other methods)."""
+        return self._arrays.get("projection")
+
+    @property
+    def center(self) -> np.ndarray | None:
+        """PCA/LDA: the ``[D]`` vector subtracted from points before :attr:`projection` (None otherwise)."""
+        return self._arrays.get("center")
+
     def __len__(self) -> int:
         return len(self.keys)
 
@@ -426,19 +548,50 @@ class VisualizationResults(BrainResults):
                              f"{config['num_dims']}); the run's arrays were damaged, compute it again")
         return cls(samples, config, keys, sample_ids, arrays, key, stored.get("info"))
 
+    # ------------------------------------------------------------------ projection
+
+    def project(self, vectors: Any, directions: bool = False) -> np.ndarray:
+        """Place new embeddings in this run's plane: ``(v - center) @ projection``, ``[M, num_dims]``.
+
+        With ``directions=True`` the vectors are directions (e.g. a classifier's class prototypes, the
+        rows of its weight matrix), not points: they are rotated but not centred, ``v @ projection``,
+        because subtracting the data's mean is right for a point and meaningless for a direction.
+        PCA and LDA only (UMAP and t-SNE have no linear map to apply).
+        """
+        proj = self.projection
+        if proj is None:
+            raise InvalidInputError(f"project() needs a linear layout (method 'pca' or 'lda'); this run is "
+                                    f"{self.method!r}")
+        v = np.asarray(vectors)
+        if v.dtype == object or not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+            raise WrongTypeError(f"vectors must be a real numeric array, got dtype {v.dtype}")
+        one = v.ndim == 1
+        v = np.atleast_2d(v).astype(np.float64)
+        if v.ndim != 2 or v.shape[1] != proj.shape[0]:
+            raise InvalidInputError(f"vectors must have {proj.shape[0]} columns (the embeddings' dimension), got "
+                                    f"shape {np.shape(vectors)}")
+        if not np.isfinite(v).all():
+            raise InvalidInputError("vectors have NaN or inf values")
+        out = (v if directions else v - self.center) @ proj
+        return out[0] if one else out
+
     # ------------------------------------------------------------------ views
 
     def use_view(self, view: "SampleCollection", allow_missing: bool = True) -> "VisualizationResults":
-        """New results holding only the rows of ``view``, in ``view``'s order.
+        """Restrict these results to the rows of ``view``, in ``view``'s order, **in place**; returns them.
 
-        ``view`` is a sample view (for an object-level run: its samples' objects, after any
-        ``filter_labels``) or, for an object-level run, a patches view of the same field. Rows of ``view``
-        without a point (e.g. samples added after the run) are left out, or are an error when
+        As in FiftyOne, the results object itself changes (so ``results.use_view(view)`` followed by
+        ``results.visualize()`` plots the view), and it is returned for chaining. The stored run is not
+        changed, and a later ``use_view`` picks from all the run's rows again (``use_view(dataset)``
+        restores them). ``view`` is a sample view (for an object-level run: its samples' objects, after
+        any ``filter_labels``) or, for an object-level run, a patches view of the same field. Rows of
+        ``view`` without a point (e.g. samples added after the run) are left out, or are an error when
         ``allow_missing=False``.
         """
-        if view._dataset.name != self._samples._dataset.name:
+        samples, keys, sample_ids, points = self._full or (self._samples, self.keys, self.sample_ids, self.points)
+        if view._dataset.name != samples._dataset.name:
             raise InvalidInputError(f"the view is of dataset {view._dataset.name!r}; these results are of "
-                             f"{self._samples._dataset.name!r}")
+                             f"{samples._dataset.name!r}")
         pf = self.patches_field
         view_pf = view._query().patches_field
         if view_pf is not None:
@@ -449,7 +602,7 @@ class VisualizationResults(BrainResults):
             ids = view.values("id")
         else:
             ids = view.to_patches(pf).values("id") if pf else view.values("id")
-        pos = {k: i for i, k in enumerate(self.keys)}
+        pos = {k: i for i, k in enumerate(keys)}
         rows = np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
         missing = len(ids) - len(rows)
         if missing and not allow_missing:
@@ -458,8 +611,29 @@ class VisualizationResults(BrainResults):
         if missing:
             warnings.warn(f"{missing} of {len(ids)} rows of the view have no point and are left out",
                           stacklevel=2)
-        return type(self)(view, self.config, [self.keys[r] for r in rows], [self.sample_ids[r] for r in rows],
-                          {"points": self.points[rows]}, None, {**self.info, "restricted_from": self.key})
+        if self._full is None:
+            self._full = (samples, keys, sample_ids, points)
+        self._samples = view
+        self.keys = [keys[r] for r in rows]
+        self.sample_ids = [sample_ids[r] for r in rows]
+        self._arrays["points"] = points[rows]
+        return self
+
+    @property
+    def view(self) -> "SampleCollection":
+        """The collection the points are currently restricted to (FiftyOne's name; see :meth:`use_view`)."""
+        return self._samples
+
+    def save(self, brain_key: str | None = None, overwrite: bool = False, fields: list[str] | None = None) -> None:
+        """Store the run (all its rows, also after :meth:`use_view`)."""
+        if self._full is None:
+            return super().save(brain_key, overwrite, fields)
+        current = (self._samples, self.keys, self.sample_ids, self._arrays["points"])
+        self._samples, self.keys, self.sample_ids, self._arrays["points"] = self._full
+        try:
+            super().save(brain_key, overwrite, fields)
+        finally:
+            self._samples, self.keys, self.sample_ids, self._arrays["points"] = current
 
     # ------------------------------------------------------------------ plots
 
@@ -473,46 +647,97 @@ class VisualizationResults(BrainResults):
         return vals
 
     def visualize(self, labels: Any = None, sizes: Any = None, classes: Sequence[Any] | None = None,
-                  backend: str = "plotly", **kwargs: Any):
-        """A scatter plot of the points: an interactive plotly ``Figure`` (or a matplotlib ``Figure``).
+                  backend: str = "plotly", thumbnails: int | None = None, dims: Sequence[int] | None = None,
+                  **kwargs: Any) -> ScatterPlot:
+        """A scatter plot of the points, as FiftyOne's ``results.visualize()``.
 
         Parameters
         ----------
         labels:
             Colour by a field path (``"ground_truth.label"``, ``"uniqueness"``; a label field such as
             ``"ground_truth"`` means its ``label``), an expression (``F("uniqueness") > 0.5``), or a list
-            of one value per point. Categorical values get one trace per class, so clicking the legend
-            hides a class and double-clicking isolates it; numbers get a continuous colour scale with a
-            colour bar.
+            of one value per point. A list field (``"tags"``) colours each point by its values joined
+            with ", " (one tag: the tag; none: "(none)"). Categorical values get one trace per class, so
+            clicking the legend hides a class and double-clicking isolates it; numbers get a continuous
+            colour scale with a colour bar.
         sizes:
-            A numeric field path, expression or list: marker sizes, scaled to ``size_range`` (default
-            ``(3, 15)``).
+            A numeric field path, expression or list: marker sizes, scaled linearly from the smallest to
+            the largest value onto ``size_range`` (default ``(3, 15)``).
         classes:
             Only these categories, in this order (makes ``labels`` categorical even when numeric).
         backend:
             ``"plotly"`` (default) or ``"matplotlib"``.
+        thumbnails:
+            Draw up to this many images at their points (2-D sample-level runs): a plotly layout image
+            or a matplotlib ``OffsetImage`` each, from the dataset's thumbnail cache. Which points get one
+            is decided by :func:`embedlens.brain.plots.spread_sample`: a seeded random order, keeping a
+            point only when its box (side ``1/(1.5 sqrt(n))`` of the plot's extent) overlaps no kept
+            box, so images never pile up; dense layouts get fewer than ``n``.
+        dims:
+            The columns of :attr:`points` to plot (0-based), for runs of more than two dimensions.
         kwargs:
-            ``title``, ``width``, ``height``, ``marker_size``, ``opacity``, ``colorscale`` (plotly) /
-            ``cmap`` (matplotlib), ``size_range``, ``figsize`` (matplotlib).
+            FiftyOne's plot arguments: ``labels_title`` (legend, hover and colour-bar title; default: the
+            last part of the field path), ``sizes_title``, ``show_colorbar_title``, ``axis_equal``
+            (same scale on both axes), ``marker_size``, ``colorscale`` (plotly) / ``cmap`` (matplotlib),
+            ``layout`` (a dict for plotly's ``update_layout``), ``ax`` and ``figsize`` (matplotlib),
+            and ``title``, ``xlabel``, ``ylabel``, ``width``, ``height``, ``opacity``, ``size_range``.
+
+        Returns
+        -------
+        ScatterPlot
+            ``plot.figure`` is the plotly or matplotlib figure, ``plot.ids`` the point ids in plot order
+            (``plot.trace_ids`` per trace), ``plot.show(height=...)`` displays it.
         """
+        return self._plot(labels, sizes, classes, backend, thumbnails, dims, [], kwargs)
+
+    def _plot(self, labels: Any, sizes: Any, classes: Sequence[Any] | None, backend: str, thumbnails: Any,
+              dims: Any, overlays: list[dict[str, Any]], kwargs: dict[str, Any]) -> ScatterPlot:
+        """The plot, with ``overlays``: ``{"type": "arrows"|"markers", "names": [...], "xy": [[x, y], ...]}``
+        in the plotted plane (arrows start at the origin)."""
         if backend not in ("plotly", "matplotlib"):
             raise InvalidInputError(f"unknown backend {backend!r}: 'plotly' or 'matplotlib'")
-        spec = self._plot_spec(labels, sizes, classes, kwargs)
-        return _plotly(spec, kwargs) if backend == "plotly" else _matplotlib(spec, kwargs)
+        cols = check_dims(dims, self.points.shape[1])
+        if (overlays or thumbnails) and len(cols) != 2:
+            raise InvalidInputError("thumbnails, arrows and centroids are drawn on 2-D plots; pass dims=(i, j)")
+        spec = self._plot_spec(labels, sizes, classes, cols, kwargs)
+        spec["overlays"] = overlays
+        if thumbnails is not None:
+            spec["thumbnails"] = self._thumbnails(thumbnails, spec["points"])
+        return plotly_figure(spec, kwargs) if backend == "plotly" else matplotlib_figure(spec, kwargs)
 
-    def _plot_spec(self, labels: Any, sizes: Any, classes: Sequence[Any] | None, kwargs: dict) -> dict[str, Any]:
+    def _thumbnails(self, n: Any, pts: np.ndarray) -> tuple[float, np.ndarray, list[Any]]:
+        from ..images import cached_thumbnails
+
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidInputError(f"thumbnails must be a positive number of images, got {n!r}")
+        if self.patches_field:
+            raise InvalidInputError("thumbnails= draws sample images; this run's points are objects of "
+                                    f"{self.patches_field!r}")
+        rows, side = spread_sample(pts, int(n))
+        ids = [self.keys[r] for r in rows]
+        paths = dict(zip(self._samples.values("id"), self._samples.values("filepath")))
+        thumbs = cached_thumbnails(self._samples._dataset.thumbnails_dir, [(i, paths[i]) for i in ids])
+        return side, rows, [_load_thumbnail(t, THUMBNAIL_PIXELS) for t in thumbs]
+
+    def _plot_spec(self, labels: Any, sizes: Any, classes: Sequence[Any] | None, cols: list[int],
+                   kwargs: dict) -> dict[str, Any]:
         n = len(self.keys)
-        spec: dict[str, Any] = {"points": self.points, "keys": np.asarray(self.keys, dtype=object),
+        labels_title = kwargs.pop("labels_title", None)  # default: the field path, as given
+        show_bar = kwargs.pop("show_colorbar_title", None)
+        spec: dict[str, Any] = {"points": self.points[:, cols], "keys": np.asarray(self.keys, dtype=object),
                                 "sample_ids": np.asarray(self.sample_ids, dtype=object) if self.patches_field
-                                else None, "num_dims": self.num_dims, "kind": "none",
-                                "title": kwargs.pop("title", self._title()),
-                                "label_name": _name_of(labels)}
+                                else None, "kind": "none", "title": kwargs.pop("title", self._title()),
+                                "labels_title": labels_title or _name_of(labels),
+                                "show_colorbar_title": labels_title is not None or isinstance(labels, str)
+                                if show_bar is None else bool(show_bar),
+                                "link_type": "labels" if self.patches_field else "samples",
+                                "samples": self._samples, "patches_field": self.patches_field}
         if labels is not None:
-            vals = self.values(labels)
+            vals = [_one_value(v) for v in self.values(labels)]
             for v in vals:
-                if isinstance(v, (list, dict)):
+                if isinstance(v, dict):
                     raise InvalidInputError(f"labels must give one value per point; {_name_of(labels)!r} gives a "
-                                     f"{type(v).__name__}")
+                                            f"{type(v).__name__}")
             numeric = all(isinstance(v, Number) and not isinstance(v, bool) for v in vals if v is not None) \
                 and any(v is not None for v in vals)
             if classes is not None or not numeric:
@@ -522,6 +747,7 @@ class VisualizationResults(BrainResults):
             spec["text"] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
         elif classes is not None:
             raise InvalidInputError("classes= needs labels= to say which class each point is")
+        sizes_title = kwargs.pop("sizes_title", None)
         if sizes is not None:
             svals = self.values(sizes)
             if not all(v is None or (isinstance(v, Number) and not isinstance(v, bool)) for v in svals):
@@ -536,6 +762,8 @@ class VisualizationResults(BrainResults):
             else:
                 scaled[finite] = (lo + hi) / 2
             spec["sizes"] = scaled
+            spec["size_values"] = np.array(["" if not np.isfinite(v) else f"{v:.4g}" for v in s], dtype=object)
+            spec["sizes_title"] = sizes_title or (sizes.rsplit(".", 1)[-1] if isinstance(sizes, str) else "size")
         else:
             kwargs.pop("size_range", None)
         return spec
@@ -543,8 +771,17 @@ class VisualizationResults(BrainResults):
     def _title(self) -> str:
         what = "objects" if self.patches_field else "samples"
         name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA", "lda": "LDA", "manual": "points"}[self.method]
+        if self.components and self.components != list(range(1, self.num_dims + 1)):
+            name += " components " + ", ".join(map(str, self.components))
         key = f" ({self.key})" if self.key else ""
         return f"{name} of {len(self.keys):,} {what}{key}"
+
+
+def _one_value(v: Any) -> Any:
+    """A list value (``tags``) as one category: its items joined with ", "; an empty list is missing."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) if v else None
+    return v
 
 
 def _name_of(x: Any) -> str | None:
@@ -572,114 +809,6 @@ def _groups(vals: list[Any], classes: Sequence[Any] | None) -> list[tuple[str, n
         groups.append(("(none)", np.flatnonzero(missing)))
     return groups
 
-
-def _palette(n: int) -> list[str]:
-    from plotly import colors
-
-    if n <= 10:
-        return list(colors.qualitative.Plotly[:n])
-    if n <= 24:
-        return list(colors.qualitative.Dark24[:n])
-    return list(colors.sample_colorscale("Turbo", [i / max(n - 1, 1) for i in range(n)]))
-
-
-def _hover(spec: dict[str, Any], rows: np.ndarray) -> tuple[np.ndarray, str]:
-    cols = [spec["keys"][rows]]
-    lines = ["id: %{customdata[0]}"]
-    if spec["sample_ids"] is not None:
-        cols.append(spec["sample_ids"][rows])
-        lines.append(f"sample: %{{customdata[{len(cols) - 1}]}}")
-    if "text" in spec:
-        cols.append(spec["text"][rows])
-        lines.append(f"{spec['label_name']}: %{{customdata[{len(cols) - 1}]}}")
-    return np.stack(cols, axis=1), "<br>".join(lines) + "<extra></extra>"
-
-
-def _plotly(spec: dict[str, Any], kwargs: dict[str, Any]):
-    import plotly.graph_objects as go
-
-    pts, n, three = spec["points"], len(spec["points"]), spec["num_dims"] == 3
-    base_size = kwargs.pop("marker_size", 5 if n <= 10_000 else 3)
-    opacity = kwargs.pop("opacity", 0.8 if n <= 10_000 else 0.6)
-    colorscale = kwargs.pop("colorscale", "Viridis")
-    Trace = go.Scatter3d if three else go.Scattergl
-
-    def trace(rows: np.ndarray, name: str, marker: dict[str, Any], showlegend: bool = True):
-        custom, template = _hover(spec, rows)
-        size = spec["sizes"][rows] if "sizes" in spec else base_size
-        coords = {"x": pts[rows, 0], "y": pts[rows, 1]}
-        if three:
-            coords["z"] = pts[rows, 2]
-        return Trace(mode="markers", name=name, customdata=custom, hovertemplate=template,
-                     marker={"size": size, "opacity": opacity, **marker}, showlegend=showlegend, **coords)
-
-    traces = []
-    if spec["kind"] == "categorical":
-        groups = spec["groups"]
-        colours = _palette(len(groups))
-        for (name, rows), colour in zip(groups, colours):
-            traces.append(trace(rows, name, {"color": "#9e9e9e" if name == "(none)" else colour}))
-    elif spec["kind"] == "numeric":
-        v = spec["values"]
-        ok = np.isfinite(v)
-        rows = np.flatnonzero(ok)
-        traces.append(trace(rows, spec["label_name"], {
-            "color": v[rows], "colorscale": colorscale, "showscale": True,
-            "colorbar": {"title": {"text": spec["label_name"]}}}, showlegend=False))
-        if not ok.all():
-            traces.append(trace(np.flatnonzero(~ok), "(none)", {"color": "#9e9e9e"}))
-    else:
-        traces.append(trace(np.arange(n), "points", {}, showlegend=False))
-    fig = go.Figure(traces)
-    layout: dict[str, Any] = {"title": {"text": spec["title"]}, "legend": {"itemsizing": "constant"},
-                              "template": "plotly_white", "hovermode": "closest"}
-    for k in ("width", "height"):
-        if k in kwargs:
-            layout[k] = kwargs.pop(k)
-    fig.update_layout(**layout)
-    if kwargs:
-        raise WrongTypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
-    return fig
-
-
-def _matplotlib(spec: dict[str, Any], kwargs: dict[str, Any]):
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    pts, n, three = spec["points"], len(spec["points"]), spec["num_dims"] == 3
-    base_size = kwargs.pop("marker_size", 5 if n <= 10_000 else 3)
-    opacity = kwargs.pop("opacity", 0.8 if n <= 10_000 else 0.6)
-    cmap = kwargs.pop("cmap", "viridis")
-    fig = Figure(figsize=kwargs.pop("figsize", (8, 6.5)))
-    for k in ("width", "height"):
-        kwargs.pop(k, None)  # plotly-only sizes in pixels
-    ax = fig.add_subplot(projection="3d") if three else fig.add_subplot()
-
-    def scatter(rows: np.ndarray, **kw):
-        size = spec["sizes"][rows] ** 2 / 4 if "sizes" in spec else base_size ** 2 / 4
-        coords = [pts[rows, d] for d in range(spec["num_dims"])]
-        return ax.scatter(*coords, s=size, alpha=opacity, linewidths=0, **kw)
-
-    if spec["kind"] == "categorical":
-        groups = spec["groups"]
-        palette = colormaps["tab10" if len(groups) <= 10 else "tab20" if len(groups) <= 20 else "turbo"]
-        for i, (name, rows) in enumerate(groups):
-            colour = "#9e9e9e" if name == "(none)" else palette(i if len(groups) <= 20 else i / max(len(groups) - 1, 1))
-            scatter(rows, color=colour, label=name)
-        ax.legend(title=spec["label_name"], markerscale=2, loc="best", fontsize="small")
-    elif spec["kind"] == "numeric":
-        v = spec["values"]
-        ok = np.isfinite(v)
-        if not ok.all():
-            scatter(np.flatnonzero(~ok), color="#9e9e9e", label="(none)")
-        sc = scatter(np.flatnonzero(ok), c=v[ok], cmap=cmap)
-        fig.colorbar(sc, ax=ax, label=spec["label_name"])
-    else:
-        scatter(np.arange(n))
-    ax.set_title(spec["title"])
-    if kwargs:
-        raise WrongTypeError(f"visualize() got unexpected arguments: {', '.join(sorted(kwargs))}")
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------- numba cache
@@ -791,4 +920,4 @@ def warm_up(num_dims: int = 2) -> float:
     return time.perf_counter() - t0
 
 
-__all__ = ["METHODS", "VisualizationResults", "compute_visualization", "warm_up"]
+__all__ = ["METHODS", "METHOD_ALIASES", "ScatterPlot", "VisualizationResults", "compute_visualization", "warm_up"]
