@@ -29,6 +29,15 @@ def _predictions(ds):
         el.compute_predictions(ds, embeddings="px", pred_field=PREP, folds=3, progress=False)
 
 
+CMP_REF = "battery_reference"
+
+
+def _reference(ds):
+    """A second dataset (300 of the digits, their "px" embeddings cloned with them) to compare against."""
+    if not el.dataset_exists(CMP_REF):
+        ds.take(300, seed=2).clone(CMP_REF)
+
+
 # name -> (what it needs first, its arguments on a collection, the key its run is stored under)
 RECIPES = {
     "compute_visualization": (None, lambda s: dict(embeddings="px", method="pca", brain_key="b_viz", seed=0),
@@ -41,6 +50,9 @@ RECIPES = {
     "compute_uniqueness": (None, lambda s: dict(embeddings="px", uniqueness_field="b_uniq"), "b_uniq"),
     "propose_labels": (None, lambda s: dict(embeddings="px", unlabeled=s.take(100, seed=1),
                                             pred_field="b_prop", min_confidence=0.5), "b_prop"),
+    "compare_to_reference": (_reference, lambda s: dict(reference=CMP_REF, embeddings="px",
+                                                        reference_embeddings="px", brain_key="b_cmp",
+                                                        n_permutations=99), "b_cmp"),
 }
 
 
@@ -98,6 +110,9 @@ def _same(a, b):
     for f in fields_a:
         _close(_plain(fields_a[f]), _plain(fields_b[f]))
     for n in arrays_a:
+        if arrays_a[n].dtype.kind == "U":  # ids (compare's reference_ids)
+            np.testing.assert_array_equal(arrays_a[n], arrays_b[n])
+            continue
         np.testing.assert_allclose(arrays_a[n].astype(float), arrays_b[n].astype(float), rtol=1e-4, atol=1e-5)
 
 
