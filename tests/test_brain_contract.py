@@ -50,6 +50,8 @@ RECIPES = {
     "compute_uniqueness": (None, lambda s: dict(embeddings="px", uniqueness_field="b_uniq"), "b_uniq"),
     "propose_labels": (None, lambda s: dict(embeddings="px", unlabeled=s.take(100, seed=1),
                                             pred_field="b_prop", min_confidence=0.5), "b_prop"),
+    "compute_prototypes": (_predictions, lambda s: dict(predictions_run=PREP, brain_key="b_proto",
+                                                        scores_field="b_proto_scores"), "b_proto"),
     "compare_to_reference": (_reference, lambda s: dict(reference=CMP_REF, embeddings="px",
                                                         reference_embeddings="px", brain_key="b_cmp",
                                                         n_permutations=99), "b_cmp"),

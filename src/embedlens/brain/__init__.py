@@ -21,11 +21,12 @@ from .similarity import SimilarityIndex, compute_similarity, load_similarity_ind
 from .source import EmbeddingSource, resolve_embeddings
 from .uniqueness import UniquenessResults, compute_uniqueness
 from .visualization import VisualizationResults, compute_visualization
+from .prototypes import PrototypeResults, compute_prototypes
 
 __all__ = [
     "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
     "ProposalResults", "SimilarityIndex", "UniquenessResults", "VisualizationResults", "compute_similarity",
     "compute_uniqueness", "find_exact_duplicates", "load_similarity_index", "sort_by_similarity", "compute_hardness", "compute_mistakenness", "compute_predictions",
-    "compute_visualization", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
+    "compute_visualization", "PrototypeResults", "compute_prototypes", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
     "ComparisonResults", "compare_datasets", "compare_to_reference",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -13,6 +14,47 @@ from PIL import Image
 from .base import Model, hash_state_dict, pool_activations
 from .base import num_threads as resolve_threads
 from ..core.errors import InvalidInputError, WrongTypeError
+
+
+@dataclass(frozen=True)
+class Head:
+    """A linear classification head: ``logits = embedding @ weights.T + bias``.
+
+    Row ``c`` of ``weights`` is class ``c``'s prototype: the direction in embedding space the classifier
+    scores class ``c`` by (the dot product of an embedding with it, plus ``bias[c]``).
+    """
+
+    weights: np.ndarray  # [n_classes, D]
+    bias: np.ndarray  # [n_classes]; zeros for a head without bias
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        w, b = np.asarray(self.weights), np.asarray(self.bias)
+        if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating) or not np.isfinite(w).all():
+            raise InvalidInputError(f"a head's weights must be a finite float [n_classes, D] matrix, got "
+                                    f"{w.dtype} {w.shape}")
+        if b.shape != (w.shape[0],) or not np.isfinite(b).all():
+            raise InvalidInputError(f"a head's bias must be finite with one value per class ({w.shape[0]}), got "
+                                    f"shape {b.shape}")
+        if len(self.classes) != w.shape[0] or len(set(self.classes)) != len(self.classes):
+            raise InvalidInputError(f"a head needs {w.shape[0]} distinct class names, got {list(self.classes)!r}")
+
+    @property
+    def prototypes(self) -> np.ndarray:
+        """The class prototypes: the rows of ``weights``."""
+        return self.weights
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.asarray(embeddings) @ self.weights.T + self.bias
+
+
+def head_of_linear(linear: Any, classes: Sequence[str] | None = None) -> Head:
+    """The :class:`Head` of a ``torch.nn.Linear`` (weights and bias copied to numpy, float32)."""
+    w = linear.weight.detach().float().cpu().numpy().copy()
+    b = (linear.bias.detach().float().cpu().numpy().copy() if linear.bias is not None
+         else np.zeros(w.shape[0], np.float32))
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(w.shape[0])]
+    return Head(w, b, names)
 
 
 class ResizeTransform:
@@ -140,6 +182,24 @@ class TorchModel(Model):
                 return int(t.out_channels)  # pooled over H, W
         return None
 
+    @property
+    def head(self) -> Head:
+        """The classification head this model's embeddings feed: weights, bias and class names.
+
+        For :func:`feature_extractor` models: the cut-off ``nn.Linear`` (the embedding is its input, so
+        ``embedding @ head.weights.T + head.bias`` are the classifier's logits). Class names are
+        ``classes`` if given, else ``"0"``, ``"1"``, ...
+        """
+        import torch
+
+        if self.capture != "input" or not isinstance(self._target, torch.nn.Linear):
+            raise InvalidInputError(f"model {self.name!r} has no head: its embeddings are not the input of a "
+                                    "linear layer (use el.feature_extractor(classifier))")
+        if self.classes is not None and len(self.classes) != self._target.out_features:
+            raise InvalidInputError(f"the head has {self._target.out_features} outputs but {len(self.classes)} class "
+                                    "names were given")
+        return head_of_linear(self._target, self.classes)
+
     # ---- description -------------------------------------------------------------------------------
 
     @property
@@ -248,7 +308,9 @@ def feature_extractor(classifier: Any, transform: Callable[[Image.Image], Any] |
 
     Works for any model whose last ``nn.Linear`` (in ``named_modules()`` order) is the classification
     head. The input of that layer is captured with a hook, so the caller's module is neither copied
-    nor changed, and one forward pass gives both the embedding and the logits (``predict``).
+    nor changed, and one forward pass gives both the embedding and the logits (``predict``). The cut-off
+    layer is ``model.head`` (:class:`Head`: weights, bias, class names), whose rows are the class
+    prototypes ``el.compute_prototypes(samples, head=model)`` scores samples by.
 
     Raises
     ------
