@@ -52,6 +52,7 @@ RECIPES = {
                                             pred_field="b_prop", min_confidence=0.5), "b_prop"),
     "compute_prototypes": (_predictions, lambda s: dict(predictions_run=PREP, brain_key="b_proto",
                                                         scores_field="b_proto_scores"), "b_proto"),
+    "compute_class_centroids": (None, lambda s: dict(embeddings="px", brain_key="b_cent"), "b_cent"),
     "compare_to_reference": (_reference, lambda s: dict(reference=CMP_REF, embeddings="px",
                                                         reference_embeddings="px", brain_key="b_cmp",
                                                         n_permutations=99), "b_cmp"),

@@ -143,8 +143,8 @@ def test_index_without_model_refuses_image_queries(ds, digits):
     (["ffffffffffffffffffffffff"], KeyError, "is not in similarity index"),
     ("/no/such/image.png", ValueError, "neither an id"),
     ([], ValueError, "empty query"),
-    (np.zeros(5), ValueError, "dimension 192"),
-    (np.full(192, np.nan), ValueError, "NaN"),
+    (np.zeros(5), ValueError, "dimension 64"),
+    (np.full(64, np.nan), ValueError, "NaN"),
     ({"a": 1}, TypeError, "cannot use dict"),
 ])
 def test_bad_queries_are_clear_errors(ds, query, error, match):
@@ -213,8 +213,8 @@ def test_exact_and_faiss_backends_agree(ds, digits):
 def test_auto_backend_switches_to_faiss_above_the_threshold(ds, monkeypatch):
     from embedlens.brain import similarity
 
-    assert compute_similarity(ds, embeddings="px").method == "exact"  # 1,797 x 192 is below it
-    monkeypatch.setattr(similarity, "EXACT_MAX_VALUES", 1_797 * 192 - 1)
+    assert compute_similarity(ds, embeddings="px").method == "exact"  # 1,797 x 64 (grayscale) is below it
+    monkeypatch.setattr(similarity, "EXACT_MAX_VALUES", 1_797 * 64 - 1)
     index = compute_similarity(ds, embeddings="px", brain_key="auto")
     assert index.method == "faiss" and index.config["backend"] == "auto"
     q = ds.first().id
@@ -610,7 +610,7 @@ def test_cli_embed(digits_tree, embedlens_home):
     ds.add_dir(digits_tree, "classification-tree")
     ds.select(ds.values("id")[:10]).tag_samples("few")
     out = _json("embed", "tree", "--model", "pixels", "--tags", "few", "--no-progress")
-    assert out == {**out, "field": "pixels", "count": 10, "failed": 0, "dim": 32 * 32 * 3}
+    assert out == {**out, "field": "pixels", "count": 10, "failed": 0, "dim": 32 * 32}  # grayscale PNGs: one channel
     assert ds.list_embeddings() == ["pixels"]
     _fails("embed", "tree", "--model", "pixels", "--tags", "nope", mentions="no samples of 'tree'")
     _fails("embed", "tree", "--engine", "spark", mentions="unknown --engine")

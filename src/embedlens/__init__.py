@@ -13,6 +13,7 @@ from .brain import (
     compute_visualization, find_exact_duplicates, propose_labels,
 )
 from .brain.prototypes import compute_prototypes
+from .brain.centroids import compute_class_centroids
 
 from .config import home
 from .core.dataset import Dataset, dataset_exists, delete_dataset, list_datasets, load_dataset
@@ -23,6 +24,7 @@ from .core.errors import (
     EmbedlensError, InvalidInputError, MediaError, NotFoundError, UnknownFieldError, WrongTypeError,
 )
 from .core.sample import Sample
+from .core import types  # el.types.ImageClassificationDirectoryTree, ... (FiftyOne's dataset type classes)
 from .core.view import DatasetView
 from .core.dataset import staged_dataset
 from .images import ImageError
@@ -35,9 +37,9 @@ __all__ = [
     "compare_datasets", "compare_to_reference",
     "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_similarity", "compute_uniqueness",
     "compute_visualization", "find_exact_duplicates", "propose_labels",
-    "compute_prototypes",
+    "compute_prototypes", "compute_class_centroids",
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
     "EmbedlensError", "ImageError", "InvalidInputError", "Label", "MediaError", "NotFoundError", "WrongTypeError", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
     "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",
-    "load_dataset", "load_model", "load_sample_dataset", "staged_dataset", "Session", "launch_app",
+    "load_dataset", "load_model", "load_sample_dataset", "staged_dataset", "Session", "launch_app", "types",
 ]

@@ -183,7 +183,9 @@ def _model_spec(model_obj: "Model | None", source: EmbeddingSource, dataset: "Da
 def _model_kwargs(name: str | None, config: dict[str, Any]) -> dict[str, Any]:
     if name == "pixels":
         size = config.get("size")
-        return {"size": None if size in (None, "native") else list(size), "grayscale": bool(config.get("grayscale"))}
+        gray = config.get("grayscale")  # "auto" (the images' own channels) is grayscale=None
+        return {"size": None if size in (None, "native") else list(size),
+                "grayscale": None if gray == "auto" else bool(gray)}
     return {}
 
 

@@ -15,6 +15,7 @@ from .folders import write_tree
 from .media import media_mode
 from .tables import write_table
 from ..core.errors import InvalidInputError
+from ..core.types import type_name
 
 Writer = Callable[..., dict[str, Any]]
 
@@ -64,6 +65,7 @@ def export_samples(collection: Any, export_dir: str | os.PathLike, dataset_type:
     >>> ds.match(el.F("ground_truth.label") == "cat").export("/tmp/cats", "classification-tree")
     >>> ds.export("/tmp/coco", "coco", label_field="detections", export_media="symlink")
     """
+    dataset_type = type_name(dataset_type)  # el.types.COCODetectionDataset -> "coco"
     try:
         writer, types, required, media_optional = WRITERS[dataset_type]
     except (KeyError, TypeError):

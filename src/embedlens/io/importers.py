@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..core.fields import BUILTIN_FIELDS, check_name
 from ..core.sample import Sample
+from ..core.types import type_name
 from ..images import ImageError, read_metadata
 from ..utils import parallel_map
 from .candidates import Candidate, Parsed, Problem
@@ -122,6 +123,7 @@ def import_samples(dataset: "Dataset", source: Any, dataset_type: str, *, label_
     >>> el.io.import_samples(ds, "digits/", "classification-tree")
     >>> ds.add_dir("coco/", "coco", label_field="detections", skip_failures=True)
     """
+    dataset_type = type_name(dataset_type)  # el.types.ImageClassificationDirectoryTree -> "classification-tree"
     reader = _reader(dataset_type, format_kwargs)
     schema = dataset.get_field_schema()
     _check_label_field(label_field, LABEL_TYPES.get(dataset_type), schema)

@@ -242,6 +242,7 @@ class EfficientNetLite(Model):
         self.weights_path = weights_path(self.variant)
         self.num_threads = _threads = resolve_threads(num_threads)
         self._torch: Any = None
+        self._torch_net: Any = None  # the torch module behind an ONNX session, built if asked for (torch_module)
         self._session: Any = None
         self.onnx_path: Path | None = None
         if backend == "torch":
@@ -289,6 +290,22 @@ class EfficientNetLite(Model):
             self._session = make_session(path, threads, providers)
         self.onnx_path = path
         self._input_name = self._session.get_inputs()[0].name
+
+    @property
+    def torch_module(self) -> Any:
+        """The ``torch.nn.Module`` with the ImageNet weights (``efficientnet_lite_pytorch.EfficientNet``,
+        eval mode): to fine-tune it, cut its head (``el.feature_extractor``), or read a layer
+        (``el.from_torch(model.torch_module, layer=...)``).
+
+        With the torch backend it is the module that runs :meth:`embed`; with the ONNX backend it is
+        built from the same weights on first access (a fresh copy each model object; changing it does
+        not change what the ONNX session computes).
+        """
+        if self._torch is not None:
+            return self._torch.net
+        if self._torch_net is None:
+            self._torch_net = build_torch_module(self.variant)
+        return self._torch_net
 
     def export_onnx(self, path: str | os.PathLike) -> Path:
         """Write this model as ONNX: input ``images`` (N, 3, S, S), outputs ``embedding`` and ``logits``."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .base import Model
 from ..core.errors import InvalidInputError
+from ..images import ImageError, _open, to_rgb
+
+# Pillow modes of one-channel files (8/16/32-bit, 1-bit, with alpha): embedded as one channel by default
+_GRAY_MODES = ("L", "LA", "La", "1", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 class PixelsModel(Model):
@@ -20,32 +25,42 @@ class PixelsModel(Model):
     size : (int, int), optional
         ``(width, height)`` every image is resized to (bilinear). ``None`` keeps native size; it is
         fixed by the first image seen, and any later image of another size is an error.
-    grayscale : bool
-        One channel (ITU-R 601 luma) instead of RGB.
+    grayscale : bool or None
+        ``None`` (default): the images' own channels -- a grayscale file (PNG/JPEG mode ``L``, 16-bit,
+        1-bit) gives one value per pixel, a colour file three, so a 28x28 MNIST digit is 784 values as
+        in the FiftyOne tutorial. The first image fixes the count; a dataset that mixes grayscale and
+        colour files is an error that says to pass ``grayscale=True`` or ``False``. ``True``: one
+        channel (ITU-R 601 luma) for every image; ``False``: RGB for every image (a grayscale pixel
+        repeated three times). The choice is part of the fingerprint, so stored sets made with
+        different settings never mix.
 
     Examples
     --------
     >>> m = PixelsModel(size=(2, 1), grayscale=True)
     >>> m.embed([Image.new("L", (2, 1), 255)])
     array([[1., 1.]], dtype=float32)
+    >>> PixelsModel().embed([Image.new("L", (28, 28))]).shape   # grayscale stays grayscale
+    (1, 784)
     """
 
     name = "pixels"
 
-    def __init__(self, size: tuple[int, int] | None = None, grayscale: bool = False) -> None:
+    def __init__(self, size: tuple[int, int] | None = None, grayscale: bool | None = None) -> None:
         super().__init__()
         if size is not None:
             if len(size) != 2 or min(int(size[0]), int(size[1])) < 1:
                 raise InvalidInputError(f"size must be (width, height) with positive ints, got {size!r}")
             size = (int(size[0]), int(size[1]))
         self.size = size
-        self.grayscale = bool(grayscale)
-        self.channels = 1 if self.grayscale else 3
+        if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
+            raise InvalidInputError(f"grayscale must be True, False or None (the images' own), got {grayscale!r:.40}")
+        self.grayscale = None if grayscale is None else bool(grayscale)
+        #: values per pixel: 1 or 3; with ``grayscale=None``, None until the first image fixes it
+        self.channels: int | None = None if self.grayscale is None else 1 if self.grayscale else 3
         self._native_size: tuple[int, int] | None = None
-        # preprocess runs in several decoding threads; the first image decides the native size.
+        # preprocess runs in several decoding threads; the first image decides the native size and channels.
         self._lock = threading.Lock()
-        if size is not None:
-            self.embedding_dim = size[0] * size[1] * self.channels
+        self._set_dim()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -56,10 +71,28 @@ class PixelsModel(Model):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def _set_dim(self) -> None:
+        size = self.size or self._native_size
+        if size is not None and self.channels is not None:
+            self.embedding_dim = size[0] * size[1] * self.channels
+
     @property
     def config(self) -> dict[str, Any]:
+        # "auto" differs from False, so sets stored by the old RGB-always default are not reused for it
         return {"type": "pixels", "size": list(self.size) if self.size else "native",
-                "grayscale": self.grayscale, "resize": "bilinear", "scale": "1/255", "layout": "HWC flat"}
+                "grayscale": "auto" if self.grayscale is None else self.grayscale, "resize": "bilinear",
+                "scale": "1/255", "layout": "HWC flat"}
+
+    def load(self, item: Any) -> Image.Image:
+        """Decode a path keeping grayscale files grayscale (EXIF applied); other inputs as for any model."""
+        if self.grayscale is not None or not isinstance(item, (str, os.PathLike)):
+            return super().load(item)
+        img = _open(item)
+        try:
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img).convert("L") if img.mode in _GRAY_MODES else to_rgb(img)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageError(f"corrupt image {item}: {e}") from None
 
     @property
     def native_size(self) -> tuple[int, int] | None:
@@ -67,7 +100,8 @@ class PixelsModel(Model):
         return self._native_size
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        img = img.convert("L" if self.grayscale else "RGB")
+        gray = self.grayscale if self.grayscale is not None else self._check_channels(img.mode in _GRAY_MODES)
+        img = img.convert("L" if gray else "RGB")
         if self.size is not None:
             if img.size != self.size:
                 img = img.resize(self.size, Image.BILINEAR)
@@ -76,12 +110,25 @@ class PixelsModel(Model):
         # Divide, not multiply by 1/255: values are then exactly pixel / 255 (what users compare with).
         return np.asarray(img, np.float32).reshape(-1) / np.float32(255.0)
 
+    def _check_channels(self, gray: bool) -> bool:
+        channels = 1 if gray else 3
+        if self.channels is None:
+            with self._lock:
+                if self.channels is None:
+                    self.channels = channels
+                    self._set_dim()
+        if channels != self.channels:
+            raise InvalidInputError(f"pixels model: a {'grayscale' if gray else 'colour'} image among "
+                                    f"{'grayscale' if self.channels == 1 else 'colour'} ones; raw-pixel embeddings "
+                                    "need one channel count: pass grayscale=True or grayscale=False")
+        return gray
+
     def _check_native(self, size: tuple[int, int]) -> None:
         if self._native_size is None:
             with self._lock:
                 if self._native_size is None:
                     self._native_size = size
-                    self.embedding_dim = size[0] * size[1] * self.channels
+                    self._set_dim()
         if size != self._native_size:
             w, h = size
             nw, nh = self._native_size
