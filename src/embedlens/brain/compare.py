@@ -30,7 +30,8 @@ answers three questions from the embeddings alone, with four kNN searches and no
    come from all rows). Where: spherical k-means (cosine; plain for euclidean) on the pooled
    embeddings with ``n_clusters = clip(round(sqrt(N / 10)), 2, 50)`` for ``N`` pooled samples; each
    cluster's share of the reference and of the target, a two-proportion z-test, and "over" / "under"
-   when its p-value is below ``alpha / n_clusters`` (Bonferroni).
+   when its p-value is below ``alpha / n_clusters`` (Bonferroni); its examples are its most novel target
+   samples and its least covered reference samples.
 
 **Storage.** The run belongs to the target: it is stored on the target's dataset under ``brain_key``
 (default ``"compare"``) with the target's view, and writes ``<brain_key>_novelty`` on the target
@@ -227,10 +228,12 @@ def default_clusters(n: int) -> int:
 
 
 def shift_clusters(ref: np.ndarray, tgt: np.ndarray, ref_ids: list[str], tgt_ids: list[str], metric: str,
-                   n_clusters: int, alpha: float, seed: int = 51, examples: int = 5
-                   ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
-    """k-means on the pooled rows; each cluster's shares in both sets, a two-proportion z-test, and the
-    ids nearest its centre. Returns ``(clusters, reference cluster of each row, target cluster of each row)``."""
+                   n_clusters: int, alpha: float, ref_far: np.ndarray, tgt_far: np.ndarray, seed: int = 51,
+                   examples: int = 5) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """k-means on the pooled rows; each cluster's shares in both sets, a two-proportion z-test, and as
+    examples the members that differ most: the target's farthest from the reference (``tgt_far``) and
+    the reference's farthest from the target (``ref_far``). Returns ``(clusters, reference cluster of each
+    row, target cluster of each row)``."""
     import faiss
 
     n_ref, n_tgt, dim = len(ref), len(tgt), ref.shape[1]
@@ -243,16 +246,14 @@ def shift_clusters(ref: np.ndarray, tgt: np.ndarray, ref_ids: list[str], tgt_ids
                       max_points_per_centroid=per, min_points_per_centroid=1)
     km.train(train)
 
-    def assign(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lab, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
+    def assign(x: np.ndarray) -> np.ndarray:
+        lab = np.empty(len(x), np.int64)
         step = max(1, (8 << 20) // (4 * dim))
         for start in range(0, len(x), step):
-            d, i = faiss.knn(prepare(x[start:start + step], metric), km.centroids, 1)
-            lab[start:start + len(i)], dist[start:start + len(i)] = i[:, 0], d[:, 0]
-        return lab, dist
+            lab[start:start + step] = faiss.knn(prepare(x[start:start + step], metric), km.centroids, 1)[1][:, 0]
+        return lab
 
-    ref_lab, ref_d = assign(ref)
-    tgt_lab, tgt_d = assign(tgt)
+    ref_lab, tgt_lab = assign(ref), assign(tgt)
     c_ref = np.bincount(ref_lab, minlength=n_clusters)
     c_tgt = np.bincount(tgt_lab, minlength=n_clusters)
     clusters = []
@@ -264,15 +265,15 @@ def shift_clusters(ref: np.ndarray, tgt: np.ndarray, ref_ids: list[str], tgt_ids
         p = math.erfc(abs(z) / math.sqrt(2))
         where = "over" if p < alpha / n_clusters and z > 0 else "under" if p < alpha / n_clusters else "same"
 
-        def nearest(lab, dist, ids):
+        def farthest(lab, far, ids):
             members = np.flatnonzero(lab == c)
-            return [ids[i] for i in members[np.argsort(dist[members], kind="stable")[:examples]]]
+            return [ids[i] for i in members[np.argsort(-far[members], kind="stable")[:examples]]]
 
         clusters.append({"cluster": c, "reference_count": int(c_ref[c]), "target_count": int(c_tgt[c]),
                          "reference_share": float(s_r), "target_share": float(s_t),
                          "ratio": float(s_t / s_r) if s_r > 0 else None, "z": float(z), "p_value": float(p),
-                         "shift": where, "example_reference_ids": nearest(ref_lab, ref_d, ref_ids),
-                         "example_target_ids": nearest(tgt_lab, tgt_d, tgt_ids)})
+                         "shift": where, "example_reference_ids": farthest(ref_lab, ref_far, ref_ids),
+                         "example_target_ids": farthest(tgt_lab, tgt_far, tgt_ids)})
     clusters.sort(key=lambda c: -abs(c["target_share"] - c["reference_share"]))
     return clusters, ref_lab, tgt_lab
 
@@ -582,7 +583,7 @@ def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: 
     shift.update(shift=bool(shift["p_value"] < alpha), alpha=float(alpha))
     n_c = int(n_clusters) if n_clusters else default_clusters(len(ref) + len(tgt))
     clusters, ref_lab, tgt_lab = shift_clusters(ref.matrix, tgt.matrix, ref.keys, tgt.keys, metric, n_c, alpha,
-                                                seed)
+                                                coverage_d, novelty_d, seed)
 
     config = {"method": "knn", "brain_key": brain_key, "novelty_field": novelty_field,
               "coverage_field": coverage_field, "k": int(k), "k_reference": k_ref, "k_target": k_tgt,
