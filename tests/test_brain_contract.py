@@ -53,6 +53,8 @@ RECIPES = {
     "compute_prototypes": (_predictions, lambda s: dict(predictions_run=PREP, brain_key="b_proto",
                                                         scores_field="b_proto_scores"), "b_proto"),
     "compute_class_centroids": (None, lambda s: dict(embeddings="px", brain_key="b_cent"), "b_cent"),
+    "compare_embeddings": (None, lambda s: dict(embeddings_sets=["px", "pixels"], trust_samples=200,
+                                                queries=2, brain_key="b_cmp"), "b_cmp"),
     "compare_to_reference": (_reference, lambda s: dict(reference=CMP_REF, embeddings="px",
                                                         reference_embeddings="px", brain_key="b_cmp",
                                                         n_permutations=99), "b_cmp"),

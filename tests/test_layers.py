@@ -12,7 +12,7 @@ PACKAGE = Path(embedlens.__file__).parent
 #: The layer of each top-level module or sub-package; a module may import only from its own layer or below.
 LAYERS = {
     "config": 0, "utils": 0, "core": 0,
-    "io": 1, "images": 1,
+    "io": 1, "images": 1, "display": 1,
     "models": 2, "embed": 2,
     "brain": 3,
     "facade": 4, "app": 4, "cli": 4, "zoo": 4, "demo": 4, "__init__": 4, "__main__": 4,

@@ -511,3 +511,40 @@ def test_lda_projection_survives_a_fresh_process(ds, digits):
         umap_like.project(w)
     with pytest.raises(ValueError, match="64 columns"):
         r.project(np.zeros((2, 5)))
+
+
+# ---------------------------------------------------------------------------------------------- thumbnails
+
+
+def test_thumbnails_at_their_points_never_overlap(ds):
+    from embedlens.brain.plots import THUMBNAIL_SPACING, spread_sample
+
+    r = compute_visualization(ds, embeddings="pixels", method="pca", progress=False)
+    rows, side = spread_sample(r.points, 40)
+    assert side == pytest.approx(THUMBNAIL_SPACING / np.sqrt(40)) and 10 <= len(rows) <= 40
+    u = (r.points - r.points.min(0)) / np.ptp(r.points, axis=0)
+    cheb = np.abs(u[rows][:, None] - u[rows][None]).max(axis=2) + np.eye(len(rows))
+    assert cheb.min() >= side  # no two boxes overlap
+    again, _ = spread_sample(r.points, 40)
+    assert again.tolist() == rows.tolist()  # seeded: the same images each time
+    plot = r.visualize(labels="ground_truth.label", thumbnails=40)
+    images = plot.figure.layout.images
+    assert len(images) == len(rows) and images[0].source.startswith("data:image/jpeg;base64,")
+    np.testing.assert_allclose(sorted((i.x, i.y) for i in images), sorted(map(tuple, r.points[rows].astype(float))),
+                               rtol=1e-6)
+    assert images[0].sizex == pytest.approx(side * np.ptp(r.points[:, 0]))
+    m = r.visualize(labels="ground_truth.label", thumbnails=40, backend="matplotlib")
+    from matplotlib.offsetbox import AnnotationBbox
+
+    boxes = [a for a in m.axes[0].artists if isinstance(a, AnnotationBbox)]
+    assert len(boxes) == len(rows)
+    with pytest.raises(ValueError, match="thumbnails must be a positive"):
+        r.visualize(thumbnails=0)
+
+
+def test_thumbnails_of_photos(photos):
+    ds = el.Dataset("viz_photos")
+    ds.add_samples([el.Sample(p) for p in photos.values()])
+    r = compute_visualization(ds, points=np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]]))
+    plot = r.visualize(thumbnails=5)
+    assert len(plot.figure.layout.images) == 5  # far enough apart: every photo fits

@@ -14,6 +14,8 @@ from .brain import (
 )
 from .brain.prototypes import compute_prototypes
 from .brain.centroids import compute_class_centroids
+from .brain.compare_embeddings import compare_embeddings
+from .display import show_grid
 
 from .config import home
 from .core.dataset import Dataset, dataset_exists, delete_dataset, list_datasets, load_dataset
@@ -37,7 +39,7 @@ __all__ = [
     "compare_datasets", "compare_to_reference",
     "compute_hardness", "compute_mistakenness", "compute_predictions", "compute_similarity", "compute_uniqueness",
     "compute_visualization", "find_exact_duplicates", "propose_labels",
-    "compute_prototypes", "compute_class_centroids",
+    "compute_prototypes", "compute_class_centroids", "compare_embeddings", "show_grid",
     "Classification", "DEFAULT_MODEL", "Dataset", "DatasetView", "Detection", "Detections", "F", "FIELD_TYPES",
     "EmbedlensError", "ImageError", "InvalidInputError", "Label", "MediaError", "NotFoundError", "WrongTypeError", "Sample", "UnknownFieldError", "ViewExpression", "dataset_exists", "delete_dataset",
     "feature_extractor", "from_torch", "home", "list_datasets", "list_models", "list_sample_datasets",

@@ -23,11 +23,12 @@ from .uniqueness import UniquenessResults, compute_uniqueness
 from .visualization import VisualizationResults, compute_visualization
 from .prototypes import PrototypeResults, compute_prototypes
 from .centroids import CentroidResults, compute_class_centroids
+from .compare_embeddings import EmbeddingComparison, compare_embeddings
 
 __all__ = [
     "BrainResults", "EmbeddingSource", "HardnessResults", "KnnGraph", "MistakennessResults", "PredictionResults",
     "ProposalResults", "SimilarityIndex", "UniquenessResults", "VisualizationResults", "compute_similarity",
     "compute_uniqueness", "find_exact_duplicates", "load_similarity_index", "sort_by_similarity", "compute_hardness", "compute_mistakenness", "compute_predictions",
-    "compute_visualization", "PrototypeResults", "compute_prototypes", "CentroidResults", "compute_class_centroids", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
+    "compute_visualization", "PrototypeResults", "compute_prototypes", "CentroidResults", "compute_class_centroids", "EmbeddingComparison", "compare_embeddings", "knn_graph", "propose_labels", "resolve_embeddings", "METHODS", "rerun",
     "ComparisonResults", "compare_datasets", "compare_to_reference",
 ]
