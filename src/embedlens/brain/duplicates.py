@@ -37,6 +37,9 @@ DUPLICATE_MAX_RATIO = 0.3
 #: Pairs closer than this fraction of the median nearest-neighbour distance are always duplicates,
 #: so a group of more than ``DUPLICATE_SCALE_K`` copies (whose local scale is itself tiny) is found.
 DUPLICATE_FLOOR = 0.02
+#: ``find_duplicates`` warns when it flags nothing although this many rows (at least 2, and 0.5% of them)
+#: have a neighbour closer than ``LOW_MODE_FACTOR`` x the median nearest-neighbour distance.
+LOW_MODE_FACTOR = 0.01
 
 
 def _squared(d: np.ndarray, metric: str) -> np.ndarray:
@@ -45,11 +48,11 @@ def _squared(d: np.ndarray, metric: str) -> np.ndarray:
     return d * d if metric == "euclidean" else d
 
 
-def default_ratio(graph: KnnGraph) -> tuple[float, int]:
+def default_ratio(graph: KnnGraph, z: float = DUPLICATE_Z) -> tuple[float, int]:
     """The ratio threshold of the default rule and the scale neighbour it uses.
 
     ``r_i = d(i, 1st neighbour) / d(i, K-th neighbour)`` on the squared scale; the threshold is
-    ``min(exp(median(log r) - DUPLICATE_Z * 1.4826 * MAD(log r)), DUPLICATE_MAX_RATIO)``.
+    ``min(exp(median(log r) - z * 1.4826 * MAD(log r)), DUPLICATE_MAX_RATIO)`` (``z`` = ``DUPLICATE_Z``).
     """
     k = min(DUPLICATE_SCALE_K, graph.k)
     sq = _squared(graph.distances, graph.metric)
@@ -60,24 +63,23 @@ def default_ratio(graph: KnnGraph) -> tuple[float, int]:
     r = np.log(np.maximum(sq[ok, 1], 1e-30) / scale[ok])
     med = float(np.median(r))
     mad = 1.4826 * float(np.median(np.abs(r - med)))
-    return min(float(np.exp(med - DUPLICATE_Z * mad)), DUPLICATE_MAX_RATIO), k
+    return min(float(np.exp(med - z * mad)), DUPLICATE_MAX_RATIO), k
 
 
-def default_edges(graph: KnnGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def default_edges(graph: KnnGraph, z: float = DUPLICATE_Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Near-duplicate pairs by the default rule: ``(rows, cols, distances, info)``.
 
     Row ``i`` and its neighbour ``j`` are near-duplicates when, on the squared scale,
     ``d(i, j) <= ratio * d(i, K-th neighbour of i)`` (``ratio`` from :func:`default_ratio`) or
     ``d(i, j) <= DUPLICATE_FLOOR * median_i d(i, 1st neighbour)``.
     """
-    ratio, k = default_ratio(graph)
+    ratio, k = default_ratio(graph, z)
     sq = _squared(graph.distances, graph.metric)
     floor = DUPLICATE_FLOOR * float(np.median(sq[:, 1]))
     tau = np.maximum(ratio * sq[:, k], floor)
     mask = sq[:, 1:] <= tau[:, None]
     rows, cols = np.nonzero(mask)
-    info = {"rule": "default", "ratio": ratio, "scale_k": k, "z": DUPLICATE_Z, "max_ratio": DUPLICATE_MAX_RATIO,
-            "floor": DUPLICATE_FLOOR}
+    info = {"ratio": ratio, "scale_k": k, "z": z, "max_ratio": DUPLICATE_MAX_RATIO, "floor": DUPLICATE_FLOOR}
     return rows, graph.indices[rows, cols + 1], graph.distances[rows, cols + 1], info
 
 
@@ -88,54 +90,101 @@ def threshold_edges(graph: KnnGraph, thresh: float) -> tuple[np.ndarray, np.ndar
     return rows, graph.indices[rows, cols + 1], graph.distances[rows, cols + 1]
 
 
+#: Rounds of the vectorised keep-first sweep before the rows still undecided are settled one by one.
+_MAX_ROUNDS = 64
+
+
+def keep_first(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Which rows are duplicates under keep-first: bool ``[n]``.
+
+    Rows are taken in order; a row is a duplicate when it is paired with a row kept before it (the
+    lexicographically-first maximal independent set of the pair graph is kept). Settled in vectorised
+    rounds over the pair list: each round marks every row paired with a kept lower row as a duplicate,
+    and keeps every row whose lower partners are all duplicates; the lowest undecided row is always
+    settled, so rounds end. Memory is a few arrays the size of the pair list, never a Python object a pair.
+    """
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    ok = (rows >= 0) & (cols >= 0) & (rows != cols)
+    lo = np.minimum(rows[ok], cols[ok])
+    hi = np.maximum(rows[ok], cols[ok])
+    state = np.zeros(n, np.int8)  # 0 undecided, 1 kept, 2 duplicate
+    has_lower = np.zeros(n, bool)
+    has_lower[hi] = True
+    state[~has_lower] = 1
+    for _ in range(_MAX_ROUNDS):
+        live = state[hi] == 0
+        lo, hi = lo[live], hi[live]
+        if not len(hi):
+            return state == 2
+        state[hi[state[lo] == 1]] = 2
+        blocked = np.zeros(n, bool)
+        blocked[hi[state[lo] != 2]] = True  # a lower partner that is kept or undecided
+        state[(state == 0) & ~blocked] = 1
+    # long chains: settle the rest in order (only rows still undecided, their lower partners from arrays)
+    live = state[hi] == 0
+    lo, hi = lo[live], hi[live]
+    order = np.argsort(hi, kind="stable")
+    lo, hi = lo[order], hi[order]
+    rest = np.flatnonzero(state == 0)
+    bounds = np.searchsorted(hi, rest)
+    ends = np.append(bounds[1:], len(hi))
+    flags = bytearray(state.tobytes())  # plain bytes and lists here: a numpy call a row costs ~50x more
+    partners = lo.tolist()
+    for r, a, b in zip(rest.tolist(), bounds.tolist(), ends.tolist()):
+        flags[r] = 2 if any(flags[j] == 1 for j in partners[a:b]) else 1
+    return np.frombuffer(bytes(flags), np.int8) == 2
+
+
 def group(n: int, rows: np.ndarray, cols: np.ndarray, dists: np.ndarray) -> dict[int, list[tuple[int, float]]]:
     """Keep-first grouping of the (undirected) duplicate pairs: ``{kept row: [(dup row, distance), ...]}``.
 
-    Rows are visited in order; a row is a duplicate when it is paired with a row kept before it, and
-    each duplicate joins its nearest kept partner. Lists are sorted by distance, then row.
+    Duplicates are decided by :func:`keep_first`; each joins its nearest kept partner (lowest row on
+    ties). Lists are sorted by distance, then row; kept rows in row order.
     """
-    valid = cols >= 0
-    rows, cols, dists = rows[valid], cols[valid], dists[valid]
-    keep = rows != cols
-    a = np.concatenate([rows[keep], cols[keep]]).astype(np.int64)
-    b = np.concatenate([cols[keep], rows[keep]]).astype(np.int64)
-    d = np.concatenate([dists[keep], dists[keep]]).astype(np.float64)
-    if not len(a):
-        return {}
+    dup_row, kept_row, dist = assign(n, rows, cols, dists)
+    order = np.lexsort((dup_row, dist, kept_row))
+    out: dict[int, list[tuple[int, float]]] = {}
+    for k, j, d in zip(kept_row[order].tolist(), dup_row[order].tolist(), dist[order].tolist()):
+        out.setdefault(k, []).append((j, d))
+    return out
+
+
+def assign(n: int, rows: np.ndarray, cols: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(duplicate rows, their kept rows, distances)``: every duplicate of :func:`keep_first` with its
+    nearest kept partner, as arrays (sorted by duplicate row)."""
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    dists = np.asarray(dists, np.float64)
+    dup = keep_first(n, rows, cols)
+    ok = (rows >= 0) & (cols >= 0) & (rows != cols)
+    a = np.concatenate([rows[ok], cols[ok]])
+    b = np.concatenate([cols[ok], rows[ok]])
+    d = np.concatenate([dists[ok], dists[ok]])
+    sel = dup[a] & ~dup[b]
+    a, b, d = a[sel], b[sel], d[sel]
     order = np.lexsort((b, d, a))
     a, b, d = a[order], b[order], d[order]
-    nodes, starts = np.unique(a, return_index=True)
-    ends = np.append(starts[1:], len(a))
-    bl, dl = b.tolist(), d.tolist()
-    dup: set[int] = set()
-    for i, lo, hi in zip(nodes.tolist(), starts.tolist(), ends.tolist()):
-        for j in bl[lo:hi]:
-            if j < i and j not in dup:
-                dup.add(i)
-                break
-    out: dict[int, list[tuple[int, float]]] = {}
-    for i, lo, hi in zip(nodes.tolist(), starts.tolist(), ends.tolist()):
-        if i not in dup:
-            continue
-        for j, dist in zip(bl[lo:hi], dl[lo:hi]):  # nearest first
-            if j not in dup:
-                out.setdefault(j, []).append((i, dist))
-                break
-    for lst in out.values():
-        lst.sort(key=lambda t: (t[1], t[0]))
-    return dict(sorted(out.items()))
+    first = np.ones(len(a), bool)
+    first[1:] = a[1:] != a[:-1]
+    return a[first], b[first], d[first]
 
 
 def count_flagged(n: int, rows: np.ndarray, cols: np.ndarray, dists: np.ndarray) -> int:
-    return sum(len(v) for v in group(n, rows, cols, dists).values())
+    return int(keep_first(n, rows, cols).sum())
 
 
 def fraction_thresh(graph: KnnGraph, fraction: float) -> float:
-    """The smallest graph distance at which about ``fraction`` of the rows are flagged (binary search)."""
+    """The smallest graph distance at which about ``fraction`` of the rows are flagged (binary search).
+
+    No threshold below the ``target``-th smallest nearest-neighbour distance can flag ``target`` rows
+    (only rows with a partner are flagged), so the search starts there.
+    """
     n = len(graph.indices)
     target = max(1, int(round(fraction * n)))
     cand = np.unique(graph.distances[:, 1:])
-    lo, hi = 0, len(cand) - 1
+    first = np.sort(graph.distances[:, 1])[min(target, n) - 1]
+    lo, hi = int(np.searchsorted(cand, first)), len(cand) - 1
     best, best_gap = float(cand[-1]), None
     while lo <= hi:
         mid = (lo + hi) // 2
@@ -149,6 +198,14 @@ def fraction_thresh(graph: KnnGraph, fraction: float) -> float:
         else:
             lo = mid + 1
     return best
+
+
+def low_mode(graph: KnnGraph, factor: float = LOW_MODE_FACTOR) -> int:
+    """How many rows have a neighbour closer than ``factor`` x the median nearest-neighbour distance
+    (on the squared scale): a low-distance mode that copies make, whatever a rule decided."""
+    sq = _squared(graph.distances[:, 1], graph.metric)
+    med = float(np.median(sq))
+    return int((sq < factor * med).sum()) if med > 0 else int((sq == 0).sum())
 
 
 # ---------------------------------------------------------------------------------------------- exact duplicates
@@ -203,3 +260,57 @@ def find_exact_duplicates(samples: "SampleCollection", num_workers: int | None =
         warnings.warn(f"{len(failed)} files could not be read and were left out (first: {failed[0]})",
                       stacklevel=2)
     return {g[0]: g[1:] for g in groups.values() if len(g) > 1}
+
+
+# ---------------------------------------------------------------------------------------------- the perceptual channel
+
+
+def perceptual_set_name(patches_field: str | None) -> str:
+    """Where the perceptual descriptors are stored: ``"perceptual"``, or ``"perceptual_<field>"`` for objects."""
+    return f"perceptual_{patches_field}" if patches_field else "perceptual"
+
+
+def perceptual_rows(samples: "SampleCollection", keys: list[str], patches_field: str | None,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The perceptual descriptors of ``keys`` (sample ids, or label ids of ``patches_field``'s objects) and
+    which were found: computed once and stored as an embeddings set (only missing or changed rows are
+    computed again; objects are cropped by their boxes, no padding)."""
+    from ..core.embeddings import embedding_set
+    from ..models.perceptual import PerceptualModel
+
+    name = perceptual_set_name(patches_field)
+    model = PerceptualModel()
+    store = embedding_set(samples._dataset, name)
+    if store.exists and store.meta.get("fingerprint") != model.fingerprint:
+        store.delete()  # descriptors of an older definition: never mixed with new ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreadable images are counted and reported by the caller
+        if patches_field:
+            samples.compute_patch_embeddings(model, patches_field, name, alpha=0.0, force_square=False,
+                                             progress=progress)
+        else:
+            samples.compute_embeddings(model, name, progress=progress)
+    matrix, found = embedding_set(samples._dataset, name).read(keys)
+    return np.asarray(matrix, np.float32), np.asarray(found, bool)
+
+
+def refine(graph: KnnGraph, descriptors: np.ndarray, block: int = 65_536) -> KnnGraph:
+    """The perceptual graph with each pair's distance taken by :func:`~embedlens.models.perceptual.pair_distance`
+    (whole images and their inner parts), rows re-sorted nearest first. Only the graph's pairs are compared."""
+    from ..models.perceptual import pair_distance
+
+    idx = graph.indices.copy()
+    dist = np.empty(idx.shape, np.float32)
+    n, width = idx.shape
+    for start in range(0, n, block):
+        rows = idx[start:start + block]
+        a = np.repeat(np.arange(start, start + len(rows)), width)
+        b = rows.ravel()
+        d = pair_distance(descriptors[a], descriptors[np.maximum(b, 0)])
+        d[b < 0] = np.inf
+        dist[start:start + len(rows)] = d.reshape(len(rows), width)
+    dist[:, 0] = 0.0
+    order = np.argsort(dist[:, 1:], axis=1, kind="stable") + 1
+    idx[:, 1:] = np.take_along_axis(idx, order, 1)
+    dist[:, 1:] = np.take_along_axis(dist, order, 1)
+    return KnnGraph(idx, dist, "cosine", graph.method, graph.recall)

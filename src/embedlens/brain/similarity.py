@@ -238,8 +238,8 @@ class SimilarityIndex(BrainResults):
         ``embeddings_field``, ``patches_field``, and for FAISS its ``nlist``, ``nprobe`` and measured recall.
     unique_ids : list of str or None
         Set by :meth:`find_unique`.
-    duplicate_ids, neighbors_map, thresh :
-        Set by :meth:`find_duplicates`.
+    duplicate_ids, duplicate_groups, neighbors_map, thresh, duplicates_info :
+        Set by :meth:`find_duplicates` (and kept with the run).
     """
 
     run_type = "similarity"
@@ -262,6 +262,7 @@ class SimilarityIndex(BrainResults):
         self.neighbors_map: dict[str, list[tuple[str, float]]] | None = None
         self.thresh: float | None = None
         self.duplicates_info: dict[str, Any] | None = None
+        self.duplicate_groups: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -389,11 +390,11 @@ class SimilarityIndex(BrainResults):
         if "unique_rows" in arrays:
             self.unique_ids = [keys[r] for r in arrays["unique_rows"].tolist()]
         if "dup_kept" in arrays:
-            groups: dict[str, list[tuple[str, float]]] = {}
-            for i, j, d in zip(arrays["dup_kept"].tolist(), arrays["dup_rows"].tolist(), arrays["dup_dists"].tolist()):
-                groups.setdefault(keys[i], []).append((keys[j], float(d)))
-            self.neighbors_map = groups
-            self.duplicate_ids = [d for lst in groups.values() for d, _ in lst]
+            m = len(arrays["dup_kept"])
+            self._store_groups(arrays["dup_kept"], arrays["dup_rows"],
+                               arrays["dup_channels"] if "dup_channels" in arrays else np.full(m, 2, np.int8),
+                               arrays["dup_dists"],
+                               arrays["dup_pdists"] if "dup_pdists" in arrays else np.full(m, np.nan))
             self.thresh = state.get("thresh")
             self.duplicates_info = state.get("duplicates_info")
 
@@ -676,45 +677,74 @@ class SimilarityIndex(BrainResults):
 
     # ------------------------------------------------------------------ duplicates
 
-    def find_duplicates(self, thresh: float | None = None, fraction: float | None = None) -> list[str]:
-        """Find near-duplicates on the shared kNN graph (``GRAPH_K`` neighbours per row).
+    def find_duplicates(self, thresh: float | None = None, fraction: float | None = None,
+                        perceptual: bool = True, z: float = _dups.DUPLICATE_Z, progress: bool = True) -> list[str]:
+        """Find near-duplicates: copies that were re-encoded, resized, cropped a little or brightened.
 
-        Rows are visited in index order; each is kept unless it is within the threshold of a row kept
-        before it, in which case it is a duplicate of its nearest kept row within the threshold (as
-        FiftyOne groups them: kept rows are pairwise farther apart than the threshold). Only the
-        ``GRAPH_K`` nearest neighbours of each row are compared.
+        Two channels, each compared only on its shared kNN graph (``GRAPH_K`` neighbours a row, never
+        ``N x N``):
+
+        * **perceptual** -- a descriptor of the pixels (:mod:`embedlens.models.perceptual`: the
+          low-frequency DCT of the grey 32-px image, whole and without 2.5% / 5% borders, unit length),
+          computed once per sample (or object, cropped by its box) and stored as the embeddings set
+          ``"perceptual"`` (``"perceptual_<patches_field>"``); a pair's distance is the best cosine
+          distance of the whole images and of each one's inside against the other whole;
+        * **embedding** -- the index's own distance.
+
+        Rows are visited in index order; each is kept unless it is paired with a row kept before it, in
+        which case it is a duplicate of its nearest kept partner (FiftyOne's grouping: kept rows are
+        pairwise not paired).
 
         Parameters
         ----------
         thresh : float, optional
-            A distance in the index's metric (cosine distance ``1 - cos``, or euclidean).
+            FiftyOne's meaning: pairs within this distance in the index's metric (cosine ``1 - cos`` or
+            euclidean) are duplicates; the embedding channel alone.
         fraction : float, optional
-            In (0, 1): the threshold is chosen (binary search over the graph's distances) so that about
-            this fraction of the rows are flagged as duplicates.
+            In (0, 1): the embedding threshold is chosen (binary search over the graph's distances) so
+            that about this fraction of the rows are flagged; the embedding channel alone.
+        perceptual : bool
+            With neither ``thresh`` nor ``fraction``: use the perceptual channel too (default). Images
+            that cannot be read have no descriptor (a warning says how many; they are left to the
+            embedding channel).
+        z : float
+            The default rule's outlier cut (below), for both channels (``DUPLICATE_Z`` = 6.5).
+        progress : bool
+            Show a progress bar while descriptors are computed (once; later calls read them).
 
         Notes
         -----
-        With neither, the default rule is relative to each row's neighbourhood, not an absolute
+        **The default rule** (neither ``thresh`` nor ``fraction``), the same in each channel, relative to
+        each row's neighbourhood and calibrated on the dataset's own distances, never an absolute
         distance. For row ``i`` let ``s_i`` be its distance to its 10th nearest neighbour and
         ``r_i = d(i, nearest) / s_i`` (on a squared scale: cosine distance as is, euclidean squared).
-        Natural neighbours have ratios of a few tenths to 1; a copy of an image has a tiny ratio.
-        ``ratio = min(exp(median(log r) - 6.5 * 1.4826 * MAD(log r)), 0.3)`` -- a robust outlier rule
-        on the ratios of the whole set -- and ``j`` is a duplicate of ``i`` when
-        ``d(i, j) <= ratio * s_i``, or when ``d(i, j)`` is below 2% of the median nearest-neighbour
-        distance (so groups of more than 10 copies are still found). Measured on MNIST-5000 with 2%
-        planted copies (``bench/bench_similarity.py --quality``): copies with noise of 1/255 or a JPEG
-        q=98 re-encode are found with precision / recall 0.995 / 1.0 on raw pixels and 0.995 / 0.985 on
-        EfficientNet-Lite0 embeddings. Stronger edits are near-copies only for some embeddings: pixels
-        still find noise of 4/255 and JPEG q=90 (recall 1.0) but not a 1-pixel shift (0.0); EfficientNet
-        finds the shift (0.87) but not those (0.01, 0.21), because its features of 28-pixel digits move
-        more under them than the distance between two different digits. ``thresh`` is then set to the
-        largest distance at which a pair was flagged, and ``duplicates_info`` records the rule's numbers.
+        Natural neighbours have ratios of a few tenths to 1; a copy has a tiny ratio.
+        ``ratio = min(exp(median(log r) - z * 1.4826 * MAD(log r)), 0.3)`` -- a robust outlier cut on the
+        ratios of the whole set -- and ``j`` is a duplicate of ``i`` when ``d(i, j) <= ratio * s_i``, or
+        when ``d(i, j)`` is below 2% of the median nearest-neighbour distance (so groups of more than 10
+        copies are still found). A pair is a near-duplicate when either channel's rule pairs it; the
+        channel that matched is kept (``"perceptual"``, ``"embedding"`` or ``"both"``).
+
+        Measured by ``bench/bench_duplicates.py`` (all defaults, EfficientNet-Lite0): on 128-px tiles of
+        scikit-image's photos with 20% planted copies, precision / recall >= 0.97 / 1.0 for JPEG q60,
+        0.85x resize, 3% border crop, +8% brightness, noise and all four combined, tiles shifted by half
+        a tile not flagged; on MNIST with 2% planted copies >= 0.95 / 0.95 for noise, JPEG and resize;
+        with nothing planted, under 1% of the rows flagged. The embedding channel alone finds few of
+        these copies (its ratios stay above the cut: a semantic embedding moves more under a re-encode
+        than between two tiles of one texture).
+
+        ``duplicates_info`` says what was done: the rule, each channel's ratio, pairs examined and flagged;
+        a warning is given when nothing is flagged although many rows have a neighbour much closer than
+        usual (a low-distance mode, see ``duplicates.LOW_MODE_FACTOR``). ``thresh`` is the given or chosen
+        threshold, or with the default rule the largest embedding distance of a flagged pair (None when
+        nothing is flagged).
 
         Returns
         -------
         list of str
-            The duplicate keys (also :attr:`duplicate_ids`); :attr:`neighbors_map` maps each kept key
-            that has duplicates to ``[(duplicate key, distance), ...]`` sorted by distance.
+            The duplicate keys (also :attr:`duplicate_ids`). :attr:`duplicate_groups` lists each kept key
+            with its copies, the channel that matched and both distances; :attr:`neighbors_map` maps each
+            kept key to ``[(duplicate key, embedding distance), ...]`` (FiftyOne's shape).
         """
         if thresh is not None and fraction is not None:
             raise InvalidInputError("pass thresh= or fraction=, not both")
@@ -726,64 +756,189 @@ class SimilarityIndex(BrainResults):
             if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
                     or not 0 < fraction < 1:
                 raise InvalidInputError(f"fraction must be in (0, 1), got {fraction!r}")
+        if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) or not 0 < z < 100:
+            raise InvalidInputError(f"z must be a positive number of robust standard deviations, got {z!r}")
+        if not isinstance(perceptual, bool):
+            raise InvalidInputError(f"perceptual must be True or False, got {perceptual!r}")
         n = len(self.keys)
         if n < 2:
             raise InvalidInputError("find_duplicates() needs at least 2 rows in the index")
         graph = self.graph(GRAPH_K)
-        info: dict[str, Any]
+        info: dict[str, Any] = {"graph_k": graph.k, "graph_method": graph.method, "graph_recall": graph.recall}
+        channels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        low = {"embedding": _dups.low_mode(graph)}
         if thresh is None and fraction is None:
-            rows, cols, dists, info = _dups.default_edges(graph)
+            rows, cols, _, emb_info = _dups.default_edges(graph, float(z))
+            info.update(rule="default", z=float(z), embedding=emb_info)
+            channels["embedding"] = (rows, cols)
+            descriptors = self._perceptual_channel(info, progress) if perceptual else None
+            if descriptors is not None:
+                pgraph = _dups.refine(self._perceptual_graph(descriptors), descriptors)
+                prow, pcol, _, p_info = _dups.default_edges(pgraph, float(z))
+                info["perceptual"].update(p_info)
+                channels["perceptual"] = (prow, pcol)
+                low["perceptual"] = _dups.low_mode(pgraph)
         else:
+            descriptors = None
             if fraction is not None:
                 thresh = _dups.fraction_thresh(graph, float(fraction))
-                info = {"rule": "fraction", "fraction": float(fraction)}
+                info.update(rule="fraction", fraction=float(fraction))
             else:
-                info = {"rule": "thresh"}
-            rows, cols, dists = _dups.threshold_edges(graph, float(thresh))
-        groups = _dups.group(n, rows, cols, dists)
-        keys = self.keys
-        self.neighbors_map = {keys[i]: [(keys[j], float(d)) for j, d in lst] for i, lst in groups.items()}
-        self.duplicate_ids = [d for lst in self.neighbors_map.values() for d, _ in lst]
-        if info["rule"] == "default":
-            thresh = max((d for lst in groups.values() for _, d in lst), default=0.0)
-        self.thresh = float(thresh)
-        info.update(graph_k=graph.k, graph_method=graph.method, graph_recall=graph.recall,
-                    flagged=len(self.duplicate_ids), thresh=self.thresh)
-        self.duplicates_info = info
-        kept = [i for i, lst in groups.items() for _ in lst]
-        update_run_state(self, {"dup_kept": np.asarray(kept, np.int64),
-                                "dup_rows": np.asarray([j for lst in groups.values() for j, _ in lst], np.int64),
-                                "dup_dists": np.asarray([d for lst in groups.values() for _, d in lst], np.float64)},
-                         {"thresh": self.thresh, "duplicates_info": _jsonable(info)})
+                info.update(rule="thresh")
+            rows, cols, _ = _dups.threshold_edges(graph, float(thresh))
+            channels["embedding"] = (rows, cols)
+        info["pairs_examined"] = {c: int(graph.indices.shape[0] * graph.k) for c in channels}
+        self._set_duplicates(channels, descriptors, info, thresh, low)
         return list(self.duplicate_ids)
+
+    def _perceptual_channel(self, info: dict[str, Any], progress: bool) -> np.ndarray | None:
+        """The rows' perceptual descriptors (computed and stored once), or None with a warning."""
+        samples = self._samples
+        try:
+            descriptors, found = _dups.perceptual_rows(samples, list(self.keys), self.patches_field, progress)
+        except (OSError, InvalidInputError) as e:
+            msg = f"the perceptual channel could not run ({e}); near-duplicates by embeddings only"
+            warnings.warn(msg, stacklevel=3)
+            info["perceptual"] = {"skipped": msg}
+            return None
+        info["perceptual"] = {"set": _dups.perceptual_set_name(self.patches_field), "missing": int((~found).sum())}
+        if not found.any():
+            msg = "no image could be read for the perceptual channel; near-duplicates by embeddings only"
+            warnings.warn(msg, stacklevel=3)
+            info["perceptual"]["skipped"] = msg
+            return None
+        if not found.all():
+            warnings.warn(f"{int((~found).sum())} of {len(found)} images could not be read: they are compared by "
+                          "embeddings only", stacklevel=3)
+            descriptors[~found] = 0.0  # a zero descriptor is near nothing
+        return descriptors
+
+    def _perceptual_graph(self, descriptors: np.ndarray):
+        from .neighbors import knn_graph
+        from .source import _digest
+
+        fingerprint = "perceptual-" + _digest(descriptors, self.keys)
+        return knn_graph(descriptors, fingerprint, min(GRAPH_K, len(self.keys) - 1), "cosine",
+                         cache_dir=self._samples._dataset.arrays_dir / "knn")
+
+    def _set_duplicates(self, channels: dict[str, tuple[np.ndarray, np.ndarray]], descriptors: np.ndarray | None,
+                        info: dict[str, Any], thresh: float | None, low: dict[str, int]) -> None:
+        """Group the pairs of every channel, measure both distances of each, store the state with the run."""
+        n = len(self.keys)
+        codes = {"perceptual": 1, "embedding": 2}
+        rows = np.concatenate([np.asarray(r, np.int64) for r, _ in channels.values()])
+        cols = np.concatenate([np.asarray(c, np.int64) for _, c in channels.values()])
+        code = np.concatenate([np.full(len(r), codes[name], np.int8) for name, (r, _) in channels.items()])
+        ok = (cols >= 0) & (rows != cols)
+        rows, cols, code = rows[ok], cols[ok], code[ok]
+        # one entry a pair, with the channels that paired it
+        lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+        pair = lo * n + hi
+        uniq, inv = np.unique(pair, return_inverse=True)
+        matched = np.zeros(len(uniq), np.int8)
+        np.bitwise_or.at(matched, inv, code)
+        lo, hi = uniq // n, uniq % n
+        emb_d = self._pair_distances(lo, hi)
+        if descriptors is not None:
+            from ..models.perceptual import pair_distance
+
+            per_d = pair_distance(descriptors[lo], descriptors[hi]).astype(np.float64)
+            # a duplicate joins the kept partner nearest by pixels; pairs only the embedding found come after
+            order_d = np.where(matched & 1, per_d, 1.0 + emb_d)
+        else:
+            per_d = np.full(len(lo), np.nan)
+            order_d = emb_d
+        dup_row, kept_row, _ = _dups.assign(n, lo, hi, order_d)
+        # each duplicate's pair with its kept row
+        pos = np.searchsorted(uniq, np.minimum(dup_row, kept_row) * n + np.maximum(dup_row, kept_row))
+        ch, de, dp = matched[pos], emb_d[pos], per_d[pos]
+        dist = np.where(ch & 1, dp, de)  # the distance of the channel that matched (pixels when both did)
+        order = np.lexsort((dup_row, dist, kept_row))
+        kept_row, dup_row, ch, de, dp, dist = (a[order] for a in (kept_row, dup_row, ch, de, dp, dist))
+        self._store_groups(kept_row, dup_row, ch, de, dp)
+        flagged = len(dup_row)
+        if info["rule"] == "default":
+            thresh = float(de.max()) if flagged else None
+        self.thresh = None if thresh is None else float(thresh)
+        by_channel = {name: int(((ch & c) > 0).sum()) for name, c in codes.items() if name in channels}
+        info.update(flagged=flagged, thresh=self.thresh, pairs_paired=int(len(uniq)), flagged_by_channel=by_channel,
+                    low_mode=low)
+        needed = max(2, int(math.ceil(0.005 * n)))
+        if flagged == 0 and max(low.values()) >= needed:
+            chan = max(low, key=low.get)
+            msg = (f"find_duplicates() flagged nothing, but {low[chan]} of {n} rows have a {chan} neighbour closer "
+                   f"than {_dups.LOW_MODE_FACTOR:g} x the median nearest-neighbour distance: a low-distance mode "
+                   "that copies make. Try the default rule (no thresh/fraction), a smaller z, or a larger thresh")
+            warnings.warn(msg, stacklevel=3)
+            info["warning"] = msg
+        self.duplicates_info = info
+        update_run_state(self, {"dup_kept": kept_row.astype(np.int64), "dup_rows": dup_row.astype(np.int64),
+                                "dup_dists": de.astype(np.float64), "dup_pdists": dp.astype(np.float64),
+                                "dup_channels": ch.astype(np.int8)},
+                         {"thresh": self.thresh, "duplicates_info": _jsonable(info)})
+
+    def _pair_distances(self, a: np.ndarray, b: np.ndarray, block: int = 65_536) -> np.ndarray:
+        """Distances (the index's metric) of rows ``a[i]`` and ``b[i]``, gathered a block at a time."""
+        sq = self._norms2()
+        out = np.empty(len(a), np.float64)
+        x = self._matrix
+        for s in range(0, len(a), block):
+            ra, rb = a[s:s + block], b[s:s + block]
+            xa = np.asarray(x[ra], np.float32)
+            xb = np.asarray(x[rb], np.float32)
+            dots = np.einsum("ij,ij->i", xa, xb).astype(np.float64)
+            if self.metric == "cosine":
+                denom = np.sqrt(np.maximum(sq[ra], 1e-24).astype(np.float64) * np.maximum(sq[rb], 1e-24))
+                d = 1.0 - dots / denom
+            else:
+                d = np.sqrt(np.maximum(sq[ra] + sq[rb] - 2.0 * dots, 0.0))
+            out[s:s + len(ra)] = np.maximum(d, 0.0)
+        return out
+
+    def _store_groups(self, kept_row, dup_row, ch, de, dp) -> None:
+        keys = self.keys
+        names = {1: "perceptual", 2: "embedding", 3: "both"}
+        groups: dict[str, dict[str, Any]] = {}
+        for k, j, c, e, p in zip(kept_row.tolist(), dup_row.tolist(), ch.tolist(), de.tolist(), dp.tolist()):
+            g = groups.setdefault(keys[k], {"kept": keys[k], "copies": []})
+            per = None if p != p else float(p)  # NaN: no perceptual distance
+            g["copies"].append({"id": keys[j], "channel": names[int(c)],
+                                "distance": per if c & 1 else float(e),
+                                "embedding_distance": float(e), "perceptual_distance": per})
+        self.duplicate_groups = [groups[k] for k in sorted(groups, key=self._pos.__getitem__)]
+        self.neighbors_map = {g["kept"]: sorted(((c["id"], c["embedding_distance"]) for c in g["copies"]),
+                                                key=lambda t: (t[1], self._pos[t[0]]))
+                              for g in self.duplicate_groups}
+        self.duplicate_ids = [c["id"] for g in self.duplicate_groups for c in g["copies"]]
 
     def duplicates_view(self, type_field: str | None = None, id_field: str | None = None,
                         dist_field: str | None = None) -> "DatasetView":
-        """The duplicate groups: each kept sample followed by its duplicates, nearest first.
+        """The duplicate groups (:attr:`duplicate_groups`): each kept sample followed by its duplicates, nearest first.
 
-        Kept samples appear in index order. ``dist_field`` (distance to the kept sample, 0 for the kept
-        sample itself) is a column of the view only: nothing is written. ``type_field`` (``"nearest"`` for
+        Kept samples appear in index order. ``dist_field`` (distance to the kept sample in the channel
+        that matched, 0 for the kept sample itself) is a column of the view only: nothing is written. ``type_field`` (``"nearest"`` for
         the kept sample, ``"duplicate"`` for the others) and ``id_field`` (the kept sample's id) are
         **written to the dataset**, as FiftyOne does, on every sample of the index's collection (None on
         samples outside the groups, replacing values of an earlier call). They need a sample-level index.
         """
-        if self.neighbors_map is None:
+        if self.duplicate_groups is None:
             raise InvalidInputError("call find_duplicates() first")
         for name in (type_field, id_field, dist_field):
             if name is not None:
                 check_name(name)
         coll = self._rows_collection()
         ids, types, kept_ids, dists = [], [], [], []
-        for kept, lst in self.neighbors_map.items():
+        for g in self.duplicate_groups:
+            kept = g["kept"]
             ids.append(kept)
             types.append("nearest")
             kept_ids.append(kept)
             dists.append(0.0)
-            for dup, d in lst:
-                ids.append(dup)
+            for c in g["copies"]:
+                ids.append(c["id"])
                 types.append("duplicate")
                 kept_ids.append(kept)
-                dists.append(d)
+                dists.append(c["distance"])
         if dist_field is not None and dist_field in coll.get_field_schema():
             raise InvalidInputError(f"dist_field {dist_field!r} is a field of the collection; choose another name")
         if (type_field or id_field) and self.patches_field:
