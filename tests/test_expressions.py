@@ -184,3 +184,14 @@ def test_generated_trees_run_or_raise_a_clear_error(ds, expr, stage):
         view.values("id")
     except EmbedlensError:
         pass
+
+
+def test_arithmetic_on_strings_is_refused_not_turned_into_numbers(ds):
+    """SQLite computes "3" + " -> " as 3; an expression refuses it, in SQL and in Python alike."""
+    expr = F("ground_truth.label") + " -> "
+    with pytest.raises(el.InvalidInputError, match="takes numbers"):
+        ds.values(expr)
+    with pytest.raises(el.InvalidInputError, match="takes numbers"):
+        expr.evaluate(ds.first())
+    with pytest.raises(el.InvalidInputError, match="takes numbers"):
+        ds.match(F("n") * [2] > 1).values("id")

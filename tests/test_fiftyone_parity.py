@@ -110,7 +110,24 @@ def test_pixels_refuse_mixed_grayscale_and_colour(photos, gray_digits):
     assert model.embedding_dim is None  # channels unknown until the first image
     model.embed([paths[0]])
     assert model.embedding_dim == 784 and model.channels == 1
-    with pytest.raises(el.InvalidInputError, match="pass grayscale=True or grayscale=False"):
+    with pytest.raises(el.InvalidInputError, match="pass grayscale=True \(luma\) or grayscale=False"):
         model.embed([photos["chelsea"]])
     with pytest.raises(el.InvalidInputError, match="grayscale must be"):
         PixelsModel(grayscale="yes")
+
+
+def test_pixels_of_grayscale_crops_and_gray_images_among_colour_ones(photos, gray_digits):
+    """Objects are cropped from an RGB decode: a crop of a grayscale file is still one channel. A gray
+    image among colour ones is repeated into R, G and B (nothing lost)."""
+    ds, paths = gray_digits
+    model = PixelsModel(size=(8, 8))
+    ds.compute_embeddings(model, progress=False)  # grayscale files fix one channel
+    scenes = el.Dataset()
+    scenes.add_samples([el.Sample(str(p), gt=el.Detections(detections=[el.Detection("d", [0.1, 0.1, 0.6, 0.6])]))
+                        for p in paths[:4]])
+    crops = scenes.compute_patch_embeddings(model, "gt", progress=False)
+    assert crops.shape == (4, 64) and np.isfinite(crops).all()
+    colour = PixelsModel(size=(8, 8))
+    out = colour.embed([photos["chelsea"], paths[0]])
+    assert out.shape == (2, 192) and colour.channels == 3
+    np.testing.assert_array_equal(out[1][0::3], out[1][1::3])

@@ -404,6 +404,7 @@ class Compiler:
             # SQL's NOT NULL is NULL, which would drop samples whose field is missing; a user means "not true"
             return f"(NOT COALESCE({self._c(args[0], params)}, 0))"
         if op in ("+", "-", "*", "/"):
+            _check_numeric(op, args)
             left = self._value(args[0], params)
             right = self._value(args[1], params)
             if op == "/":
@@ -496,6 +497,12 @@ class Compiler:
         return self._c(x, params)
 
 
+def _check_numeric(op: str, args: Sequence[Any]) -> None:
+    # SQLite would turn "3" + " -> " into 3 without a word; arithmetic is for numbers only
+    if any(isinstance(a, (str, bytes, list, dict)) for a in args):
+        raise InvalidInputError(f"{op!r} takes numbers; got {next(a for a in args if isinstance(a, (str, bytes, list, dict)))!r:.40}")
+
+
 # --------------------------------------------------------------------------------------------------
 # evaluation on Python values (the same meaning as the SQL above)
 
@@ -547,6 +554,7 @@ def _evaluate(e: Any, value: Any, root: Any) -> Any:
     if op == "~":
         return not ev[0]
     if op in ("+", "-", "*", "/"):
+        _check_numeric(op, args)
         a, b = ev
         if a is None or b is None:
             return None

@@ -26,12 +26,13 @@ class PixelsModel(Model):
         ``(width, height)`` every image is resized to (bilinear). ``None`` keeps native size; it is
         fixed by the first image seen, and any later image of another size is an error.
     grayscale : bool or None
-        ``None`` (default): the images' own channels -- a grayscale file (PNG/JPEG mode ``L``, 16-bit,
-        1-bit) gives one value per pixel, a colour file three, so a 28x28 MNIST digit is 784 values as
-        in the FiftyOne tutorial. The first image fixes the count; a dataset that mixes grayscale and
-        colour files is an error that says to pass ``grayscale=True`` or ``False``. ``True``: one
-        channel (ITU-R 601 luma) for every image; ``False``: RGB for every image (a grayscale pixel
-        repeated three times). The choice is part of the fingerprint, so stored sets made with
+        ``None`` (default): the images' own channels -- grayscale content (a one-channel file: PNG/JPEG
+        mode ``L``, 16-bit, 1-bit; or an RGB image whose three channels are equal, such as a crop of
+        one) gives one value per pixel, colour three, so a 28x28 MNIST digit is 784 values as in the
+        FiftyOne tutorial. The first image fixes the count: later grayscale images among colour ones
+        are repeated into R, G and B, and a colour image among grayscale ones is an error that says to
+        pass ``grayscale=True`` or ``False``. ``True``: one channel (ITU-R 601 luma) for every image;
+        ``False``: RGB for every image. The choice is part of the fingerprint, so stored sets made with
         different settings never mix.
 
     Examples
@@ -84,7 +85,8 @@ class PixelsModel(Model):
                 "scale": "1/255", "layout": "HWC flat"}
 
     def load(self, item: Any) -> Image.Image:
-        """Decode a path keeping grayscale files grayscale (EXIF applied); other inputs as for any model."""
+        """Decode a path keeping grayscale files grayscale, as 8-bit ``L`` (EXIF applied); other inputs as
+        for any model."""
         if self.grayscale is not None or not isinstance(item, (str, os.PathLike)):
             return super().load(item)
         img = _open(item)
@@ -100,28 +102,39 @@ class PixelsModel(Model):
         return self._native_size
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        gray = self.grayscale if self.grayscale is not None else self._check_channels(img.mode in _GRAY_MODES)
-        img = img.convert("L" if gray else "RGB")
+        if self.grayscale is None:
+            if img.mode not in ("L", "RGB"):  # 8-bit L or RGB, from any mode (16-bit, alpha, palette ...)
+                img = to_rgb(img).convert("L") if img.mode in _GRAY_MODES else to_rgb(img)
+        else:
+            img = img.convert("L" if self.grayscale else "RGB")
         if self.size is not None:
             if img.size != self.size:
                 img = img.resize(self.size, Image.BILINEAR)
         else:
             self._check_native(img.size)
+        x = np.asarray(img)
+        if self.grayscale is None:
+            x = self._auto_channels(x)
         # Divide, not multiply by 1/255: values are then exactly pixel / 255 (what users compare with).
-        return np.asarray(img, np.float32).reshape(-1) / np.float32(255.0)
+        return x.astype(np.float32).reshape(-1) / np.float32(255.0)
 
-    def _check_channels(self, gray: bool) -> bool:
-        channels = 1 if gray else 3
+    def _auto_channels(self, x: np.ndarray) -> np.ndarray:
+        """``grayscale=None``: one channel for grayscale content (a one-channel file, or an RGB image whose
+        channels are equal, such as a crop of a grayscale file), three for colour; the first image fixes
+        the count. A grayscale image among colour ones is repeated into R, G and B (nothing is lost); a
+        colour image among grayscale ones is an error, since dropping its colour would change its meaning."""
+        gray = x.ndim == 2 or bool((x[..., 0] == x[..., 1]).all() and (x[..., 1] == x[..., 2]).all())
         if self.channels is None:
             with self._lock:
                 if self.channels is None:
-                    self.channels = channels
+                    self.channels = 1 if gray else 3
                     self._set_dim()
-        if channels != self.channels:
-            raise InvalidInputError(f"pixels model: a {'grayscale' if gray else 'colour'} image among "
-                                    f"{'grayscale' if self.channels == 1 else 'colour'} ones; raw-pixel embeddings "
-                                    "need one channel count: pass grayscale=True or grayscale=False")
-        return gray
+        if self.channels == 1:
+            if not gray:
+                raise InvalidInputError("pixels model: a colour image among grayscale ones; raw-pixel embeddings "
+                                        "need one channel count: pass grayscale=True (luma) or grayscale=False (RGB)")
+            return x if x.ndim == 2 else x[..., 0]
+        return np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x
 
     def _check_native(self, size: tuple[int, int]) -> None:
         if self._native_size is None:
