@@ -121,6 +121,11 @@ def page(browser, session, digits):
 
 def open_page(pg, session) -> None:
     pg.goto(session.url)
+    wait_ready(pg)
+
+
+def wait_ready(pg) -> None:
+    """Wait until the page has loaded its state, its plot and the plot's colours (after a goto or reload)."""
     pg.wait_for_function("window.__embedlens && window.__embedlens.ready", timeout=60_000)
     pg.wait_for_function("window.__embedlens.plot.timings.firstFrame > 0 && window.__embedlens.plot.header !== null",
                          timeout=60_000)
@@ -227,8 +232,8 @@ def test_lasso_selects_exactly_the_points_inside_and_tags_them(page, session, di
     page.wait_for_function("document.getElementById('status').textContent.includes('tagged')", timeout=30_000)
     assert f"tagged {len(expected)} samples" in page.locator("#status").text_content()
 
-    page.reload()
-    open_page(page, session)
+    page.reload()  # the tab's address keeps its plot, colour and selection
+    wait_ready(page)
     assert stored_tags(digits, "lassoed") == expected
     assert set(el.load_dataset("digits").match_tags("lassoed").values("id")) == expected
     page.wait_for_function("document.querySelectorAll('#grid-spacer .chip.tag').length > 0")

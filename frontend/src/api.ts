@@ -18,6 +18,13 @@ export interface StateMessage {
   /** Ids of the selected objects (small selections). */
   selected_labels?: string[] | null;
   lasso?: { brain_key: string; points: number; samples: number } | null;
+  /** The grid keeps to the classes the plot's legend shows. */
+  legend_filter?: boolean;
+  /** The action that made the view (duplicates, unique, mistakes, hardness, similarity). */
+  action?: { name: string; brain_key?: string | null } | null;
+  /** This page's client id, and the page whose selection Python sees. */
+  client?: string | null;
+  selected_by?: string | null;
 }
 
 export type Stage = { _stage: string; kwargs: Record<string, unknown> };
@@ -47,6 +54,10 @@ export interface Tile {
   labels: Chip[];
   boxes: Box[];
   selected: boolean;
+  /** What ranked the tile in a sorted view: the field and its value. */
+  score: { field: string; value: number } | null;
+  /** Its duplicate group, in a duplicates view. */
+  group: { kept: string; role: "kept" | "copy"; distance: number; copies?: number; channel?: string } | null;
 }
 
 export interface SampleDetail {
@@ -127,6 +138,11 @@ export function setClientId(id: string): void {
 
 export function getClientId(): string {
   return clientId;
+}
+
+/** The token and client headers every request of this page carries. */
+export function requestHeaders(): Record<string, string> {
+  return headers();
 }
 
 function headers(extra: Record<string, string> = {}): Record<string, string> {

@@ -175,19 +175,44 @@ export class Grid {
     thumb.appendChild(img);
     if (tile.boxes.length) thumb.appendChild(boxOverlay(img, tile.boxes, false));
     node.appendChild(thumb);
+    if (tile.missing) {
+      // no image: say which sample it is, and its label
+      const note = document.createElement("div");
+      note.className = "missing-note";
+      note.textContent = `${tile.sample_id.slice(-8)} · no image` +
+        (tile.labels[0]?.label != null ? ` · ${tile.labels[0].label}` : "");
+      note.title = `${tile.sample_id}: the image could not be read`;
+      thumb.appendChild(note);
+    }
     const caption = document.createElement("div");
     caption.className = "caption";
+    if (tile.group) caption.appendChild(groupChip(tile.group));
+    if (tile.score && Number.isFinite(tile.score.value)) {
+      const span = document.createElement("span");
+      span.className = "chip score";
+      span.textContent = `${shortName(tile.score.field)} ${formatScore(tile.score.value)}`;
+      span.title = `${tile.score.field} = ${tile.score.value} (what ranked this sample)`;
+      caption.appendChild(span);
+    }
+    const truth = tile.labels.find((c) => /truth|^gt$|^label$/i.test(c.field)) ?? null;
     for (const chip of tile.labels) {
       const span = document.createElement("span");
-      span.className = "chip label";
-      span.textContent = String(chip.label ?? "");
-      span.title = chip.field;
+      const isTruth = chip === truth;
+      const differs = truth && !isTruth && chip.label !== truth.label;
+      span.className = `chip label ${isTruth ? "truth" : "other"}${differs ? " differs" : ""}`;
+      span.dataset.field = chip.field;
+      const key = document.createElement("b");
+      key.textContent = shortName(chip.field);
+      span.append(key, ` ${chip.label ?? ""}`);
+      span.title = `${chip.field}: ${chip.label ?? ""}` + (chip.confidence != null ? ` (confidence ${chip.confidence.toFixed(3)})` : "") +
+        (differs ? ` — differs from ${truth!.field}` : "");
       caption.appendChild(span);
     }
     for (const tag of tile.tags) {
       const span = document.createElement("span");
       span.className = "chip tag";
       span.textContent = tag;
+      span.title = `tag: ${tag}`;
       caption.appendChild(span);
     }
     node.appendChild(caption);
@@ -227,4 +252,39 @@ export class Grid {
     }
     return undefined;
   }
+}
+
+/** A short key for a field in a chip: "gt" for ground_truth, "pred" for predictions, else its initials
+ * (snake_case) or its first four letters. The full name is in the chip's title. */
+export function shortName(field: string): string {
+  const known: Record<string, string> = { ground_truth: "gt", predictions: "pred", prediction: "pred",
+                                          mistakenness: "mistake", uniqueness: "unique", hardness: "hard" };
+  const base = field.split(".")[0];
+  if (known[base]) return known[base];
+  const parts = base.split("_").filter(Boolean);
+  return parts.length > 1 ? parts.map((w) => w[0]).join("") : base.slice(0, 6);
+}
+
+function formatScore(v: number): string {
+  return Number.isInteger(v) ? v.toLocaleString() : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
+}
+
+/** A duplicate group's chip: the kept sample, or a copy with its distance (and channel). Members of one
+ * group share a colour. */
+function groupChip(g: NonNullable<Tile["group"]>): HTMLElement {
+  const span = document.createElement("span");
+  span.className = `chip group ${g.role}`;
+  let h = 0;
+  for (let i = 0; i < g.kept.length; i++) h = (h * 31 + g.kept.charCodeAt(i)) | 0;
+  span.style.borderColor = `hsl(${Math.abs(h) % 360}, 70%, 60%)`;
+  span.dataset.kept = g.kept;
+  span.dataset.role = g.role;
+  if (g.role === "kept") {
+    span.textContent = `kept · ${g.copies ?? 0} ${g.copies === 1 ? "copy" : "copies"}`;
+    span.title = `kept sample of a duplicate group (${g.kept})`;
+  } else {
+    span.textContent = `copy · d ${formatScore(g.distance)}` + (g.channel ? ` · ${g.channel}` : "");
+    span.title = `duplicate of ${g.kept} at distance ${g.distance}` + (g.channel ? ` (${g.channel})` : "");
+  }
+  return span;
 }

@@ -7,6 +7,7 @@ import {
   getBinary,
   getClientId,
   getJSON,
+  requestHeaders,
   postBinary,
   postForBinary,
   postJSON,
@@ -32,6 +33,10 @@ let selected: Set<string> | null = new Set();
 let selectedCount = 0;
 let summary: Summary | null = null;
 let statusTimer = 0;
+let similarityRuns = 0;
+/** Answers to older selection requests are dropped: only the latest selection reaches the grid. */
+let selectionSeq = 0;
+let restored = false;
 const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0 };
 
 function selectionKeys(msg: StateMessage): Set<string> | null {
@@ -64,15 +69,26 @@ const grid = new Grid($("grid-scroll"), $("grid-spacer"), {
 const modal = new Modal(
   $("modal"),
   { title: $("modal-title"), image: $("modal-image"), fields: $("modal-fields"), close: $("modal-close"),
-    prev: $("modal-prev"), next: $("modal-next") },
-  { neighbour: (tile, step) => grid.neighbour(tile.id, step), error: fail },
+    prev: $("modal-prev"), next: $("modal-next"), tag: $<HTMLInputElement>("modal-tag"),
+    tagButton: $("modal-tag-btn"), select: $("modal-select"), selected: $("modal-selected") },
+  {
+    neighbour: (tile, step) => grid.neighbour(tile.id, step),
+    error: fail,
+    tag: (tile, tag) => tagOne(tile, tag),
+    toggle: (tile) => selectTile(tile, true),
+    isSelected: (tile) => (selected ? selected.has(tile.id) : false),
+  },
 );
 
 const plot = new Plot($<HTMLCanvasElement>("plot-canvas"), $("plot-empty"), $("legend"), {
-  lasso: (key, indices) => void lassoed(key, indices),
-  clear: () => void clearSelection(),
+  selected: () => void sendSelection(),
+  shown: () => void sendShown(),
+  open: (i) => void openPoint(i),
+  counts: (n, live) => {
+    if (live) $("selection-count").textContent = `${n.toLocaleString()} in the lasso`;
+  },
   error: fail,
-});
+}, (i, tip) => void describePoint(i, tip));
 
 const sidebar = new Sidebar(
   {
@@ -122,19 +138,31 @@ function showCounts(msg: StateMessage): void {
   $("selection-count").textContent = objects
     ? `${objects.toLocaleString()} objects selected`
     : selectedCount ? `${selectedCount.toLocaleString()} selected` : "no selection";
-  for (const id of ["tag-btn", "untag-btn", "clear-btn"]) $<HTMLButtonElement>(id).disabled = selectedCount === 0;
-  $<HTMLButtonElement>("similarity-btn").disabled = selectedCount === 0;
+  const why = selectedCount ? "" : "select samples first: lasso or box in the plot, or click tiles";
+  for (const id of ["tag-btn", "untag-btn", "clear-btn", "similarity-btn"]) setDisabled($<HTMLButtonElement>(id), why);
+  if (!$("similarity-section").hidden || !why) {
+    setDisabled($<HTMLButtonElement>("similarity-btn"), why || (similarityRuns ? "" : "needs a similarity index: compute_similarity(...)"));
+  }
+}
+
+/** Enable `btn`, or disable it and say why on hover (`why` non-empty). */
+function setDisabled(btn: HTMLButtonElement, why: string): void {
+  if (btn.dataset.title0 === undefined) btn.dataset.title0 = btn.title;
+  btn.disabled = !!why;
+  btn.title = why ? `${btn.dataset.title0 ? btn.dataset.title0 + " — " : ""}disabled: ${why}` : btn.dataset.title0;
 }
 
 async function loadSummary(): Promise<void> {
   summary = await getJSON<Summary>("/api/summary");
-  sidebar.render(summary, baseStages);
+  sidebar.render(summary, baseStages, state?.action ?? null);
   for (const btn of document.querySelectorAll<HTMLButtonElement>("#actions button[data-action]")) {
-    btn.disabled = !summary.actions[btn.dataset.action as keyof Summary["actions"]]?.length;
+    const runs = summary.actions[btn.dataset.action as keyof Summary["actions"]] ?? [];
+    btn.dataset.title0 = `${btn.dataset.help}` + (runs.length ? ` (${runs[runs.length - 1]})` : "");
+    setDisabled(btn, runs.length ? "" : `no brain run for it yet: run ${btn.dataset.needs} first`);
   }
 }
 
-async function loadRuns(): Promise<void> {
+async function loadRuns(url: URLSearchParams | null = null): Promise<void> {
   const { runs } = await getJSON<{ runs: RunInfo[] }>("/api/runs");
   const sel = $<HTMLSelectElement>("run-select");
   const previous = plot.key;
@@ -145,40 +173,67 @@ async function loadRuns(): Promise<void> {
     $("plot-empty").textContent = "No visualization runs: compute one with el.compute_visualization(..., brain_key=...)";
     return;
   }
-  const key = runs.some((r) => r.key === previous) ? previous! : runs[0].key;
+  const asked = url?.get("run");
+  const key = asked && runs.some((r) => r.key === asked) ? asked
+    : runs.some((r) => r.key === previous) ? previous! : runs[0].key;
   sel.value = key;
-  await openRun(key);
+  await openRun(key, url?.get("color") ?? undefined, url?.get("size") ?? undefined);
+  if (url?.get("hide")) {
+    try {
+      plot.hideByName(JSON.parse(url.get("hide")!));
+    } catch {
+      /* a hand-edited address: show every class */
+    }
+  }
+  const points = url?.get("sel") ? decodeRanges(url.get("sel")!, plot.count) : null;
+  if (points?.length) {
+    plot.setSelection(points);
+    await sendSelection();
+  }
 }
 
 async function loadSimilarity(): Promise<void> {
   const { runs } = await getJSON<{ runs: string[] }>("/api/similarity_runs");
   $("similarity-section").hidden = runs.length === 0;
+  similarityRuns = runs.length;
   $<HTMLSelectElement>("similarity-run").replaceChildren(...runs.map((r) => new Option(r, r)));
 }
 
-async function openRun(key: string): Promise<void> {
+async function openRun(key: string, color?: string, size?: string): Promise<void> {
   await plot.open(key);
   const colorSel = $<HTMLSelectElement>("color-select");
   const fields = plot.meta?.color_fields ?? [];
   colorSel.replaceChildren(new Option("(no colour)", ""), ...fields.map((f) => new Option(f.path, f.path)));
-  $<HTMLSelectElement>("size-select").replaceChildren(
+  const sizeSel = $<HTMLSelectElement>("size-select");
+  sizeSel.replaceChildren(
     new Option("(one size)", ""),
     ...fields.filter((f) => f.kind === "numeric").map((f) => new Option(`size: ${f.path}`, f.path)),
   );
   const first = fields.find((f) => f.kind === "categorical");
-  colorSel.value = first ? first.path : "";
-  if (first) await plot.colorBy(first.path);
+  const want = color !== undefined && (color === "" || fields.some((f) => f.path === color)) ? color : first ? first.path : "";
+  colorSel.value = want;
+  await plot.colorBy(want);
+  if (size && fields.some((f) => f.path === size && f.kind === "numeric")) {
+    sizeSel.value = size;
+    await plot.sizeBy(size);
+  }
+  // the legend starts with every class shown: the grid too
+  if (state?.legend_filter) await sendShown();
   await updateMask();
   await syncPlotSelection();
+  writeUrl();
 }
 
 async function updateMask(): Promise<void> {
   if (!plot.key) return;
   const buf = await getBinary(`/api/points/${encodeURIComponent(plot.key)}/mask`);
-  plot.setMask(new Uint8Array(buf));
+  const stages = state?.view?.stages ?? [];
+  const ranked = !!state?.action || ["Limit", "Select", "SortBySimilarity", "Take"].includes(stages[stages.length - 1]?._stage);
+  await plot.setMask(new Uint8Array(buf), ranked);
 }
 
-/** Light up the selection in the plot: the lasso's own points, or the points of the selected samples. */
+/** Light up the selection in the plot when it changed elsewhere (tiles clicked, Python): the lasso's own
+ * points, or the points of what is selected. */
 async function syncPlotSelection(): Promise<void> {
   if (!plot.key || !state) return;
   const key = plot.key;
@@ -193,7 +248,7 @@ async function syncPlotSelection(): Promise<void> {
   } else {
     idx = new ArrayBuffer(0);
   }
-  if (plot.key === key) plot.highlight(new Uint32Array(idx));
+  if (plot.key === key) plot.setSelection(new Uint32Array(idx));
 }
 
 /** A whole new state (first message, another dataset, refresh): reload everything. */
@@ -206,9 +261,21 @@ async function applyFresh(msg: StateMessage): Promise<void> {
     ({ datasets, current }) => sidebar.setDatasets(datasets, current),
   );
   if (!msg.dataset) return datasets;
+  const url = restored ? null : new URLSearchParams(location.search);
+  restored = true;
+  if (url?.get("view")) {
+    // this tab's own view, from its address
+    try {
+      const m = await postJSON<StateMessage>("/api/view", { stages: JSON.parse(url.get("view")!) });
+      showCounts(m);
+      baseStages = m.view?.stages ?? [];
+    } catch (e) {
+      fail(e);
+    }
+  }
   // the grid's page is asked for first: the server answers one request at a time
   await Promise.all([refreshGrid(false), datasets, loadSummary(), loadSimilarity()]);
-  await loadRuns();
+  await loadRuns(url);
 }
 
 async function refreshGrid(keepScroll: boolean): Promise<void> {
@@ -238,6 +305,7 @@ function onLive(msg: StateMessage): void {
         baseStages = msg.view?.stages ?? [];
         sidebar.clearFilters();
         await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
+        writeUrl();
         break;
       case "selection":
         selected = selectionKeys(msg);
@@ -259,6 +327,7 @@ async function setView(stages: Stage[]): Promise<void> {
     const msg = await postJSON<StateMessage>("/api/view", { stages });
     showCounts(msg);
     await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
+    writeUrl();
   } catch (e) {
     fail(e);
     await loadSummary().catch(() => undefined);
@@ -288,24 +357,42 @@ async function selectTile(tile: Tile, additive: boolean): Promise<void> {
   }
 }
 
-// A lasso travels as uint32 indices, or as one bit per point of the plot when that is smaller (more than
-// 1 point in 32 selected): a lasso of 500k of 1M points is 125 kB instead of 2 MB.
-function lassoBody(indices: Uint32Array): [ArrayBufferView, Record<string, string>] {
-  const n = plot.count;
-  if (indices.length * 32 <= n) return [indices, {}];
-  const bits = new Uint8Array((n + 7) >> 3);
-  for (const i of indices) bits[i >> 3] |= 1 << (i & 7);
-  return [bits, { "X-Embedlens-Encoding": "bitmask" }];
-}
-
-async function lassoed(key: string, indices: Uint32Array): Promise<void> {
+// A selection travels as uint32 indices, or as one bit per point of the plot when that is smaller (more
+// than 1 point in 32 selected): a lasso of 500k of 1M points is 125 kB instead of 2 MB.
+async function sendSelection(): Promise<void> {
+  const key = plot.key;
+  if (!key) return;
+  const seq = ++selectionSeq;
   try {
     timings.lassoSent = performance.now();
-    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, ...lassoBody(indices));
+    const n = plot.selCount;
+    const [body, extra]: [ArrayBufferView, Record<string, string>] = n * 32 <= plot.count
+      ? [plot.selectedIndices(), {}] : [plot.selectedBits(), { "X-Embedlens-Encoding": "bitmask" }];
+    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, body, extra);
+    if (seq !== selectionSeq) return;
     timings.lassoAnswered = performance.now();
     showCounts(msg);
     selected = selectionKeys(msg);
     await refreshGrid(false);
+    writeUrl();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+/** The legend hid or showed classes: the grid keeps to the classes shown. */
+async function sendShown(): Promise<void> {
+  const key = plot.key;
+  if (!key) return;
+  const seq = ++selectionSeq;
+  try {
+    const bits = plot.shownBits();
+    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/shown`,
+                                               bits ?? new Uint8Array(0));
+    if (seq !== selectionSeq) return;
+    showCounts(msg);
+    await refreshGrid(false);
+    writeUrl();
   } catch (e) {
     fail(e);
   }
@@ -315,7 +402,8 @@ async function clearSelection(): Promise<void> {
   try {
     await postJSON("/api/selection/clear", {});
     selected = new Set();
-    plot.highlight([]);
+    plot.setSelection([]);
+    writeUrl();
     showCounts(await getJSON<StateMessage>("/api/state"));
     await refreshGrid(true);
   } catch (e) {
@@ -348,6 +436,7 @@ async function viewReplaced(): Promise<void> {
   baseStages = st.view?.stages ?? [];
   sidebar.clearFilters();
   await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
+  writeUrl();
 }
 
 async function runAction(name: string): Promise<void> {
@@ -372,8 +461,10 @@ for (const btn of document.querySelectorAll<HTMLButtonElement>("#actions button[
   btn.addEventListener("click", () => void runAction(btn.dataset.action!));
 }
 $("run-select").addEventListener("change", () => void openRun($<HTMLSelectElement>("run-select").value).catch(fail));
-$("color-select").addEventListener("change", () => void plot.colorBy($<HTMLSelectElement>("color-select").value).catch(fail));
-$("size-select").addEventListener("change", () => void plot.sizeBy($<HTMLSelectElement>("size-select").value).catch(fail));
+$("color-select").addEventListener("change", () =>
+  void plot.colorBy($<HTMLSelectElement>("color-select").value).then(writeUrl, fail));
+$("size-select").addEventListener("change", () =>
+  void plot.sizeBy($<HTMLSelectElement>("size-select").value).then(writeUrl, fail));
 const modeButtons = { lasso: $("mode-lasso"), box: $("mode-box"), panZoom: $("mode-pan") };
 for (const [mode, btn] of Object.entries(modeButtons)) {
   btn.addEventListener("click", () => {
@@ -398,6 +489,168 @@ $("similarity-btn").addEventListener("click", async () => {
   }
 });
 
+// ------------------------------------------------------------------ export, the hover card, the modal, keys
+
+async function exportCsv(): Promise<void> {
+  try {
+    const what = selectedCount ? "selection" : "view";
+    const res = await fetch(`/api/export.csv?what=${what}`, { headers: requestHeaders() });
+    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => ({})))?.detail ?? res.statusText);
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `${state?.dataset ?? "embedlens"}-${what}.csv`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    status(`exported the ${what} as CSV`);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+async function saveView(): Promise<void> {
+  const input = $<HTMLInputElement>("save-view-name");
+  const name = input.value.trim();
+  if (!name) {
+    status("type a name for the view first", true);
+    input.focus();
+    return;
+  }
+  try {
+    const what = selectedCount ? "selection" : "view";
+    const res = await postJSON<{ name: string; count: number }>("/api/save_view", { name, what });
+    status(`saved view ${res.name}: ${res.count.toLocaleString()} samples (load_saved_view("${res.name}"))`);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+const pointIds = new Map<string, Promise<{ id: string; sample_id: string }>>();
+
+function pointInfo(i: number): Promise<{ id: string; sample_id: string }> {
+  const key = `${plot.key}/${i}`;
+  let p = pointIds.get(key);
+  if (!p) {
+    p = getJSON<{ id: string; sample_id: string }>(`/api/points/${encodeURIComponent(plot.key!)}/point/${i}`);
+    pointIds.set(key, p);
+    p.catch(() => pointIds.delete(key));
+  }
+  return p;
+}
+
+/** The hover card of point i: its thumbnail, id and colour-by value. */
+async function describePoint(i: number, tip: HTMLElement): Promise<void> {
+  const value = plot.field ? `${plot.field}: ${plot.valueOf(i)}` : "";
+  const text = document.createElement("div");
+  text.className = "tip-text";
+  text.textContent = value;
+  tip.replaceChildren(text);
+  tip.dataset.index = String(i);
+  const info = await pointInfo(i).catch(() => null);
+  if (!info || plot.hovered !== i) return;
+  const img = document.createElement("img");
+  img.src = `/media/thumb/${info.sample_id}`;
+  img.alt = "";
+  const id = document.createElement("div");
+  id.className = "tip-id";
+  id.textContent = info.id !== info.sample_id ? `object ${info.id}` : info.id;
+  tip.dataset.id = info.id;
+  tip.replaceChildren(img, id, text);
+}
+
+/** Double-click on a point: its sample in the modal. */
+async function openPoint(i: number): Promise<void> {
+  try {
+    const info = await pointInfo(i);
+    const tile = grid.loadedTiles().find((t) => t.id === info.id);
+    await modal.show(tile ?? { id: info.id, sample_id: info.sample_id, thumb: "", full: "", missing: false, tags: [],
+                               labels: [], boxes: [], selected: false, score: null, group: null });
+  } catch (e) {
+    fail(e);
+  }
+}
+
+async function tagOne(tile: Tile, tag: string): Promise<void> {
+  const objects = tile.id !== tile.sample_id;
+  if (objects) {
+    status("objects are tagged from the grid's selection", true);
+    return;
+  }
+  try {
+    await postJSON("/api/tag", { tags: [tag], ids: [tile.sample_id] });
+    status(`tagged 1 sample: ${tag}`);
+    await Promise.all([loadSummary(), refreshGrid(true)]);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+$("export-csv").addEventListener("click", () => void exportCsv());
+$("save-view-btn").addEventListener("click", () => void saveView());
+$("save-view-name").addEventListener("keydown", (ev) => {
+  if ((ev as KeyboardEvent).key === "Enter") void saveView();
+});
+
+document.addEventListener("keydown", (ev) => {
+  const typing = ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement;
+  if (modal.open || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.key === "Escape") void clearSelection();
+  else if (ev.key === "t") {
+    ev.preventDefault();
+    $("tag-input").focus();
+  } else if (ev.key === "f" && plot.hovered >= 0) {
+    plot.selectPoints(Uint32Array.of(plot.hovered), "toggle");
+  }
+});
+
+// ------------------------------------------------------------------ the tab's state in its address
+
+/** Point indices as ranges: "0-5.9.12-13" (characters an address keeps as they are). */
+function encodeRanges(idx: Uint32Array): string {
+  const parts: string[] = [];
+  for (let k = 0; k < idx.length; ) {
+    let j = k;
+    while (j + 1 < idx.length && idx[j + 1] === idx[j] + 1) j++;
+    parts.push(j > k ? `${idx[k]}-${idx[j]}` : String(idx[k]));
+    k = j + 1;
+  }
+  return parts.join(".");
+}
+
+function decodeRanges(text: string, count: number): Uint32Array {
+  const out: number[] = [];
+  for (const part of text.split(".")) {
+    const [a, b] = part.split("-").map(Number);
+    const end = Number.isInteger(b) ? b : a;
+    if (!Number.isInteger(a) || a < 0 || end >= count || end - a > count) continue;
+    for (let i = a; i <= end; i++) out.push(i);
+  }
+  return Uint32Array.from(out);
+}
+
+/** Longest address part kept for the view's stages and for the selection (larger ones stay out). */
+const MAX_URL_PART = 16000;
+
+/** This tab's view, plot, colour, legend and (small) selection, in its address: a reload restores them
+ * and the address can be shared. The token, if any, stays. */
+function writeUrl(): void {
+  if (!restored) return;
+  const p = new URLSearchParams(location.search);
+  const set = (name: string, value: string | null) => (value ? p.set(name, value) : p.delete(name));
+  const stages = JSON.stringify(state?.view?.stages ?? []);
+  set("view", stages !== "[]" && stages.length <= MAX_URL_PART ? stages : null);
+  set("run", plot.key);
+  set("color", plot.key ? plot.field || "none" : null);
+  set("size", plot.sizeField || null);
+  set("hide", plot.hidden.size ? JSON.stringify(plot.hiddenNames()) : null);
+  const sel = plot.selCount ? encodeRanges(plot.selectedIndices()) : "";
+  set("sel", sel.length <= MAX_URL_PART ? sel : null);
+  const next = `${location.pathname}?${p.toString()}`;
+  if (next !== `${location.pathname}${location.search}`) history.replaceState(null, "", next);
+}
+
 // ------------------------------------------------------------------ hooks for tests and benchmarks
 
 (window as any).__embedlens = {
@@ -411,8 +664,12 @@ $("similarity-btn").addEventListener("click", async () => {
   lassoData: () => plot.lassoData(),
   selectedPoints: () => plot.selectedPoints(),
   visiblePoints: () => plot.visiblePoints(),
+  drawnPoints: () => plot.drawnPoints(),
   categories: () => plot.header?.categories ?? [],
-  hiddenCategories: () => [...plot.hidden].map((c) => String(plot.header?.categories?.[c] ?? "(none)")),
+  hiddenCategories: () => plot.hiddenNames(),
+  legendCounts: () => Object.fromEntries([...document.querySelectorAll<HTMLElement>(".legend-item")].map(
+    (el) => [el.dataset.name, [Number(el.dataset.selected), Number(el.dataset.inView)]])),
+  selectedCount: () => plot.selCount,
   codes: () => (plot.codes ? Array.from(plot.codes) : []),
   gridTotal: () => grid.total,
   gridIds: () => grid.idsInDom(),

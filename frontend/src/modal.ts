@@ -8,6 +8,11 @@ export interface ModalEvents {
   /** The tile `step` places from `tile` in the grid, if loaded. */
   neighbour(tile: Tile, step: number): Tile | undefined;
   error(e: unknown): void;
+  /** Tag the sample of `tile`. */
+  tag(tile: Tile, tag: string): Promise<void>;
+  /** Select or unselect `tile`. */
+  toggle(tile: Tile): Promise<void>;
+  isSelected(tile: Tile): boolean;
 }
 
 export class Modal {
@@ -17,21 +22,53 @@ export class Modal {
   constructor(
     private readonly root: HTMLElement,
     private readonly els: { title: HTMLElement; image: HTMLElement; fields: HTMLElement; close: HTMLElement;
-                            prev: HTMLElement; next: HTMLElement },
+                            prev: HTMLElement; next: HTMLElement; tag: HTMLInputElement; tagButton: HTMLElement;
+                            select: HTMLElement; selected: HTMLElement },
     private readonly events: ModalEvents,
   ) {
     els.close.addEventListener("click", () => this.hide());
     els.prev.addEventListener("click", () => this.step(-1));
     els.next.addEventListener("click", () => this.step(1));
+    els.tagButton.addEventListener("click", () => void this.tagIt());
+    els.select.addEventListener("click", () => void this.toggle());
     root.addEventListener("click", (ev) => {
       if (ev.target === root) this.hide();
     });
     document.addEventListener("keydown", (ev) => {
       if (root.hidden) return;
+      if (ev.target === els.tag) {
+        if (ev.key === "Enter") void this.tagIt();
+        else if (ev.key === "Escape") els.tag.blur();
+        return;
+      }
       if (ev.key === "Escape") this.hide();
       else if (ev.key === "ArrowRight") this.step(1);
       else if (ev.key === "ArrowLeft") this.step(-1);
+      else if (ev.key === "t") {
+        ev.preventDefault();
+        els.tag.focus();
+      } else if (ev.key === "f") void this.toggle();
     });
+  }
+
+  private async tagIt(): Promise<void> {
+    const tag = this.els.tag.value.trim();
+    if (!this.tile || !tag) return;
+    await this.events.tag(this.tile, tag);
+    this.els.tag.value = "";
+    if (this.tile) await this.show(this.tile);
+  }
+
+  private async toggle(): Promise<void> {
+    if (!this.tile) return;
+    await this.events.toggle(this.tile);
+    this.showSelected();
+  }
+
+  private showSelected(): void {
+    const on = this.tile ? this.events.isSelected(this.tile) : false;
+    this.els.selected.textContent = on ? "selected" : "";
+    this.els.select.textContent = on ? "Unselect" : "Select";
   }
 
   get open(): boolean {
@@ -67,6 +104,7 @@ export class Modal {
     this.els.image.replaceChildren(img, boxOverlay(img, boxes, true));
     this.els.fields.replaceChildren(this.table(d, boxes));
     this.root.hidden = false;
+    this.showSelected();
   }
 
   private table(d: SampleDetail, boxes: Box[]): HTMLTableElement {

@@ -105,7 +105,7 @@ export class Sidebar {
     if (current) this.els.dataset.value = current;
   }
 
-  render(summary: Summary, baseStages: Stage[]): void {
+  render(summary: Summary, baseStages: Stage[], action: { name: string; brain_key?: string | null } | null = null): void {
     this.summary = summary;
     const all = [...baseStages, ...this.stages()];
     this.els.viewInfo.textContent = `${summary.count.toLocaleString()} of ${summary.total.toLocaleString()} samples` +
@@ -116,7 +116,7 @@ export class Sidebar {
         item.className = "stage";
         item.dataset.stage = st._stage;
         const text = document.createElement("span");
-        text.textContent = describeStage(st);
+        text.textContent = describeStage(st, i < baseStages.length ? action : null);
         text.title = JSON.stringify(st.kwargs);
         const x = document.createElement("button");
         x.type = "button";
@@ -241,14 +241,19 @@ function fmt(x: number | null): string {
 }
 
 /** A stage in a few words: "uniqueness ≥ 0.8", "sort by mistakenness ↓", "first 100". */
-export function describeStage(st: Stage): string {
-  const k = st.kwargs as Record<string, any>;
+export function describeStage(st: Stage, action: { name: string; brain_key?: string | null } | null = null): string {
+  // lists come as {"$lit": [...]} in the stage JSON
+  const k = Object.fromEntries(Object.entries(st.kwargs).map(([key, v]) => [key, lit(v)])) as Record<string, any>;
+  const n = (v: unknown) => (Array.isArray(v) ? v.length : 0).toLocaleString();
+  const from = action?.brain_key ? ` (${action.brain_key})` : "";
+  if (st._stage === "Select" && action?.name === "duplicates") return `duplicate groups${from}: ${n(k.sample_ids)} samples`;
+  if (st._stage === "Select" && action?.name === "unique") return `most unique${from}: ${n(k.sample_ids)} samples`;
   switch (st._stage) {
     case "Match":
     case "FilterLabels":
       return (st._stage === "FilterLabels" ? `${k.field}: ` : "") + describeExpr(k.filter);
     case "MatchTags":
-      return `${k.bool === false ? "not tagged" : "tagged"} ${(k.tags as string[]).join(k.all ? " & " : " | ")}`;
+      return `${k.bool === false ? "not tagged" : "tagged"} ${([] as string[]).concat(k.tags).join(k.all ? " & " : " | ")}`;
     case "Exists":
       return `${k.field} ${k.bool === false ? "missing" : "exists"}`;
     case "SortBy":
@@ -258,9 +263,9 @@ export function describeStage(st: Stage): string {
     case "Skip":
       return `skip ${k.skip}`;
     case "Select":
-      return `${(k.sample_ids as string[]).length.toLocaleString()} chosen samples`;
+      return `${n(k.sample_ids)} chosen samples`;
     case "Exclude":
-      return `without ${(k.sample_ids as string[]).length.toLocaleString()} samples`;
+      return `without ${n(k.sample_ids)} samples`;
     case "SortBySimilarity":
       return `most similar${k.k ? ` ${k.k}` : ""}${k.brain_key ? ` (${k.brain_key})` : ""}`;
     case "ToPatches":
@@ -272,6 +277,10 @@ export function describeStage(st: Stage): string {
     default:
       return st._stage;
   }
+}
+
+function lit(v: unknown): unknown {
+  return v && typeof v === "object" && !Array.isArray(v) && "$lit" in (v as object) ? (v as { $lit: unknown }).$lit : v;
 }
 
 const OPS: Record<string, string> = { ">=": "≥", "<=": "≤", ">": ">", "<": "<", "==": "=", "!=": "≠", "&": "and", "|": "or" };

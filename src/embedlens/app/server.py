@@ -29,7 +29,15 @@ JSON routes (under ``/api``)::
                                              answers the new state (as GET /api/state)
     GET  /api/points/{key}/lasso             binary: uint32 indices of the current lasso
     POST /api/points/{key}/indices {ids?}    binary: uint32 indices of the points of these samples
+    POST /api/points/{key}/shown             binary body: a bitmask of the points the legend shows (the
+                                             grid keeps to them); empty: every class
+    GET  /api/points/{key}/point/{index}     JSON: a point's own id and its sample's (hover card)
+    GET  /api/export.csv?what=selection|view CSV of ids and filepaths
+    POST /api/save_view {name, what, overwrite?}   save the selection or the grid as a named view
     GET  /media/thumb/{id}, /media/full/{id} the image of a sample of the dataset (looked up by id)
+
+Each page (tab) has its own view, selection and lasso: requests carry the page's ``X-Embedlens-Client``
+id (from the WebSocket's hello), and :class:`ClientContext` runs them as that page's.
     WS   /ws                                 state messages whenever the view or selection changes
 """
 
@@ -68,6 +76,22 @@ or <code>cd frontend &amp;&amp; npm ci &amp;&amp; npm run build</code>.
 The API is served under <code>/api</code>.</p>"""
 
 
+class ClientContext:
+    """ASGI wrapper: each request runs as the page its ``X-Embedlens-Client`` header names (or as no
+    page), so that the state reads and changes that page's own slot."""
+
+    def __init__(self, app: Any, state: AppState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        client = None
+        for name, value in scope.get("headers") or []:
+            if name == CLIENT_HEADER.encode():
+                client = value.decode("latin-1")[:64] or None
+        with self.state.as_client(client):
+            await self.app(scope, receive, send)
+
+
 class DatasetBody(BaseModel):
     name: str = Field(min_length=1, max_length=128)
 
@@ -92,6 +116,12 @@ class TagBody(BaseModel):
 
 class IdsBody(BaseModel):
     ids: list[str] | None = Field(default=None, max_length=MAX_IDS)
+
+
+class SaveViewBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    what: Literal["selection", "view"] = "view"
+    overwrite: bool = False
 
 
 class ActionBody(BaseModel):
@@ -119,6 +149,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
     """
     app = FastAPI(title="embedlens", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.embedlens = state
+    app.add_middleware(ClientContext, state=state)
     static = Path(static_dir) if static_dir is not None else STATIC_DIR
 
     # ------------------------------------------------------------------ errors
@@ -268,6 +299,34 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
         return await run_in_threadpool(lasso_and_state)
 
+    @app.post("/api/points/{brain_key}/shown")
+    async def points_shown(brain_key: str, request: Request):
+        """The body: a bitmask over the plot's points (as for the lasso) of those the legend shows; an
+        empty body shows every class again."""
+        body = await request.body()
+
+        def shown_and_state() -> dict:
+            idx = decode_points(body, True, state.run(brain_key).count) if body else None
+            state.set_shown(brain_key, idx, origin(request))
+            return state.state_message()
+
+        return await run_in_threadpool(shown_and_state)
+
+    @app.get("/api/points/{brain_key}/point/{index}")
+    def points_point(brain_key: str, index: int):
+        return state.point(brain_key, index)
+
+    @app.get("/api/export.csv")
+    def export_csv(what: Literal["selection", "view"] = "selection"):
+        name = f"{state.dataset.name if state.dataset else 'embedlens'}-{what}.csv"
+        return Response(state.export_csv(what), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+    @app.post("/api/save_view")
+    def save_view(body: SaveViewBody):
+        return state.save_view(body.name, body.what, body.overwrite)
+
     @app.get("/api/points/{brain_key}/lasso")
     def get_lasso(brain_key: str):
         key, idx = state.lasso_indices()
@@ -298,7 +357,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
         await websocket.accept()
         client_id = state.hub.add(websocket)
         try:
-            msg = await run_in_threadpool(state.state_message, "hello")
+            msg = await run_in_threadpool(state.state_message_for, client_id, "hello")
             await websocket.send_json({**msg, "type": "hello", "client_id": client_id})
             while True:
                 data = await websocket.receive_json()
@@ -308,6 +367,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
             pass
         finally:
             state.hub.remove(client_id)
+            state.forget_client(client_id)
 
     # ------------------------------------------------------------------ the page
 
@@ -333,6 +393,10 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     return Guard(app, auth_token=auth_token, trusted_hosts=trusted_hosts, max_json_body=max_json_body,
                  max_binary_body=max_binary_body)
+
+
+def _safe_filename(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def decode_points(body: bytes, bitmask: bool, count: int) -> np.ndarray:

@@ -9,12 +9,14 @@ colour-by values are uint8/uint16 category codes or float32 numbers, never JSON 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import math
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from numbers import Number
 from typing import Any
@@ -113,6 +115,32 @@ class Lasso:
     patches_field: str | None = None
 
 
+#: Marks "Python is calling" (a Session method, a test) in :data:`CLIENT`, as opposed to a page's request.
+PYTHON = "python"
+#: The page a request comes from (its ``X-Embedlens-Client`` id, or None when it sent none); set by the
+#: server for each request, :data:`PYTHON` elsewhere.
+CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("embedlens_client", default=PYTHON)
+
+
+@dataclass
+class Slot:
+    """What one page (browser tab) shows: its own view, selection, lasso and legend filter.
+
+    Tabs never share a selection or a view: each request works on its page's slot. Python (the Session)
+    reads the slot of the page that changed last, and its writes reach every slot.
+    """
+
+    view: SampleCollection | None
+    selected: list[str] = field(default_factory=list)
+    selected_labels: list[dict] = field(default_factory=list)
+    lasso: Lasso | None = None
+    #: the plot's points the legend shows (a legend class hidden or isolated): (brain_key, uint32 indices)
+    shown: tuple[str, np.ndarray] | None = None
+    grid_count: tuple[int, int] = (-1, 0)
+    #: what ranked the view's samples when an action made it: {"name", "score"?, "groups"?}
+    action: dict | None = None
+
+
 class Hub:
     """The open pages (WebSocket connections); messages to them can be sent from any thread."""
 
@@ -142,18 +170,23 @@ class Hub:
     def count(self) -> int:
         return len(self._clients)
 
-    def publish(self, message: dict) -> None:
-        """Send ``message`` to every page; returns at once (delivery happens on the server's loop)."""
+    def ids(self) -> list[str]:
         with self._lock:
-            loop, clients = self._loop, list(self._clients.items())
+            return list(self._clients)
+
+    def publish(self, message: dict | Callable[[str], dict], only: str | None = None) -> None:
+        """Send ``message`` (or ``message(client_id)``, one per page) to every page, or to page ``only``;
+        returns at once (delivery happens on the server's loop)."""
+        with self._lock:
+            loop, clients = self._loop, [(c, ws) for c, ws in self._clients.items() if only in (None, c)]
         if loop is None or not clients or loop.is_closed():
             return
-        text = json.dumps(message)
+        texts = {c: json.dumps(message(c) if callable(message) else message) for c, _ in clients}
 
         async def send_all() -> None:
             for client_id, ws in clients:
                 try:
-                    await ws.send_text(text)
+                    await ws.send_text(texts[client_id])
                 except Exception:  # a page that went away: its handler removes it
                     self.remove(client_id)
 
@@ -170,15 +203,74 @@ class AppState:
         self.lock = threading.RLock()
         self.hub = Hub()
         self.revision = 0
-        self.selected: list[str] = []
-        self.selected_labels: list[dict] = []
-        self.lasso: Lasso | None = None
         self._runs: dict[str, RunData] = {}
-        self._grid_count = (-1, 0)
         self.dataset: Dataset | None = None
-        self.view: SampleCollection | None = None
+        #: the view Python set (or the one the app started with): where a new page starts
+        self.base_view: SampleCollection | None = None
+        #: each page's slot by client id; None: requests that name no page (scripts, tests)
+        self._slots: dict[str | None, Slot] = {None: Slot(None)}
+        #: the page whose slot Python reads: the one that changed its view or selection last
+        self.active: str | None = None
         if collection is not None:
             self._set_collection(collection)
+
+    # ------------------------------------------------------------------ per-page slots
+
+    def _key(self) -> str | None:
+        client = CLIENT.get()
+        return self.active if client == PYTHON else client
+
+    def _slot(self) -> Slot:
+        """The slot of the page this call comes from (Python: the page that changed last)."""
+        key = self._key()
+        slot = self._slots.get(key)
+        if slot is None:  # a page seen for the first time starts from Python's view, nothing selected
+            slot = self._slots[key] = Slot(self.base_view)
+        return slot
+
+    def _targets(self) -> list[Slot]:
+        """The slots a change applies to: the calling page's own; Python's changes reach every page."""
+        if CLIENT.get() == PYTHON:
+            self._slot()
+            return list(self._slots.values())
+        return [self._slot()]
+
+    @contextlib.contextmanager
+    def as_client(self, client: str | None) -> Iterator[None]:
+        """Run the body as a request of page ``client`` (the server wraps every request in this)."""
+        token = CLIENT.set(client)
+        try:
+            yield
+        finally:
+            CLIENT.reset(token)
+
+    def forget_client(self, client: str) -> None:
+        """A page closed: drop its slot, unless Python reads it (it changed last)."""
+        with self.lock:
+            if client != self.active:
+                self._slots.pop(client, None)
+
+    @property
+    def selected_by(self) -> str | None:
+        """The page whose selection Python sees (None: no page has changed one)."""
+        return self.active
+
+    def _slot_property(name: str):  # noqa: N805  (a descriptor factory used in the class body)
+        def get(self: "AppState") -> Any:
+            with self.lock:
+                return getattr(self._slot(), name)
+
+        def set_(self: "AppState", value: Any) -> None:
+            with self.lock:
+                setattr(self._slot(), name, value)
+
+        return property(get, set_, doc=f"The calling page's {name} (Python: the page that changed last).")
+
+    view = _slot_property("view")
+    selected = _slot_property("selected")
+    selected_labels = _slot_property("selected_labels")
+    lasso = _slot_property("lasso")
+    del _slot_property
 
     # ------------------------------------------------------------------ dataset and view
 
@@ -186,8 +278,9 @@ class AppState:
         if not isinstance(collection, SampleCollection):
             raise WrongTypeError(f"expected a dataset or view, got {type(collection).__name__}")
         self.dataset = collection._dataset
-        self.view = collection
-        self.selected, self.selected_labels, self.lasso = [], [], None
+        self.base_view = collection
+        # another dataset: every page starts again from it
+        self._slots = {key: Slot(collection) for key in self._slots}
         self._runs.clear()
 
     def require(self) -> tuple[Dataset, SampleCollection]:
@@ -218,9 +311,13 @@ class AppState:
                 self._set_collection(view)
                 reason = "dataset"
             else:
-                self.view = view
-                if not keep_lasso:
-                    self.lasso = None
+                if CLIENT.get() == PYTHON:
+                    self.base_view = view
+                for slot in self._targets():
+                    slot.view = view
+                    slot.action = None
+                    if not keep_lasso:
+                        slot.lasso, slot.shown = None, None
                 reason = "view"
         self.notify(reason, origin)
 
@@ -235,27 +332,44 @@ class AppState:
             len(view)  # runs the SQL: a view that compiles but cannot run never becomes the current one
             self.set_view(view, origin)
 
+    def grid_points(self) -> Lasso | None:
+        """The plot's points the grid shows: the lasso's, kept to the classes the legend shows; None:
+        the whole view."""
+        slot = self._slot()
+        lasso, shown = slot.lasso, slot.shown
+        if shown is None or (lasso is not None and lasso.brain_key != shown[0]):
+            return lasso
+        key, idx = shown
+        if lasso is not None:
+            idx = np.intersect1d(lasso.indices, idx, assume_unique=True)
+        run = self.run(key)
+        return Lasso(key, idx, list(dict.fromkeys(run.sample_ids[idx].tolist())), run.keys[idx].tolist(),
+                     run.results.patches_field)
+
     def grid_view(self) -> SampleCollection:
-        """The current view narrowed to the samples lassoed in the plot (when there is a lasso)."""
+        """The current view narrowed to the samples lassoed in the plot (when there is a lasso) and to the
+        classes the plot's legend shows (when it hides some)."""
         _, view = self.require()
-        if self.lasso is None:
+        points = self.grid_points()
+        if points is None:
             return view
         pf = view._query().patches_field
-        lassoed_pf = self.lasso.patches_field
+        lassoed_pf = points.patches_field
         if pf is not None:
             if pf == lassoed_pf:  # objects of the same field: exactly the lassoed objects
-                return view.select(self.lasso.keys)
-            return view.match(F("sample_id").is_in(self.lasso.sample_ids))
+                return view.select(points.keys)
+            return view.match(F("sample_id").is_in(points.sample_ids))
         if lassoed_pf is not None:  # objects lassoed in an object-level plot: the grid shows those objects
-            return view.to_patches(lassoed_pf).select(self.lasso.keys)
-        return view.select(self.lasso.sample_ids)
+            return view.to_patches(lassoed_pf).select(points.keys)
+        return view.select(points.sample_ids)
 
     def grid_count(self) -> int:
         """len(grid_view()), counted once per revision: a lasso of 100k samples costs a table scan."""
         with self.lock:
-            if self._grid_count[0] != self.revision:
-                self._grid_count = (self.revision, len(self.grid_view()))
-            return self._grid_count[1]
+            slot = self._slot()
+            if slot.grid_count[0] != self.revision:
+                slot.grid_count = (self.revision, len(self.grid_view()))
+            return slot.grid_count[1]
 
     # ------------------------------------------------------------------ messages to the pages
 
@@ -264,6 +378,7 @@ class AppState:
             if self.dataset is None or self.view is None:
                 return {"type": "state", "reason": reason, "origin": origin, "revision": self.revision,
                         "dataset": None}
+            slot = self._slot()
             sel = self.selected
             lasso = None
             if self.lasso is not None:
@@ -280,13 +395,32 @@ class AppState:
                 "selected_labels": ([d["label_id"] for d in self.selected_labels]
                                     if len(self.selected_labels) <= MAX_IDS_IN_MESSAGE else None),
                 "lasso": lasso,
+                "legend_filter": slot.shown is not None,
+                "action": {k: v for k, v in slot.action.items() if not k.startswith("_")} if slot.action else None,
+                "client": self._key(),
+                "selected_by": self.active,
             }
 
+    def state_message_for(self, client: str | None, reason: str = "state", origin: str | None = None) -> dict:
+        """:meth:`state_message` as page ``client`` sees it."""
+        with self.as_client(client):
+            return self.state_message(reason, origin)
+
     def notify(self, reason: str, origin: str | None = None) -> None:
+        """Tell the pages: a page's own view or selection goes to that page only (other tabs keep theirs,
+        and Python now reads its slot); changes from Python, to tags or of dataset go to every page."""
+        caller = CLIENT.get()
         with self.lock:
             self.revision += 1
-        if self.hub.count:
-            self.hub.publish(self.state_message(reason, origin))
+            if caller != PYTHON and reason in ("selection", "view"):
+                self.active = caller
+        if not self.hub.count:
+            return
+        if caller != PYTHON and reason in ("selection", "view"):
+            if caller is not None:
+                self.hub.publish(self.state_message(reason, origin), only=caller)
+            return
+        self.hub.publish(lambda client: self.state_message_for(client, reason, origin))
 
     # ------------------------------------------------------------------ reading
 
@@ -341,6 +475,8 @@ class AppState:
             thumbs = self._thumbnails(sample_ids, self.dataset.verified_media(sample_ids))
             # an object tile is selected when the object is, a sample tile when the sample is
             selected = {d["label_id"] for d in self.selected_labels} if patches else set(self.selected)
+            score = ranking(self.view)
+            groups = (self._slot().action or {}).get("_groups") or {}
             samples = []
             for s, sid, thumb in zip(rows, sample_ids, thumbs):
                 chips, boxes = [], []
@@ -350,7 +486,7 @@ class AppState:
                 samples.append({
                     "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
                     "missing": thumb is None, "tags": list(s.tags or []), "labels": chips, "boxes": boxes,
-                    "selected": s.id in selected,
+                    "selected": s.id in selected, "score": score(s), "group": groups.get(s.id),
                 })
             return {"total": total, "offset": offset, "limit": limit, "samples": samples}
 
@@ -423,11 +559,13 @@ class AppState:
                         current.pop(i)
                     else:
                         current[i] = None
-            self.selected = list(current)
-            keep = set(self.selected)
-            self.selected_labels = [d for d in self.selected_labels if d["sample_id"] in keep]
-            if clear_lasso:
-                self.lasso = None
+            chosen = list(current)
+            keep = set(chosen)
+            for slot in self._targets():
+                slot.selected = list(chosen)
+                slot.selected_labels = [d for d in slot.selected_labels if d["sample_id"] in keep]
+                if clear_lasso or CLIENT.get() == PYTHON:
+                    slot.lasso = None
         self.notify("selection", origin)
         return self.selected
 
@@ -481,9 +619,74 @@ class AppState:
         self.notify("selection", origin)
         return {"points": int(idx.size), "samples": len(self.selected)}
 
+    def set_shown(self, brain_key: str, indices: np.ndarray | None, origin: str | None = None) -> None:
+        """The plot's points the page's legend shows (None: every class): the grid keeps to them."""
+        with self.lock:
+            run = self.run(brain_key)
+            slot = self._slot()
+            if indices is None:
+                slot.shown = None
+            else:
+                idx = np.unique(np.asarray(indices)).astype(np.uint32)
+                if idx.size and int(idx.max()) >= run.count:
+                    raise InvalidInputError(f"point indices must be in [0, {run.count}); got {int(idx.max())}")
+                slot.shown = (brain_key, idx)
+        self.notify("selection", origin)
+
+    def point(self, brain_key: str, index: int) -> dict:
+        """Point ``index`` of a plot: its own id and its sample's (for the plot's hover card)."""
+        with self.lock:
+            run = self.run(brain_key)
+            if not 0 <= index < run.count:
+                raise NotFound(f"no point {index} in run {brain_key!r} ({run.count} points)")
+            return {"index": index, "id": str(run.keys[index]), "sample_id": str(run.sample_ids[index])}
+
+    def export_collection(self, what: str) -> SampleCollection:
+        """``"selection"``: the selected samples; ``"view"``: what the grid shows."""
+        with self.lock:
+            dataset, _ = self.require()
+            if what == "view":
+                coll = self.grid_view()
+                return coll.view() if isinstance(coll, Dataset) else coll
+            if what != "selection":
+                raise InvalidInputError(f"export takes 'selection' or 'view', got {what!r}")
+            if not self.selected:
+                raise InvalidInputError("nothing is selected")
+            return dataset.select(self.selected, ordered=True)
+
+    def export_csv(self, what: str) -> str:
+        """The selection or the grid's samples as CSV: ``id,filepath`` (objects: ``id,sample_id,filepath``)."""
+        import csv
+        import io
+
+        with self.lock:
+            coll = self.export_collection(what)
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            if coll._is_patches:
+                writer.writerow(["id", "sample_id", "filepath"])
+                writer.writerows(zip(coll.values("id"), coll.values("sample_id"), coll.values("filepath")))
+            else:
+                writer.writerow(["id", "filepath"])
+                writer.writerows(zip(coll.values("id"), coll.values("filepath")))
+            return out.getvalue()
+
+    def save_view(self, name: Any, what: str, overwrite: bool = False) -> dict:
+        """Save the selection or the grid's samples as the dataset's saved view ``name``."""
+        if not isinstance(name, str) or not TAG_RE.fullmatch(name) or not name.strip():
+            raise InvalidInputError("a view name is 1-128 printable characters")
+        with self.lock:
+            dataset, _ = self.require()
+            coll = self.export_collection(what)
+            if coll._is_patches:
+                raise InvalidInputError("a view of objects cannot be saved from the page; save samples instead")
+            dataset.save_view(name, coll, overwrite=overwrite)
+            return {"name": name, "count": len(coll)}
+
     def clear_selection(self, origin: str | None = None) -> None:
         with self.lock:
-            self.selected, self.selected_labels, self.lasso = [], [], None
+            for slot in self._targets():
+                slot.selected, slot.selected_labels, slot.lasso = [], [], None
         self.notify("selection", origin)
 
     def tag(self, tags: Any, ids: Any = None, remove: bool = False, labels: bool = False,
@@ -532,8 +735,9 @@ class AppState:
             if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
                 raise InvalidInputError(f"k must be a positive integer, got {k!r}")
             new = view.sort_by_similarity(ids, k=k, brain_key=brain_key, reverse=bool(reverse))
-            self.lasso = None
-            self.view = new
+            slot = self._slot()
+            slot.lasso, slot.view = None, new
+            slot.action = {"name": "similarity", "brain_key": brain_key}
         self.notify("view", origin)
         return {"count": len(new)}
 
@@ -570,20 +774,22 @@ class AppState:
             if key not in available:
                 raise NotFound(f"brain run {key!r} cannot show {name!r}; runs that can: {', '.join(available)}")
             info = dataset.get_brain_info(key)
+            action: dict = {"name": name, "brain_key": key}
             if info["type"] == "similarity":
                 index = dataset.load_brain_results(key)
                 if name == "duplicates":
                     if index.neighbors_map is None:
                         index.find_duplicates()
                     new = index.duplicates_view()
+                    action["_groups"] = duplicate_groups(index)
                 else:
                     index.find_unique(min(count, index.total_index_size))
                     new = index.unique_view()
             else:
                 score = info["config"][f"{info['type']}_field"]
                 new = view.sort_by(score, reverse=True).limit(count)
-            self.lasso = None
-            self.view = new
+            slot = self._slot()
+            slot.lasso, slot.view, slot.action = None, new, action
         self.notify("view", origin)
         return {"action": name, "brain_key": key, "count": len(new)}
 
@@ -717,6 +923,47 @@ class AppState:
             if self.dataset is not None:
                 self.dataset.reload()
         self.notify("refresh", origin)
+
+
+def ranking(view: SampleCollection) -> Callable[[Any], dict | None]:
+    """What ranked the view's samples, per sample: ``{"field", "value"}`` of its last sort (a field, or
+    the distance of a similarity sort); None when the view is not sorted."""
+    for stage in reversed(view._stages):
+        name, kw = type(stage).__name__, stage.kwargs
+        if name == "SortBy" and isinstance(kw.get("field_or_expr"), str):
+            path = kw["field_or_expr"]
+
+            def by_field(sample: Any, path: str = path) -> dict | None:
+                value = sample.get(path.split(".")[0])
+                for part in path.split(".")[1:]:
+                    value = getattr(value, "get", lambda _: None)(part)
+                value = jsonable(value)
+                return {"field": path, "value": value} if isinstance(value, Number) else None
+            return by_field
+        if name == "SortBySimilarity":
+            dist = dict(zip(kw["ids"], kw["distances"]))
+            label = "distance" if not str(kw.get("query", "")).startswith("duplicates:") else "distance to kept"
+            return lambda sample: ({"field": label, "value": dist[sample.id]} if sample.id in dist else None)
+        if name in ("SortBy", "Shuffle"):
+            break
+    return lambda sample: None
+
+
+def duplicate_groups(index: Any) -> dict[str, dict]:
+    """Each member of a similarity index's duplicate groups: ``{"kept", "role", "distance"}`` (role
+    "kept" with ``copies``, or "copy"), plus ``channel`` when the index's ``duplicate_groups`` names one."""
+    out: dict[str, dict] = {}
+    for kept, lst in (index.neighbors_map or {}).items():
+        out[kept] = {"kept": kept, "role": "kept", "distance": 0.0, "copies": len(lst)}
+        for dup, d in lst:
+            out[dup] = {"kept": kept, "role": "copy", "distance": float(d)}
+    for group in getattr(index, "duplicate_groups", None) or []:
+        copies = group.get("copies") if isinstance(group, dict) else getattr(group, "copies", None)
+        for copy in copies or []:
+            get = copy.get if isinstance(copy, dict) else (lambda k, c=copy: getattr(c, k, None))
+            if get("id") in out and get("channel") is not None:
+                out[get("id")]["channel"] = str(get("channel"))
+    return out
 
 
 def _chips(name: str, value: Any) -> list[dict]:
