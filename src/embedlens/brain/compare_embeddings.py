@@ -236,7 +236,7 @@ def compare_embeddings(samples: "SampleCollection", embeddings_sets: Any, labels
     samples : Dataset or DatasetView
     embeddings_sets : list or dict
         The sets: names of stored embedding sets (``"pixels"``, ``"layer3"``), model names or Models
-        (their stored set, computed and stored once: ``"efficientnet_lite0"``), or ``[N, D]`` arrays in
+        (their stored set, computed and stored once: ``"efficientnet-lite0"``), or ``[N, D]`` arrays in
         view order; a dict gives them names (``{"pixels": "px", "fc1": x_fc1}``).
     labels_field : str or None
         The class of each sample, for ``knn_accuracy`` and ``label_agreement`` (None: skip them).
