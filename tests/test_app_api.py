@@ -691,3 +691,143 @@ def test_port_in_use_is_a_clear_error(digits):
             launch_app(digits, port=first.port, auto=False)
     finally:
         first.close()
+
+
+# ---------------------------------------------------------------------------------------------- tabs, legend, export
+
+
+def page_headers(client_id: str, binary: bool = False) -> dict:
+    return {"x-embedlens-client": client_id, **(BIN if binary else {})}
+
+
+def test_each_tab_keeps_its_own_view_and_selection(client, state, digits):
+    """Two pages (client ids): their lassos and views stay apart; Python sees the page that changed last
+    and says which; Python's own changes reach both."""
+    a, b = page_headers("tab-a", True), page_headers("tab-b", True)
+    keys = np.asarray(digits.load_brain_results("pca").keys)
+    first, second = np.arange(0, 40, dtype=np.uint32), np.arange(100, 110, dtype=np.uint32)
+    assert client.post("/api/points/pca/lasso", content=first.tobytes(), headers=a).json()["grid_count"] == 40
+    assert set(state.selected) == set(keys[first]) and state.selected_by == "tab-a"
+    st = client.post("/api/points/pca/lasso", content=second.tobytes(), headers=b).json()
+    assert st["grid_count"] == 10 and st["client"] == "tab-b" and st["selected_by"] == "tab-b"
+    assert set(state.selected) == set(keys[second])
+    # each page still reads its own
+    assert client.get("/api/state", headers=page_headers("tab-a")).json()["selected_count"] == 40
+    assert client.get("/api/samples", headers=page_headers("tab-b")).json()["total"] == 10
+    # a view set by one tab stays in that tab; a new tab starts from Python's view
+    client.post("/api/view", json={"stages": digits.match_tags("test").to_dicts()}, headers=page_headers("tab-a"))
+    assert client.get("/api/state", headers=page_headers("tab-a")).json()["view"]["count"] == 360
+    assert client.get("/api/state", headers=page_headers("tab-b")).json()["view"]["count"] == 1797
+    assert client.get("/api/state", headers=page_headers("tab-new")).json()["view"]["count"] == 1797
+    # Python's selection reaches every tab
+    ids = digits.values("id")[:3]
+    state.set_selected(ids, origin="python")
+    for tab in ("tab-a", "tab-b"):
+        assert client.get("/api/selection", headers=page_headers(tab)).json()["selected"] == ids
+
+
+def test_the_legend_narrows_the_grid(client, state, digits):
+    """POST /api/points/{key}/shown: the grid keeps to the legend's classes, with or without a lasso."""
+    labels = np.asarray(digits.load_brain_results("pca").values("ground_truth.label"))
+    n = len(labels)
+    only7 = np.packbits(labels == "7", bitorder="little").tobytes()
+    h = page_headers("tab-l", True)
+    st = client.post("/api/points/pca/shown", content=only7, headers=h).json()
+    assert st["grid_count"] == int((labels == "7").sum()) and st["legend_filter"] and st["selected_count"] == 0
+    # a lasso of zeros with 7 isolated: nothing in the grid, the selection is still the zeros
+    zeros = np.flatnonzero(labels == "0").astype(np.uint32)
+    st = client.post("/api/points/pca/lasso", content=zeros.tobytes(), headers=h).json()
+    assert st["grid_count"] == 0 and st["selected_count"] == len(zeros)
+    both = np.packbits(np.isin(labels, ["0", "7"]), bitorder="little").tobytes()
+    st = client.post("/api/points/pca/shown", content=both, headers=h).json()
+    assert st["grid_count"] == len(zeros)
+    st = client.post("/api/points/pca/shown", content=b"", headers=h).json()
+    assert st["grid_count"] == len(zeros) and not st["legend_filter"]
+    assert client.post("/api/points/pca/shown", content=b"\x01", headers=h).status_code == 400
+    assert client.post("/api/points/nope/shown", content=only7, headers=h).status_code == 404
+    assert n == 1797
+
+
+def test_export_csv_save_view_and_point_lookup(client, state, digits):
+    results = digits.load_brain_results("pca")
+    assert client.get("/api/points/pca/point/5").json() == {"index": 5, "id": results.keys[5],
+                                                             "sample_id": results.sample_ids[5]}
+    assert client.get("/api/points/pca/point/1797").status_code == 404
+    assert client.get("/api/export.csv", params={"what": "selection"}).status_code == 400  # nothing selected
+    ids = digits.values("id")[10:14]
+    client.post("/api/selection", json={"ids": ids})
+    r = client.get("/api/export.csv", params={"what": "selection"})
+    assert r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
+    rows = [line.split(",") for line in r.text.strip().splitlines()]
+    assert rows[0] == ["id", "filepath"] and [row[0] for row in rows[1:]] == ids
+    assert [row[1] for row in rows[1:]] == digits.select(ids, ordered=True).values("filepath")
+    assert len(client.get("/api/export.csv", params={"what": "view"}).text.strip().splitlines()) == 1798
+    assert client.get("/api/export.csv", params={"what": "everything"}).status_code == 422
+    r = client.post("/api/save_view", json={"name": "four", "what": "selection"})
+    assert r.json() == {"name": "four", "count": 4}
+    assert el.load_dataset("digits").load_saved_view("four").values("id") == ids
+    assert client.post("/api/save_view", json={"name": "four", "what": "selection"}).status_code == 400
+    digits.delete_saved_view("four")
+
+
+def test_tiles_show_what_ranked_them(client, state, digits):
+    view = digits.sort_by("index", reverse=True)
+    client.post("/api/view", json={"stages": view.to_dicts()})
+    tiles = client.get("/api/samples", params={"limit": 3}).json()["samples"]
+    assert [t["score"] for t in tiles] == [{"field": "index", "value": v} for v in view.limit(3).values("index")]
+    client.post("/api/view", json={"stages": []})
+    assert client.get("/api/samples", params={"limit": 1}).json()["samples"][0]["score"] is None
+
+
+class CallbackPlot:
+    """A minimal linked plot of the protocol: ids, selected_ids, and a selection callback."""
+
+    def __init__(self, ids):
+        self.ids = list(ids)
+        self.selected_ids: list[str] = []
+        self.callbacks = []
+
+    def register_selection_callback(self, callback):
+        self.callbacks.append(callback)
+
+    def user_selects(self, ids):
+        self.selected_ids = list(ids)
+        for cb in self.callbacks:
+            cb(list(ids))
+
+
+def test_session_plots_attach_links_a_plot_both_ways(digits):
+    import httpx
+
+    results = digits.load_brain_results("pca")
+    session = launch_app(digits, port=0, auto=False)
+    try:
+        plot = results.visualize(labels="ground_truth.label")
+        assert session.plots.attach(plot) == "plot1" and "plot1" in session.plots
+        # the page lassos ten points: the plot shows them
+        idx = np.arange(20, 30, dtype=np.uint32)
+        httpx.post(session.url + "api/points/pca/lasso", content=idx.tobytes(),
+                   headers={"content-type": "application/octet-stream", "x-embedlens-client": "tab-1"})
+        want = {results.keys[i] for i in idx}
+        assert set(plot.selected_ids) == want
+        selected_points = [i for t in plot.figure.data for i in (t.selectedpoints or [])]
+        assert len(selected_points) == 10
+        # the plot's selection reaches the app (no callback: sync)
+        plot.selected_ids = plot.ids[:3]
+        session.plots.sync()
+        assert session.selected == plot.ids[:3]
+        assert httpx.get(session.url + "api/state", headers={"x-embedlens-client": "tab-1"}).json()[
+            "selected_count"] == 3
+        # a plot with a callback follows at once, both ways
+        other = CallbackPlot(results.keys[:50])
+        name = session.plots.attach(other, "mine")
+        assert name == "mine" and set(other.selected_ids) == set(plot.ids[:3]) & set(other.ids)
+        other.user_selects(other.ids[5:8])
+        assert session.selected == other.ids[5:8] and set(plot.selected_ids) == set(other.ids[5:8])
+        with pytest.raises(el.core.errors.InvalidInputError):
+            session.plots.attach(other, "mine")
+        with pytest.raises(el.core.errors.WrongTypeError):
+            session.plots.attach(object())
+        assert session.plots.pop("mine") is other and session.plots.keys() == ["plot1"]
+    finally:
+        session.close()

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import webbrowser
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ..core.collection import SampleCollection
 from ..core.dataset import Dataset
@@ -78,6 +79,7 @@ class Session:
         self.auth_token = resolve_auth_token(address, auth_token, insecure_no_token)
         self.address = address
         self._state = AppState(dataset)
+        self.plots = Plots(self)
         # The server gets exactly the token that is printed; Host and Origin checks stay on everywhere.
         self._app = create_app(self._state, auth_token=self.auth_token,
                                trusted_hosts=trusted_hosts(address, allowed_hosts), max_json_body=max_json_body)
@@ -183,6 +185,12 @@ class Session:
         self._state.set_selected([] if ids is None else list(ids), "replace", origin="python")
 
     @property
+    def selected_by(self) -> str | None:
+        """The page (its client id) whose selection :attr:`selected` shows: the tab that changed its
+        selection or view last. Each tab keeps its own; None until a page has changed one."""
+        return self._state.selected_by
+
+    @property
     def selected_labels(self) -> list[dict]:
         """Objects lassoed in an object-level plot: ``{"label_id", "sample_id", "field"}`` each."""
         with self._state.lock:
@@ -246,6 +254,171 @@ class Session:
         n = len(self._state.view) if self._state.view is not None else 0
         return (f"<Session url={self.url!r} dataset={name!r} view={n} samples selected={len(self._state.selected)} "
                 f"{'closed' if self._closed else 'running'}>")
+
+
+@runtime_checkable
+class LinkedPlot(Protocol):
+    """What :meth:`Plots.attach` links to the app's selection: any object with
+
+    - ``ids``: the id of every point, in plot order (sample ids; object ids for an object-level plot);
+    - ``selected_ids``: read, the ids the user selected in the plot; written (by the session), the ids to
+      show as selected. A ``select_ids(ids)`` method, when there is one, is called instead of writing it;
+    - optionally ``register_selection_callback(callback)``: the plot calls ``callback(ids)`` whenever its
+      user selects points, and the app follows at once (else call :meth:`Plots.sync`).
+
+    ``results.visualize()``'s :class:`~embedlens.brain.plots.ScatterPlot` qualifies: it has ``ids``, and the
+    session keeps its ``selected_ids`` (and a plotly figure's ``selectedpoints``) in step with the app.
+    """
+
+    ids: Sequence[str]
+
+
+class Plots:
+    """``session.plots``: notebook plots linked to the app's selection both ways (FiftyOne's name).
+
+    >>> plot = results.visualize(labels="ground_truth.label")
+    >>> session.plots.attach(plot)          # selecting in the page lights up the plot's points
+    >>> plot.selected_ids = some_ids; session.plots.sync()   # and the plot's selection reaches the page
+
+    A plot's ids that are samples of the app's dataset select those samples; the ids of an object-level
+    plot (``link_type == "labels"``) select the samples the objects belong to.
+    """
+
+    def __init__(self, session: "Session") -> None:
+        self._session = session
+        self._plots: dict[str, Any] = {}
+        self._pushing = False
+        session._state.listeners.append(self._app_changed)
+
+    def attach(self, plot: Any, name: str | None = None) -> str:
+        """Link ``plot`` (see :class:`LinkedPlot`) under ``name`` (default ``"plot1"``, ``"plot2"``, ...)
+        and show the app's selection in it now; returns the name."""
+        ids = getattr(plot, "ids", None)
+        if ids is None or isinstance(ids, (str, bytes)) or not all(isinstance(i, str) for i in list(ids)):
+            raise WrongTypeError(f"session.plots.attach() takes a plot with .ids (a list of point ids), got "
+                                 f"{type(plot).__name__}")
+        if name is None:
+            k = len(self._plots) + 1
+            while f"plot{k}" in self._plots:
+                k += 1
+            name = f"plot{k}"
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"a plot's name is a non-empty string, got {name!r}")
+        if name in self._plots:
+            raise InvalidInputError(f"a plot named {name!r} is attached already; pop it first")
+        self._plots[name] = plot
+        register = _method(plot, "register_selection_callback")
+        if register is not None:
+            register(lambda selected, name=name: self._plot_changed(name, selected))
+        self._show(plot)
+        return name
+
+    def pop(self, name: str) -> Any:
+        """Detach and return the plot ``name``."""
+        if name not in self._plots:
+            raise InvalidInputError(f"no plot {name!r} is attached; attached: {', '.join(self._plots) or 'none'}")
+        return self._plots.pop(name)
+
+    def clear(self) -> None:
+        self._plots.clear()
+
+    def keys(self) -> list[str]:
+        return list(self._plots)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._plots[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plots
+
+    def __len__(self) -> int:
+        return len(self._plots)
+
+    def sync(self, name: str | None = None) -> None:
+        """Send plot ``name``'s selection (default: the only attached plot) to the app."""
+        if name is None:
+            if len(self._plots) != 1:
+                raise InvalidInputError(f"name the plot to sync; attached: {', '.join(self._plots) or 'none'}")
+            name = next(iter(self._plots))
+        if name not in self._plots:
+            raise InvalidInputError(f"no plot {name!r} is attached; attached: {', '.join(self._plots) or 'none'}")
+        self._plot_changed(name, _selected_of(self._plots[name]))
+
+    # ------------------------------------------------------------------ both directions
+
+    def _plot_changed(self, name: str, ids: Sequence[str] | None) -> None:
+        """The plot's user selected ``ids``: the app selects their samples."""
+        if self._pushing or name not in self._plots:
+            return
+        plot = self._plots[name]
+        ids = list(ids or [])
+        if getattr(plot, "link_type", "samples") == "labels":
+            samples = getattr(plot, "samples", None)
+            field = getattr(plot, "patches_field", None)
+            if samples is None or field is None:
+                raise InvalidInputError("an object-level plot needs .samples and .patches_field to select samples")
+            patches = samples.to_patches(field).select(ids)
+            ids = list(dict.fromkeys(patches.values("sample_id")))
+        self._session.selected = ids
+
+    def _app_changed(self, reason: str) -> None:
+        if reason in ("selection", "dataset", "refresh"):
+            for plot in list(self._plots.values()):
+                self._show(plot)
+
+    def _show(self, plot: Any) -> None:
+        """Show the app's selection in ``plot``: its points whose id is a selected sample or object."""
+        state = self._session._state
+        with state.lock:
+            chosen = set(state.selected) | {d["label_id"] for d in state.selected_labels}
+        if getattr(plot, "link_type", "samples") == "labels" and not state.selected_labels and chosen:
+            # samples selected in the page: light up their objects
+            samples, field = getattr(plot, "samples", None), getattr(plot, "patches_field", None)
+            if samples is not None and field is not None:
+                patches = samples.to_patches(field)
+                parents = dict(zip(patches.values("id"), patches.values("sample_id")))
+                chosen = {i for i in plot.ids if parents.get(i) in chosen}
+        ids = [i for i in plot.ids if i in chosen]
+        self._pushing = True
+        try:
+            select = _method(plot, "select_ids")
+            if select is not None:
+                select(ids)
+            else:
+                plot.selected_ids = ids
+            _mark_plotly(plot, set(ids))
+        finally:
+            self._pushing = False
+
+    def __repr__(self) -> str:
+        return f"<Plots {', '.join(self._plots) or 'none attached'}>"
+
+
+def _method(obj: Any, name: str) -> Callable | None:
+    try:
+        m = getattr(obj, name)
+    except AttributeError:
+        return None
+    return m if callable(m) else None
+
+
+def _selected_of(plot: Any) -> list[str]:
+    try:
+        ids = plot.selected_ids
+    except AttributeError:
+        return []
+    return list(ids or [])
+
+
+def _mark_plotly(plot: Any, chosen: set[str]) -> None:
+    """A plotly figure of a plot with ``trace_ids`` draws the chosen points as selected."""
+    traces = getattr(plot, "trace_ids", None)
+    figure = getattr(plot, "figure", None) if getattr(plot, "backend", None) == "plotly" else None
+    if traces is None or figure is None:
+        return
+    for trace, ids in zip(figure.data, traces):
+        if ids:
+            trace.selectedpoints = [k for k, i in enumerate(ids) if i in chosen] if chosen else None
 
 
 def launch_app(dataset: SampleCollection | None = None, view: SampleCollection | None = None,

@@ -211,6 +211,8 @@ class AppState:
         self._slots: dict[str | None, Slot] = {None: Slot(None)}
         #: the page whose slot Python reads: the one that changed its view or selection last
         self.active: str | None = None
+        #: called with the reason after every change (the Session's linked plots listen here)
+        self.listeners: list[Callable[[str], None]] = []
         if collection is not None:
             self._set_collection(collection)
 
@@ -414,6 +416,8 @@ class AppState:
             self.revision += 1
             if caller != PYTHON and reason in ("selection", "view"):
                 self.active = caller
+        for listener in list(self.listeners):
+            listener(reason)
         if not self.hub.count:
             return
         if caller != PYTHON and reason in ("selection", "view"):
