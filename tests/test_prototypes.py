@@ -161,3 +161,18 @@ def test_photos_are_scored_too(photos, tmp_path):
     np.testing.assert_allclose(r.class_scores, (np.asarray(x) @ w.T).astype(np.float64) + [0.5, -0.5], rtol=1e-5)
     order = ds.sort_by("prototype_scores.bright", reverse=True).values("id")
     assert order == [ds.values("id")[i] for i in np.argsort(-(np.asarray(x) @ w[0]), kind="stable")]
+
+
+def test_compare_layers_of_one_model(ds, trained):
+    """compare_embeddings over layers of the classifier trained here (from_torch(layer=...) sets) and pixels."""
+    net, _, _ = trained
+    sets = {"pixels": "px",
+            "hidden": el.from_torch(net, transform=_pixels, layer="1", name="mlp-hidden"),
+            "logits": el.from_torch(net, transform=_pixels, layer="3", name="mlp-logits")}
+    cmp = el.compare_embeddings(ds, sets, labels_field="ground_truth", trust_samples=300, queries=1)
+    m = cmp.metrics
+    assert cmp.sets == ["pixels", "hidden", "logits"]
+    assert cmp.config["embeddings_fields"]["hidden"] != cmp.config["embeddings_fields"]["logits"]
+    # Trained layers put same-digit samples together at least as well as raw pixels do.
+    assert m["logits"]["label_agreement"] > 0.95 and m["hidden"]["label_agreement"] > 0.95
+    assert 0 < m["agreement"]["hidden"]["logits"] < 1
