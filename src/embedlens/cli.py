@@ -681,10 +681,16 @@ def similar(
 @app.command("duplicates")
 def duplicates(
     name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
-    thresh: Annotated[Optional[float], typer.Option(help="Distance below which samples are near-duplicates "
-                                                         "(in the index's metric).")] = None,
+    thresh: Annotated[Optional[float], typer.Option(help="Embedding distance below which samples are "
+                                                         "near-duplicates (in the index's metric); the embedding "
+                                                         "alone, as FiftyOne.")] = None,
     fraction: Annotated[Optional[float], typer.Option(help="Flag about this fraction of the samples, in "
-                                                           "(0, 1).")] = None,
+                                                           "(0, 1); the embedding alone.")] = None,
+    z: Annotated[float, typer.Option(help="The default rule's outlier cut, in robust standard deviations "
+                                           "(lower flags more).")] = 6.5,
+    channels: Annotated[str, typer.Option(help="Which rule pairs samples without --thresh/--fraction: auto "
+                                               "(pixels where both images have detail, else the embedding), "
+                                               "perceptual, embedding, or either.")] = "auto",
     brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="The similarity index (optional when "
                                                                          "there is one).")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Files with identical bytes (SHA-256) instead of "
@@ -696,16 +702,22 @@ def duplicates(
 ) -> None:
     """Print groups of near-duplicate (or, with --exact, identical) images.
 
-    Each group is a kept sample followed by its duplicates, nearest
-    first. Without --thresh or --fraction the threshold is relative to
-    each sample's neighbourhood (see find_duplicates in the docs). Uses
-    the dataset's similarity index, made first if it has none (see
-    `embedlens similar`).
+    Each group is a kept sample followed by its copies, nearest first,
+    each with the channel that matched it: "perceptual" (the pixels
+    look the same: re-encoded, resized, a little cropped or brightened),
+    "embedding" (the model sees the same image; by default only where an
+    image has no detail to compare), or "both" (with --channels either),
+    and the distance in that channel. Without --thresh or --fraction the rule is
+    relative to each sample's neighbourhood and calibrated on the
+    dataset (see find_duplicates in the docs; --z tunes it). Uses the
+    dataset's similarity index, made first if it has none (see
+    `embedlens similar`); pixel descriptors are computed once and stored.
 
     Examples:
 
         embedlens duplicates mnist
-        embedlens duplicates mnist --fraction 0.01 --json
+        embedlens duplicates photos --z 5 --json
+        embedlens duplicates mnist --fraction 0.01
         embedlens duplicates pets --exact
     """
     if exact and (thresh is not None or fraction is not None):
@@ -717,28 +729,37 @@ def duplicates(
 
             found = find_exact_duplicates(ds, progress=progress)
             coll, key, info = ds, None, {"rule": "sha256"}
-            groups = {kept: [(d, 0.0) for d in dups] for kept, dups in found.items()}
+            groups = [{"kept": kept, "copies": [{"id": d, "channel": "file", "distance": 0.0} for d in dups]}
+                      for kept, dups in found.items()]
         else:
             index = _similarity_index(ds, brain_key, embeddings, model, progress)
-            index.find_duplicates(thresh=thresh, fraction=fraction)
+            index.find_duplicates(thresh=thresh, fraction=fraction, channels=channels, z=z, progress=progress)
             coll, key, info = _rows_of(ds, index), index.key, index.duplicates_info
-            groups = index.neighbors_map
-        paths = _paths_by_id(coll, [i for kept, lst in groups.items() for i in [kept, *(d for d, _ in lst)]])
-        out = [{"kept": {"id": kept, "filepath": paths.get(kept)},
-                "duplicates": [{"id": d, "filepath": paths.get(d), "distance": dist} for d, dist in lst]}
-               for kept, lst in groups.items()]
+            groups = index.duplicate_groups
+        paths = _paths_by_id(coll, [i for g in groups for i in [g["kept"], *(c["id"] for c in g["copies"])]])
+        out = [{"kept": {"id": g["kept"], "filepath": paths.get(g["kept"])},
+                "duplicates": [{**c, "filepath": paths.get(c["id"])} for c in g["copies"]]} for g in groups]
     flagged = sum(len(g["duplicates"]) for g in out)
     if as_json:
         _emit_json({"dataset": name, "brain_key": key, "exact": exact, "groups": out, "duplicates": flagged,
                     "info": info})
         return
-    thresh_txt = "" if exact else f" (threshold {info.get('thresh', 0):.4g}, rule {info.get('rule')})"
-    typer.echo(f"{flagged} duplicates in {len(out)} groups{thresh_txt}.")
+    if exact:
+        how = ""
+    elif info.get("rule") == "default":
+        ratios = ", ".join(f"{c} ratio {info[c]['ratio']:.3g}" for c in ("perceptual", "embedding")
+                           if isinstance(info.get(c), dict) and "ratio" in info[c])
+        how = f" (default rule, z {info.get('z'):g}: {ratios}; {sum(info['pairs_examined'].values()):,} pairs examined)"
+    else:
+        how = f" (rule {info.get('rule')}, threshold {info.get('thresh'):.4g})"
+    typer.echo(f"{flagged} duplicates in {len(out)} groups{how}.")
     for g in out:
         typer.echo(f"{g['kept']['id']}  {g['kept']['filepath']}")
         for d in g["duplicates"]:
-            dist = "identical" if exact else f"{d['distance']:.6f}"
+            dist = "identical" if exact else f"{d['channel']:<10}  {d['distance']:.6f}"
             typer.echo(f"  {d['id']}  {dist}  {d['filepath']}")
+    if info.get("warning"):
+        typer.echo(f"Warning: {info['warning']}", err=True)
 
 
 @app.command("unique")

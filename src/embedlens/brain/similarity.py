@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from ..models import Model
 
 BACKENDS = ("auto", "exact", "faiss")
+#: What ``find_duplicates(channels=...)`` takes (see its docstring).
+DUPLICATE_CHANNELS = ("auto", "perceptual", "embedding", "either")
 #: ``backend="auto"`` searches exactly while one query scans at most this many values (rows x dims) and
 #: builds a FAISS IVF index above it. Measured by ``bench/bench_similarity.py`` (2-core machine shared with
 #: other work, 512-d, k=25, median of 40 queries): exact 0.3-0.6 / 0.8-1.6 / 2.2-2.8 / 5.7-6.6 / 13-24 ms at
@@ -678,7 +680,7 @@ class SimilarityIndex(BrainResults):
     # ------------------------------------------------------------------ duplicates
 
     def find_duplicates(self, thresh: float | None = None, fraction: float | None = None,
-                        perceptual: bool = True, z: float = _dups.DUPLICATE_Z, progress: bool = True) -> list[str]:
+                        channels: str = "auto", z: float = _dups.DUPLICATE_Z, progress: bool = True) -> list[str]:
         """Find near-duplicates: copies that were re-encoded, resized, cropped a little or brightened.
 
         Two channels, each compared only on its shared kNN graph (``GRAPH_K`` neighbours a row, never
@@ -703,10 +705,14 @@ class SimilarityIndex(BrainResults):
         fraction : float, optional
             In (0, 1): the embedding threshold is chosen (binary search over the graph's distances) so
             that about this fraction of the rows are flagged; the embedding channel alone.
-        perceptual : bool
-            With neither ``thresh`` nor ``fraction``: use the perceptual channel too (default). Images
-            that cannot be read have no descriptor (a warning says how many; they are left to the
-            embedding channel).
+        channels : {"auto", "perceptual", "embedding", "either"}
+            With neither ``thresh`` nor ``fraction``, which rule pairs rows. ``"auto"`` (default): the
+            perceptual rule wherever both images have a descriptor, the embedding rule for pairs where one
+            has none (unreadable, or blank: no detail to compare). ``"perceptual"``/``"embedding"``: that
+            channel alone (``"embedding"`` is the rule of embedlens before the perceptual channel).
+            ``"either"``: a pair either rule finds (more copies the pixels cannot see, such as flips, and
+            more look-alikes: on the photo benchmark the embedding rule's extra pairs were all tiles of one
+            smooth sky, and each such false pair can also hide a true one from the keep-first grouping).
         z : float
             The default rule's outlier cut (below), for both channels (``DUPLICATE_Z`` = 6.5).
         progress : bool
@@ -722,8 +728,8 @@ class SimilarityIndex(BrainResults):
         ``ratio = min(exp(median(log r) - z * 1.4826 * MAD(log r)), 0.3)`` -- a robust outlier cut on the
         ratios of the whole set -- and ``j`` is a duplicate of ``i`` when ``d(i, j) <= ratio * s_i``, or
         when ``d(i, j)`` is below 2% of the median nearest-neighbour distance (so groups of more than 10
-        copies are still found). A pair is a near-duplicate when either channel's rule pairs it; the
-        channel that matched is kept (``"perceptual"``, ``"embedding"`` or ``"both"``).
+        copies are still found). Which channel's rule decides is ``channels``; the channel that matched
+        is kept with each copy (``"perceptual"``, ``"embedding"``, or ``"both"`` with ``"either"``).
 
         Measured by ``bench/bench_duplicates.py`` (all defaults, EfficientNet-Lite0): on 128-px tiles of
         scikit-image's photos with 20% planted copies, precision / recall >= 0.97 / 1.0 for JPEG q60,
@@ -758,26 +764,33 @@ class SimilarityIndex(BrainResults):
                 raise InvalidInputError(f"fraction must be in (0, 1), got {fraction!r}")
         if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) or not 0 < z < 100:
             raise InvalidInputError(f"z must be a positive number of robust standard deviations, got {z!r}")
-        if not isinstance(perceptual, bool):
-            raise InvalidInputError(f"perceptual must be True or False, got {perceptual!r}")
+        if channels not in DUPLICATE_CHANNELS:
+            raise InvalidInputError(f"channels must be one of {', '.join(DUPLICATE_CHANNELS)}, got {channels!r}")
         n = len(self.keys)
         if n < 2:
             raise InvalidInputError("find_duplicates() needs at least 2 rows in the index")
         graph = self.graph(GRAPH_K)
         info: dict[str, Any] = {"graph_k": graph.k, "graph_method": graph.method, "graph_recall": graph.recall}
-        channels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         low = {"embedding": _dups.low_mode(graph)}
         if thresh is None and fraction is None:
             rows, cols, _, emb_info = _dups.default_edges(graph, float(z))
-            info.update(rule="default", z=float(z), embedding=emb_info)
-            channels["embedding"] = (rows, cols)
-            descriptors = self._perceptual_channel(info, progress) if perceptual else None
+            info.update(rule="default", channels=channels, z=float(z), embedding=emb_info)
+            descriptors = self._perceptual_channel(info, progress) if channels != "embedding" else None
             if descriptors is not None:
                 pgraph = _dups.refine(self._perceptual_graph(descriptors), descriptors)
                 prow, pcol, _, p_info = _dups.default_edges(pgraph, float(z))
                 info["perceptual"].update(p_info)
-                channels["perceptual"] = (prow, pcol)
+                pairs["perceptual"] = (prow, pcol)
                 low["perceptual"] = _dups.low_mode(pgraph)
+                if channels == "auto":
+                    # the embedding decides only where the pixels cannot: a row without a descriptor
+                    blind = ~np.any(descriptors != 0, axis=1)
+                    keep = blind[rows] | blind[np.maximum(cols, 0)]
+                    rows, cols = rows[keep], cols[keep]
+                    info["perceptual"]["rows_without_descriptor"] = int(blind.sum())
+            if channels != "perceptual" or descriptors is None:
+                pairs["embedding"] = (rows, cols)
         else:
             descriptors = None
             if fraction is not None:
@@ -786,9 +799,9 @@ class SimilarityIndex(BrainResults):
             else:
                 info.update(rule="thresh")
             rows, cols, _ = _dups.threshold_edges(graph, float(thresh))
-            channels["embedding"] = (rows, cols)
-        info["pairs_examined"] = {c: int(graph.indices.shape[0] * graph.k) for c in channels}
-        self._set_duplicates(channels, descriptors, info, thresh, low)
+            pairs["embedding"] = (rows, cols)
+        info["pairs_examined"] = {c: int(graph.indices.shape[0] * graph.k) for c in pairs}
+        self._set_duplicates(pairs, descriptors, info, thresh, low)
         return list(self.duplicate_ids)
 
     def _perceptual_channel(self, info: dict[str, Any], progress: bool) -> np.ndarray | None:
