@@ -27,8 +27,9 @@ answers four questions from the embeddings alone, with four kNN searches and not
    with no shift). The set labels are shuffled ``n_permutations`` times on the fixed graph:
    ``p_knn = (1 + #{T_perm >= T}) / (1 + n_permutations)``, exact under "no shift". Effect size
    ``(T - T0) / (1 - T0)``, ``T0`` the permutation mean: 0 = no shift, 1 = no sample has a neighbour
-   from the other set. Above ``max_test_samples`` pooled rows, ``T`` and its permutations use that many
-   random rows (their neighbours still come from all rows). It sees new clusters and changed
+   from the other set. Above ``max_test_samples`` (20,000) pooled samples the test runs on that many
+   random ones (the target's at most half, unless the reference is short) with their own kNN graph:
+   still exact, and the permutations stay cheap. It sees new clusters and changed
    proportions, not novel samples scattered one by one (their nearest neighbours are mostly reference
    samples still), hence:
 
@@ -185,49 +186,38 @@ def pooled_graph(ref_within: np.ndarray, ref_within_d: np.ndarray, ref_cross: np
 
 
 def knn_shift_test(graph: np.ndarray, is_target: np.ndarray, n_permutations: int = 1000,
-                   max_rows: int = 20_000, seed: int = 51) -> dict[str, Any]:
-    """Schilling-Henze kNN two-sample test on a pooled kNN graph (see the module docstring).
+                   seed: int = 51) -> dict[str, Any]:
+    """Schilling-Henze kNN two-sample test on a kNN graph of pooled samples (see the module docstring).
 
-    ``graph`` [N, k] pooled neighbour indices (self excluded), ``is_target`` [N] bool. Rows beyond
-    ``max_rows`` are subsampled (uniformly, independently of the labels, so the test stays exact).
+    ``graph`` [N, k] neighbour indices (self excluded), ``is_target`` [N] bool. The labels are shuffled
+    ``n_permutations`` times on the fixed graph; each statistic comes from one sparse product.
     """
-    n = len(graph)
+    from scipy import sparse
+
+    n, k = graph.shape
+    # edges i -> j; (adjacency @ z)[i] = how many of i's neighbours are targets
+    adjacency = sparse.csr_matrix((np.ones(n * k, np.float32), graph.ravel(), np.arange(0, n * k + 1, k)),
+                                  shape=(n, n))
+
+    def statistic(z: np.ndarray) -> np.ndarray:  # z [N, B] labels in {0, 1} -> [B] statistics
+        t_nbrs = adjacency @ z
+        t_count = z.sum(axis=0)
+        same_t = (t_nbrs * z).sum(axis=0) / np.maximum(k * t_count, 1)
+        same_r = ((k - t_nbrs) * (1 - z)).sum(axis=0) / np.maximum(k * (n - t_count), 1)
+        return 0.5 * (same_t + same_r)
+
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
-    nbrs = graph[rows]
-    # only the labels of the tested rows and of their neighbours matter: relabel them 0..m-1
-    used, inverse = np.unique(np.concatenate([rows, nbrs.ravel()]), return_inverse=True)
-    own, nb = inverse[:len(rows)], inverse[len(rows):].reshape(nbrs.shape)
-    labels = is_target.astype(np.int8)
-
-    def statistic(z: np.ndarray) -> np.ndarray:  # z [B, len(used)] labels -> [B] statistics
-        zo = z[:, own]
-        f = (z[:, nb] == zo[:, :, None]).mean(axis=2)
-        t_count = zo.sum(axis=1)
-        r_count = zo.shape[1] - t_count
-        f_t = (f * zo).sum(axis=1) / np.maximum(t_count, 1)
-        f_r = (f * (1 - zo)).sum(axis=1) / np.maximum(r_count, 1)
-        return 0.5 * (f_t + f_r)
-
-    observed = float(statistic(labels[used][None, :])[0])
-    perms = []
-    chunk = max(1, min(n_permutations, (32 << 20) // max(1, nbrs.size)))
-    done = 0
-    while done < n_permutations:
-        b = min(chunk, n_permutations - done)
-        # a uniform permutation of all N labels, read at the used rows: a uniform draw of len(used) of them
-        z = np.stack([labels[rng.permutation(n)[:len(used)]] for _ in range(b)]) if len(used) < n else \
-            rng.permuted(np.tile(labels, (b, 1)), axis=1)
-        perms.append(statistic(z))
-        done += b
-    perms = np.concatenate(perms)
+    labels = is_target.astype(np.float32)
+    observed = float(statistic(labels[:, None])[0])
+    chunk = max(1, min(n_permutations, (16 << 20) // (4 * n)))
+    perms = np.concatenate([statistic(rng.permuted(np.tile(labels, (b, 1)), axis=1).T)
+                            for b in [chunk] * (n_permutations // chunk) + [n_permutations % chunk] if b])
     null_mean, null_sd = float(perms.mean()), float(perms.std())
-    p = (1 + int((perms >= observed - 1e-12).sum())) / (1 + n_permutations)
+    p = (1 + int((perms >= observed - 1e-6).sum())) / (1 + n_permutations)
     return {"statistic": observed, "null_mean": null_mean, "null_sd": null_sd,
             "effect": (observed - null_mean) / (1.0 - null_mean) if null_mean < 1 else 0.0,
             "z": (observed - null_mean) / null_sd if null_sd > 0 else 0.0,
-            "p_value": p, "n_permutations": int(n_permutations), "rows_tested": int(len(rows)),
-            "k": int(graph.shape[1])}
+            "p_value": p, "n_permutations": int(n_permutations), "rows_tested": int(n), "k": int(k)}
 
 
 def novelty_tail_test(ref_scores: np.ndarray, tgt_scores: np.ndarray, tail: float = 0.01) -> dict[str, Any]:
@@ -535,7 +525,7 @@ def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: 
     alpha : float
         Level of the shift test's verdict and (Bonferroni-corrected) of the clusters' flags.
     max_test_samples : int
-        Pooled rows the test statistic is computed on (a random subset above it).
+        Above this many pooled samples the kNN test runs on that many random ones, with their own graph.
     seed : int
         Seed of the k-means, the subsample and the permutations.
     overwrite : bool
@@ -609,10 +599,13 @@ def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: 
     coverage = (1.0 - rank_scores(coverage_d, tgt_loo)).astype(np.float32)
 
     k_test = min(k_ref, k_tgt)
-    graph = pooled_graph(g_ref.indices[:, 1:], g_ref.distances[:, 1:], r2t_i, r2t_d,
-                         g_tgt.indices[:, 1:], g_tgt.distances[:, 1:], t2r_i, t2r_d, k_test)
-    is_target = np.r_[np.zeros(len(ref), bool), np.ones(len(tgt), bool)]
-    shift = knn_shift_test(graph, is_target, int(n_permutations), int(max_test_samples), seed)
+    if len(ref) + len(tgt) <= max_test_samples:  # the pooled graph, merged from the four searches
+        graph = pooled_graph(g_ref.indices[:, 1:], g_ref.distances[:, 1:], r2t_i, r2t_d,
+                             g_tgt.indices[:, 1:], g_tgt.distances[:, 1:], t2r_i, t2r_d, k_test)
+        is_target = np.r_[np.zeros(len(ref), bool), np.ones(len(tgt), bool)]
+    else:
+        graph, is_target = _subsample_graph(ref, tgt, int(max_test_samples), k_test, metric, seed)
+    shift = knn_shift_test(graph, is_target, int(n_permutations), seed)
     tail = novelty_tail_test(ref_loo, novelty_d)
     p_value = min(1.0, 2 * min(shift["p_value"], tail["p_value"]))  # Bonferroni over the two tests
     shift.update(p_knn=shift.pop("p_value"), p_novelty=tail["p_value"], novelty_tail=tail, p_value=p_value,
@@ -645,6 +638,24 @@ def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: 
         fields.append(coverage_field)
     results.save(brain_key, overwrite=True, fields=fields)
     return results
+
+
+def _subsample_graph(ref: Any, tgt: Any, size: int, k: int, metric: str, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph of ``size`` random pooled rows (the target's at most half unless the reference is
+    short) and which are the target's: with no shift every row is a draw from one distribution, so the
+    test on them is exact, and its permutations cost ``size`` labels, not N."""
+    from .neighbors import knn_graph
+    from .source import _digest
+
+    rng = np.random.default_rng(seed)
+    n_t = min(len(tgt), max(size // 2, size - len(ref)))
+    n_r = min(len(ref), size - n_t)
+    ri = np.sort(rng.choice(len(ref), size=n_r, replace=False))
+    ti = np.sort(rng.choice(len(tgt), size=n_t, replace=False))
+    rows = np.concatenate([np.asarray(ref.matrix[ri], np.float32), np.asarray(tgt.matrix[ti], np.float32)])
+    graph = knn_graph(rows, "shift-test-" + _digest(ref.fingerprint, tgt.fingerprint, ri, ti), k, metric)
+    return graph.indices[:, 1:], np.r_[np.zeros(n_r, bool), np.ones(n_t, bool)]
 
 
 def _r(recall: float | None) -> float | None:
