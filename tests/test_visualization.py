@@ -548,3 +548,15 @@ def test_thumbnails_of_photos(photos):
     r = compute_visualization(ds, points=np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]]))
     plot = r.visualize(thumbnails=5)
     assert len(plot.figure.layout.images) == 5  # far enough apart: every photo fits
+
+
+def test_cli_takes_the_t_sne_spelling(ds, monkeypatch):
+    from typer.testing import CliRunner
+
+    from embedlens.cli import app
+
+    monkeypatch.setenv("EMBEDLENS_HOME", str(ds.path.parent))
+    out = CliRunner().invoke(app, ["visualize", ds.name, "--embeddings", "pixels", "--method", "t-sne", "--seed", "0",
+                                   "--json"], prog_name="embedlens")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["method"] == "tsne" and ds.get_brain_info("tsne")["method"] == "tsne"

@@ -601,6 +601,7 @@ def visualize(
         embedlens visualize mnist --method lda --labels-field ground_truth \\
             --plot mnist-lda.html
     """
+    method = {"t-sne": "tsne", "t_sne": "tsne"}.get(method.lower(), method)  # FiftyOne's spelling
     _check_choice(method, VIS_METHODS, "--method")
     with _user_errors():
         from .brain.visualization import compute_visualization
