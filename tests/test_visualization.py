@@ -560,3 +560,16 @@ def test_cli_takes_the_t_sne_spelling(ds, monkeypatch):
                                    "--json"], prog_name="embedlens")
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["method"] == "tsne" and ds.get_brain_info("tsne")["method"] == "tsne"
+
+
+def test_object_plots_take_fiftyones_per_object_spellings(tiles):
+    """The Brain guide's object plot: labels=F("gt.detections.label"), sizes=F("gt.detections[]").apply(area)."""
+    F = el.F
+    ds = tiles
+    r = compute_visualization(ds, points=np.random.default_rng(5).normal(size=(96, 2)), patches_field="digits")
+    area = F("bounding_box")[2] * F("bounding_box")[3]
+    plot = r.visualize(labels=F("digits.detections.label"), sizes=F("digits.detections[]").apply(area))
+    patches = ds.to_patches("digits")
+    assert {t.name: len(t.x) for t in plot.data} == patches.count_values("digits.label")
+    assert r.values("digits.detections.label") == patches.values("digits.label")
+    assert r.values(F("digits.detections[]").apply(area)) == pytest.approx([0.25] * 96)

@@ -452,6 +452,45 @@ def _ids_and_values(coll: "SampleCollection", what: Any) -> tuple[list[str], lis
     return coll.values("id"), coll.values(path)
 
 
+def _per_object(what: Any, patches_field: str) -> Any:
+    """FiftyOne's spellings of a per-object value, as a value of the patches view (one object a row).
+
+    In FiftyOne an object-level plot takes ``"gt.detections.label"`` or ``F("gt.detections.label")``
+    and ``F("gt.detections[]").apply(expr)`` (``expr`` relative to each object); in the patches view
+    field ``gt`` holds the row's one object, so these are ``"gt.label"`` and ``expr`` with its fields
+    under ``gt.``.
+    """
+    prefix = f"{patches_field}.detections"
+    if isinstance(what, str):
+        return f"{patches_field}.{what[len(prefix) + 1:]}" if what.startswith(prefix + ".") else what
+    if not isinstance(what, ViewExpression):
+        return what
+    from ..core.expressions import from_dict
+
+    def under(node: Any) -> Any:  # fields of an expression about one object -> fields of the patches view
+        if isinstance(node, dict) and isinstance(node.get("$field"), str):
+            f = node["$field"]
+            return {"$field": f[1:] if f.startswith("$") else f"{patches_field}.{f}"}
+        if isinstance(node, dict):
+            return {k: under(v) for k, v in node.items()}
+        return [under(v) for v in node] if isinstance(node, list) else node
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            args = node.get("args")
+            if node.get("$op") == "apply" and args and args[0] == {"$field": prefix + "[]"}:
+                return under(args[1])
+            f = node.get("$field")
+            if isinstance(f, str) and f.startswith(prefix + "."):
+                return {"$field": f"{patches_field}.{f[len(prefix) + 1:]}"}
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    original = what.to_dict()
+    rewritten = walk(original)
+    return what if rewritten == original else from_dict(rewritten)
+
+
 def _row_values(samples: "SampleCollection", patches_field: str | None, keys: Sequence[str],
                 sample_ids: Sequence[str], what: Any) -> list[Any]:
     """The value of ``what`` (field path or expression) for each row ``keys[i]``; None where missing.
@@ -461,6 +500,8 @@ def _row_values(samples: "SampleCollection", patches_field: str | None, keys: Se
     of each object's image.
     """
     coll = _row_collection(samples, patches_field)
+    if patches_field:
+        what = _per_object(what, patches_field)
     try:
         found, values = _ids_and_values(coll, what)
         want = keys
