@@ -573,3 +573,17 @@ def test_object_plots_take_fiftyones_per_object_spellings(tiles):
     assert {t.name: len(t.x) for t in plot.data} == patches.count_values("digits.label")
     assert r.values("digits.detections.label") == patches.values("digits.label")
     assert r.values(F("digits.detections[]").apply(area)) == pytest.approx([0.25] * 96)
+
+
+def test_thumbnails_of_objects_are_their_boxes(tiles):
+    r = compute_visualization(tiles, points=np.random.default_rng(6).normal(size=(96, 2)), patches_field="digits")
+    plot = r.visualize(thumbnails=20, backend="matplotlib")
+    from matplotlib.offsetbox import AnnotationBbox
+
+    boxes = [a for a in plot.axes[0].artists if isinstance(a, AnnotationBbox)]
+    assert 5 <= len(boxes) <= 20
+    # Each image is one digit cell (a quarter of its tile): square, not the whole 2x2 tile.
+    shapes = {b.offsetbox.get_data().shape[:2] for b in boxes}
+    assert all(abs(h - w) <= 1 for h, w in shapes)
+    tile = np.asarray(Image.open(tiles.first().filepath))
+    assert all(h <= tile.shape[0] // 2 + 1 for h, _ in shapes)

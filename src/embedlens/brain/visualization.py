@@ -709,8 +709,9 @@ class VisualizationResults(BrainResults):
         backend:
             ``"plotly"`` (default) or ``"matplotlib"``.
         thumbnails:
-            Draw up to this many images at their points (2-D sample-level runs): a plotly layout image
-            or a matplotlib ``OffsetImage`` each, from the dataset's thumbnail cache. Which points get one
+            Draw up to this many images at their points (2-D plots): a plotly layout image or a
+            matplotlib ``OffsetImage`` each, from the dataset's thumbnail cache (for an object-level run,
+            each object's box cut from its image). Which points get one
             is decided by :func:`embedlens.brain.plots.spread_sample`: a seeded random order, keeping a
             point only when its box (side ``1/(1.5 sqrt(n))`` of the plot's extent) overlaps no kept
             box, so images never pile up; dense layouts get fewer than ``n``.
@@ -751,14 +752,26 @@ class VisualizationResults(BrainResults):
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InvalidInputError(f"thumbnails must be a positive number of images, got {n!r}")
-        if self.patches_field:
-            raise InvalidInputError("thumbnails= draws sample images; this run's points are objects of "
-                                    f"{self.patches_field!r}")
         rows, side = spread_sample(pts, int(n))
-        ids = [self.keys[r] for r in rows]
+        ids = [self.sample_ids[r] for r in rows]  # the images (of the objects, for an object-level run)
         paths = dict(zip(self._samples.values("id"), self._samples.values("filepath")))
         thumbs = cached_thumbnails(self._samples._dataset.thumbnails_dir, [(i, paths[i]) for i in ids])
-        return side, rows, [_load_thumbnail(t, THUMBNAIL_PIXELS) for t in thumbs]
+        if not self.patches_field:
+            return side, rows, [_load_thumbnail(t, THUMBNAIL_PIXELS) for t in thumbs]
+        # An object's thumbnail is its box cut from its image's thumbnail (boxes are relative, [x, y, w, h]).
+        patches = self._samples.to_patches(self.patches_field)
+        box_of = dict(zip(patches.values("id"), patches.values(f"{self.patches_field}.bounding_box")))
+        images = []
+        for r, t in zip(rows, thumbs):
+            img, box = _load_thumbnail(t, 10_000), box_of.get(self.keys[r])
+            if img is not None and box:
+                w, h = img.size
+                x0, y0 = int(box[0] * w), int(box[1] * h)
+                x1, y1 = max(x0 + 1, int(round((box[0] + box[2]) * w))), max(y0 + 1, int(round((box[1] + box[3]) * h)))
+                img = img.crop((x0, y0, x1, y1))
+                img.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+            images.append(img)
+        return side, rows, images
 
     def _plot_spec(self, labels: Any, sizes: Any, classes: Sequence[Any] | None, cols: list[int],
                    kwargs: dict) -> dict[str, Any]:
