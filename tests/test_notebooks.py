@@ -19,7 +19,9 @@ sys.path.insert(0, str(TUTORIALS))
 import run as tutorials  # noqa: E402  (docs/tutorials/run.py)
 
 NOTEBOOKS = tutorials.notebooks()
-pytestmark = pytest.mark.usefixtures("in_module_home")
+# a fresh home embeds the 5,000 digits once (~1 min on 2 idle cores); a busy machine needs more than the
+# suite's default 900 s for the first notebook
+pytestmark = [pytest.mark.usefixtures("in_module_home"), pytest.mark.timeout(2400)]
 
 
 def test_there_are_tutorials():
