@@ -105,14 +105,21 @@ def browser():
         b.close()
 
 
+def collect_errors(pg) -> list[str]:
+    """Page errors and console errors of `pg`, as they happen (the list fills while the test runs)."""
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    pg.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    return errors
+
+
 @pytest.fixture
 def page(browser, session, digits):
     session.view = None
     session.clear_selection()
     ctx = browser.new_context(viewport=VIEWPORT)
     pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    errors = collect_errors(pg)
     open_page(pg, session)
     yield pg
     ctx.close()
@@ -541,3 +548,240 @@ def test_objects_workflow_outlier_cluster_to_tagged_labels(page, session, digits
         page.keyboard.press("Escape")
     finally:
         session.view = digits
+
+
+# ---------------------------------------------------------------------------------------------- issue 15
+
+
+@pytest.fixture(scope="module")
+def copies(module_home, digits):
+    """60 digit images and 6 near-copies of the first six (noise of 1/255), a pixel similarity index
+    "sim" and a PCA layout "pca": the duplicates action has groups to show."""
+    from PIL import Image
+
+    from embedlens.brain.visualization import compute_visualization
+
+    folder = module_home / "copy-images"
+    folder.mkdir(exist_ok=True)
+    paths = digits.values("filepath")[:60]
+    rng = np.random.default_rng(3)
+    samples = [el.Sample(fp, ground_truth=el.Classification(label=lab))
+               for fp, lab in zip(paths, digits.values("ground_truth.label")[:60])]
+    for k, fp in enumerate(paths[:6]):
+        img = np.asarray(Image.open(fp).convert("L")).astype(int)
+        noisy = np.clip(img + rng.integers(0, 2, img.shape), 0, 255).astype(np.uint8)
+        out = folder / f"copy{k}.png"
+        Image.fromarray(noisy).save(out)
+        samples.append(el.Sample(str(out), ground_truth=el.Classification(label=samples[k].ground_truth.label)))
+    ds = el.Dataset("copies", overwrite=True)
+    ds.add_samples(samples)
+    x = ds.compute_embeddings("pixels", progress=False)
+    el.compute_similarity(ds, embeddings=x, brain_key="sim", progress=False)
+    compute_visualization(ds, embeddings=x, method="pca", brain_key="pca", seed=0, progress=False)
+    return ds
+
+
+def test_duplicates_show_groups_in_context_without_page_errors(page, session, digits, copies):
+    """Show > Duplicates: no page error, its stage in the sidebar, each kept sample then its copies with
+    their distances, and the other points kept, dimmed, around them."""
+    session.view = copies
+    try:
+        page.wait_for_function("window.__embedlens.plot.key === 'pca' && window.__embedlens.plot.count === 66"
+                               " && window.__embedlens.plot.header", timeout=60_000)
+        page.click("#action-duplicates")
+        index = copies.load_brain_results("sim")  # the groups the page's action found, kept with the run
+        page.wait_for_function("window.__embedlens.state().action !== null", timeout=30_000)
+        index = copies.load_brain_results("sim")
+        want = [i for kept, lst in index.neighbors_map.items() for i in [kept, *(d for d, _ in lst)]]
+        assert len(want) >= 12, "the six copies and their originals form groups"
+        page.wait_for_function(f"window.__embedlens.gridTotal() === {len(want)}", timeout=30_000)
+        page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+        assert page.evaluate("window.__embedlens.gridIds()") == want
+        stage = page.locator("#view-stages .stage")
+        assert stage.count() == 1 and stage.text_content().startswith(f"duplicate groups (sim): {len(want)} samples")
+        chips = page.locator("#grid-spacer .chip.group")
+        roles = [chips.nth(k).get_attribute("data-role") for k in range(chips.count())]
+        kept = [chips.nth(k).get_attribute("data-kept") for k in range(chips.count())]
+        assert roles[0] == "kept" and "copy" in roles and kept[0] == want[0]
+        groups = {k: [(d, dist) for d, dist in lst] for k, lst in index.neighbors_map.items()}
+        first_copy = page.locator(f"#grid-spacer .tile[data-id='{groups[want[0]][0][0]}'] .chip.group")
+        text = first_copy.text_content()
+        assert text.startswith("copy · d ") and float(text.split()[3]) == pytest.approx(groups[want[0]][0][1], rel=1e-2)
+        # the plot keeps every point, the others dimmed as context, and fits the view's points
+        assert page.evaluate("window.__embedlens.plot.context")
+        assert len(page.evaluate("window.__embedlens.drawnPoints()")) == 66
+        assert len(page.evaluate("window.__embedlens.visiblePoints()")) == len(want)
+        shot(page, "duplicates", docs=True)
+        stage.locator("button").click()  # removable
+        page.wait_for_function("window.__embedlens.gridTotal() === 66", timeout=30_000)
+    finally:
+        session.view = digits
+
+
+def lasso_zeros_region(page, digits):
+    """A lasso around the plot's middle (as the first test draws); the points inside and their labels."""
+    from matplotlib.path import Path as PolyPath
+
+    pts = digits.load_brain_results("umap").points
+    box = page.locator("#plot-canvas").bounding_box()
+    poly_px = lasso_polygon(box, [(-0.3, -0.05), (-0.02, -0.28), (0.3, -0.1), (0.15, 0.25), (-0.2, 0.2)])
+    poly_data = [page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", list(v)) for v in poly_px]
+    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    draw_lasso(page, poly_px)
+    page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=30_000)
+    return np.flatnonzero(PolyPath(poly_data).contains_points(pts))
+
+
+def test_legend_counts_follow_the_lasso_and_isolating_filters_the_grid(page, session, digits):
+    labels = np.array(digits.load_brain_results("umap").values("ground_truth.label"))
+    keys = np.array(digits.load_brain_results("umap").keys)
+    inside = lasso_zeros_region(page, digits)
+    # selected / in view per class: what Python counts of the selected samples
+    want = digits.select(session.selected).count_values("ground_truth.label")
+    counts = page.evaluate("window.__embedlens.legendCounts()")
+    assert {k: v[0] for k, v in counts.items() if v[0]} == want
+    assert {k: v[1] for k, v in counts.items()} == digits.count_values("ground_truth.label")
+    top = max(want, key=want.get)
+    item = page.locator(f".legend-item[data-name='{top}'] .count")
+    assert item.text_content() == f"{want[top]:,} / {int((labels == top).sum()):,}"
+    # isolate the class with most selected points: the grid keeps to it, the lasso stays drawn
+    page.dblclick(f".legend-item[data-name='{top}']")
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {want[top]}", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+    assert set(page.evaluate("window.__embedlens.gridIds()")) <= set(keys[inside][labels[inside] == top])
+    assert len(page.evaluate("window.__embedlens.lassoData()")) > 3
+    assert len(session.selected) == len(inside)  # the selection itself is unchanged
+    # isolate a class with nothing selected: an empty grid, not the old selection
+    absent = next(c for c in sorted(set(labels)) if c not in want)
+    page.dblclick(f".legend-item[data-name='{absent}']")
+    page.wait_for_function("window.__embedlens.gridTotal() === 0", timeout=30_000)
+    page.dblclick(f".legend-item[data-name='{absent}']")  # every class again
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {len(inside)}", timeout=30_000)
+    # in a view, the counts are the view's
+    session.view = digits.match_tags("test")
+    page.wait_for_function("window.__embedlens.gridTotal() === 360", timeout=30_000)
+    page.wait_for_function("Object.values(window.__embedlens.legendCounts()).reduce((a, v) => a + v[1], 0) === 360",
+                           timeout=30_000)
+    assert {k: v[1] for k, v in page.evaluate("window.__embedlens.legendCounts()").items() if v[1]} == \
+        digits.match_tags("test").count_values("ground_truth.label")
+
+
+def test_hover_shows_a_card_click_selects_double_click_opens(page, session, digits):
+    results = digits.load_brain_results("umap")
+    pts, keys = results.points, results.keys
+    labels = results.values("ground_truth.label")
+    box = page.locator("#plot-canvas").bounding_box()
+    # the point nearest the plot's centre
+    centre = page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", [box["x"] + box["width"] / 2,
+                                                                           box["y"] + box["height"] / 2])
+    i = int(np.argmin(((pts - centre) ** 2).sum(1)))
+    x, y = page.evaluate("([x, y]) => window.__embedlens.toPage(x, y)", [float(pts[i, 0]), float(pts[i, 1])])
+    page.mouse.move(x, y)
+    page.wait_for_function("!document.getElementById('plot-tip').hidden && "
+                           "document.querySelector('#plot-tip img')", timeout=10_000)
+    j = int(page.get_attribute("#plot-tip", "data-index"))
+    assert np.hypot(*(np.array(page.evaluate("([x, y]) => window.__embedlens.toPage(x, y)",
+                                             [float(pts[j, 0]), float(pts[j, 1])])) - [x, y])) <= 8
+    tip = page.locator("#plot-tip").text_content()
+    assert keys[j] in tip and f"ground_truth.label: {labels[j]}" in tip
+    page.mouse.click(x, y)
+    page.wait_for_function(f"window.__embedlens.gridTotal() === 1", timeout=30_000)
+    assert page.evaluate("window.__embedlens.selectedPoints()") == [j] and session.selected == [keys[j]]
+    page.mouse.dblclick(x, y)
+    page.wait_for_function(f"window.__embedlens.modal.detail && window.__embedlens.modal.detail.id === '{keys[j]}'",
+                           timeout=30_000)
+    page.keyboard.press("Escape")
+    assert page.locator("#modal").is_hidden()
+
+
+def test_reload_restores_the_tab_and_tabs_keep_their_own_selection(page, session, digits):
+    page.check(".check[data-kind='tag'][data-value='test'] input")
+    page.wait_for_function("window.__embedlens.gridTotal() === 360", timeout=30_000)
+    page.select_option("#color-select", "predictions.label")
+    page.wait_for_function("window.__embedlens.plot.field === 'predictions.label'")
+    inside = lasso_zeros_region(page, digits)
+    test_ids = set(digits.match_tags("test").values("id"))
+    keys = digits.load_brain_results("umap").keys
+    chosen = sorted(int(i) for i in inside if keys[i] in test_ids)
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {len(chosen)}", timeout=30_000)
+    assert "view=" in page.url and "sel=" in page.url and "color=predictions.label" in page.url
+    page.reload()
+    wait_ready(page)
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {len(chosen)}", timeout=30_000)
+    assert page.evaluate("window.__embedlens.plot.field") == "predictions.label"
+    assert page.locator("#color-select").input_value() == "predictions.label"
+    assert sorted(page.evaluate("window.__embedlens.selectedPoints()")) == chosen
+    assert page.evaluate("window.__embedlens.state().view.count") == 360
+    # a second tab starts from Python's view, with nothing selected, and keeps its own lasso
+    other = page.context.new_page()
+    errors = collect_errors(other)
+    open_page(other, session)
+    assert other.evaluate("window.__embedlens.gridTotal()") == 1797
+    assert other.evaluate("window.__embedlens.selectedPoints()") == []
+    other.click("#mode-box")
+    box = other.locator("#plot-canvas").bounding_box()
+    drag_box(other, (box["x"] + 20, box["y"] + 20), (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    other.wait_for_function("window.__embedlens.selectedPoints().length > 0 && window.__embedlens.gridTotal() === "
+                            "window.__embedlens.state().grid_count", timeout=30_000)
+    theirs = set(other.evaluate("window.__embedlens.selectedPoints()"))
+    assert set(session.selected) == {keys[i] for i in theirs}  # Python reads the tab that changed last
+    assert session.selected_by == other.evaluate("window.__embedlens.state().client")
+    # the first tab is untouched
+    assert sorted(page.evaluate("window.__embedlens.selectedPoints()")) == chosen
+    page.evaluate("window.__embedlens.grid.reset(false)")
+    page.wait_for_function(f"window.__embedlens.gridTotal() === {len(chosen)}", timeout=30_000)
+    other.close()
+    assert not errors, errors
+
+
+def test_chips_scores_disabled_reasons_modal_tagging_and_keys(page, session, digits):
+    # tiles: each chip names its field; a prediction that differs from the truth is marked
+    chip = page.locator("#grid-spacer .tile").first.locator(".chip.label").first
+    assert chip.locator("b").text_content() == "gt" and chip.get_attribute("data-field") == "ground_truth"
+    wrong = digits.match(el.F("predictions.label") != el.F("ground_truth.label")).values("id")
+    # disabled buttons say why
+    assert page.locator("#tag-btn").is_disabled()
+    assert "select samples first" in page.get_attribute("#tag-btn", "title")
+    assert page.locator("#action-hardness").is_disabled()
+    assert "compute_hardness" in page.get_attribute("#action-hardness", "title")
+    # the top mistakes show the score that ranked them
+    page.fill("#action-count", "5")
+    page.click("#action-mistakes")
+    page.wait_for_function("window.__embedlens.gridTotal() === 5", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+    top = digits.sort_by("mistakenness", reverse=True).limit(5)
+    first = page.locator(f"#grid-spacer .tile[data-id='{top.first().id}']")
+    assert first.locator(".chip.score").text_content() == f"mistake {top.first().mistakenness:.3g}"
+    if top.first().id in wrong:
+        assert first.locator(".chip.label.differs").count() == 1
+    # the modal tags its sample (t, type, Enter) and toggles its selection (f)
+    page.dblclick(f"#grid-spacer .tile[data-id='{top.first().id}']")
+    page.wait_for_selector("#modal:not([hidden]) #modal-image img")
+    page.keyboard.press("t")
+    page.keyboard.type("t-modal")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('status').textContent.includes('t-modal')", timeout=30_000)
+    assert el.load_dataset("digits").match_tags("t-modal").values("id") == [top.first().id]
+    # the double-click's first click selected the tile; f unselects it, f again selects it
+    assert session.selected == [top.first().id]
+    page.keyboard.press("f")
+    page.wait_for_function("window.__embedlens.state().selected_count === 0", timeout=30_000)
+    assert session.selected == []
+    page.wait_for_function("document.getElementById('modal-selected').textContent === ''")
+    page.keyboard.press("f")
+    page.wait_for_function("window.__embedlens.state().selected_count === 1", timeout=30_000)
+    assert session.selected == [top.first().id]
+    page.wait_for_function("document.getElementById('modal-selected').textContent === 'selected'")
+    page.keyboard.press("Escape")
+    assert page.locator("#modal").is_hidden()
+    # the selection's export: CSV of ids and filepaths, and a named view
+    with page.expect_download() as dl:
+        page.click("#export-csv")
+    text = Path(dl.value.path()).read_text()
+    assert text.splitlines() == ["id,filepath", f"{top.first().id},{top.first().filepath}"]
+    page.fill("#save-view-name", "from-the-page")
+    page.click("#save-view-btn")
+    page.wait_for_function("document.getElementById('status').textContent.includes('saved view')", timeout=30_000)
+    assert el.load_dataset("digits").load_saved_view("from-the-page").values("id") == [top.first().id]
+    digits.delete_saved_view("from-the-page")
+    digits.untag_samples("t-modal")

@@ -266,7 +266,8 @@ export function shortName(field: string): string {
 }
 
 function formatScore(v: number): string {
-  return Number.isInteger(v) ? v.toLocaleString() : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
+  if (Number.isInteger(v)) return v.toLocaleString();
+  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toPrecision(3);
 }
 
 /** A duplicate group's chip: the kept sample, or a copy with its distance (and channel). Members of one

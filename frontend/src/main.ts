@@ -595,7 +595,7 @@ $("save-view-name").addEventListener("keydown", (ev) => {
 
 document.addEventListener("keydown", (ev) => {
   const typing = ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement;
-  if (modal.open || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (modal.open || ev.defaultPrevented || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "Escape") void clearSelection();
   else if (ev.key === "t") {
     ev.preventDefault();

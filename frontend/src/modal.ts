@@ -37,17 +37,20 @@ export class Modal {
     document.addEventListener("keydown", (ev) => {
       if (root.hidden) return;
       if (ev.target === els.tag) {
-        if (ev.key === "Enter") void this.tagIt();
+        if (ev.key === "Enter") {
+          els.tag.blur(); // the modal's keys work again
+          void this.tagIt();
+        }
         else if (ev.key === "Escape") els.tag.blur();
         return;
       }
+      // a key the modal uses is not the page's too (Esc here closes the modal, not the selection)
+      if (["Escape", "ArrowRight", "ArrowLeft", "t", "f"].includes(ev.key)) ev.preventDefault();
       if (ev.key === "Escape") this.hide();
       else if (ev.key === "ArrowRight") this.step(1);
       else if (ev.key === "ArrowLeft") this.step(-1);
-      else if (ev.key === "t") {
-        ev.preventDefault();
-        els.tag.focus();
-      } else if (ev.key === "f") void this.toggle();
+      else if (ev.key === "t") els.tag.focus();
+      else if (ev.key === "f") void this.toggle();
     });
   }
 
