@@ -110,7 +110,7 @@ def test_pixels_refuse_mixed_grayscale_and_colour(photos, gray_digits):
     assert model.embedding_dim is None  # channels unknown until the first image
     model.embed([paths[0]])
     assert model.embedding_dim == 784 and model.channels == 1
-    with pytest.raises(el.InvalidInputError, match="pass grayscale=True \(luma\) or grayscale=False"):
+    with pytest.raises(el.InvalidInputError, match=r"pass grayscale=True \(luma\) or grayscale=False"):
         model.embed([photos["chelsea"]])
     with pytest.raises(el.InvalidInputError, match="grayscale must be"):
         PixelsModel(grayscale="yes")
