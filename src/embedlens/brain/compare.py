@@ -338,6 +338,16 @@ class ComparisonResults(BrainResults):
         return self._arrays["coverage_distance"]
 
     @property
+    def target_clusters(self) -> np.ndarray:
+        """The cluster (``clusters[i]["cluster"]``) of each target sample, in ``keys`` order."""
+        return self._arrays["target_cluster"]
+
+    @property
+    def reference_clusters(self) -> np.ndarray:
+        """The cluster of each reference sample, in ``reference_ids`` order."""
+        return self._arrays["reference_cluster"]
+
+    @property
     def reference_ids(self) -> list[str]:
         return self._arrays["reference_ids"].tolist()
 
@@ -415,9 +425,9 @@ class ComparisonResults(BrainResults):
                 not 0 <= cluster < len(self.clusters):
             raise InvalidInputError(f"cluster must be an integer in [0, {len(self.clusters)}), got {cluster!r}")
         if which == "target":
-            lab, ids, base = self._arrays["target_cluster"], self.keys, self._samples
+            lab, ids, base = self.target_clusters, self.keys, self._samples
         else:
-            lab, ids, base = self._arrays["reference_cluster"], self.reference_ids, self.reference
+            lab, ids, base = self.reference_clusters, self.reference_ids, self.reference
         return base.select([ids[i] for i in np.flatnonzero(lab == cluster)])
 
     def _results_json(self) -> dict[str, Any]:
