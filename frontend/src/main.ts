@@ -81,7 +81,7 @@ const modal = new Modal(
 );
 
 const plot = new Plot($<HTMLCanvasElement>("plot-canvas"), $("plot-empty"), $("legend"), {
-  selected: () => void sendSelection(),
+  selected: () => sendSelection(),
   shown: () => void sendShown(),
   open: (i) => void openPoint(i),
   counts: (n, live) => {

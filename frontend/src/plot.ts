@@ -26,8 +26,9 @@ interface Scatterplot {
 }
 
 export interface PlotEvents {
-  /** The user changed the selection in the plot (lasso, box, click). */
-  selected(): void;
+  /** The user changed the selection in the plot (lasso, box, click); the points are drawn again when
+   * the returned promise settles (the grid first: a frame of a million points holds the page). */
+  selected(): Promise<void> | void;
   /** The legend hid or showed classes. */
   shown(): void;
   /** A point was double-clicked. */
@@ -107,6 +108,7 @@ export class Plot {
   private cellStart = new Uint32Array(0);
   private cellPoints = new Uint32Array(0);
   private liveFrame = 0;
+  private drawSeq = 0;
   private hoverFrame = 0;
   private hoverAt: [number, number] | null = null;
   hovered = -1;
@@ -669,8 +671,7 @@ export class Plot {
     this.selCount = countOnes(this.sel);
     this.outline = how === "replace" || how === "add" ? outline : [];
     this.timings.selected = performance.now();
-    this.afterSelection();
-    this.events.selected();
+    this.userSelected();
   }
 
   clearSelection(byUser: boolean): void {
@@ -678,8 +679,18 @@ export class Plot {
     this.sel.fill(0);
     this.selCount = 0;
     this.outline = [];
-    this.afterSelection();
-    if (byUser) this.events.selected();
+    if (byUser) this.userSelected();
+    else this.afterSelection();
+  }
+
+  /** Counts, legend and outline now; the server is told; the points are drawn once its answer (and the
+   * grid's first rows) are in. */
+  private userSelected(): void {
+    this.afterSelection(false);
+    const seq = ++this.drawSeq;
+    void Promise.resolve(this.events.selected()).finally(() => {
+      if (seq === this.drawSeq) this.drawSelection();
+    });
   }
 
   /** Show `indices` as the selection (it came from the server: tiles clicked, Python), reporting nothing. */
@@ -691,11 +702,19 @@ export class Plot {
     this.afterSelection();
   }
 
-  private afterSelection(): void {
-    const sp = this.sp;
+  private afterSelection(draw = true): void {
     this.events.counts(this.selCount, false);
     this.updateLegendCounts();
     this.drawOverlay();
+    if (draw) {
+      this.drawSeq++;
+      this.drawSelection();
+    }
+  }
+
+  /** The selection in the WebGL plot: unselected points dimmed, the selected drawn on top. */
+  private drawSelection(): void {
+    const sp = this.sp;
     if (!sp) return;
     this.suppress++;
     try {
