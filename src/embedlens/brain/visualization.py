@@ -10,7 +10,12 @@ as :class:`VisualizationResults`, stored as a float32 ``.npy`` array under the r
 >>> ds = el.load_sample_dataset("digits")
 >>> ds.compute_embeddings("pixels", embeddings_field="pixels")
 >>> results = compute_visualization(ds, embeddings="pixels", brain_key="img_viz", seed=51)
->>> results.visualize(labels="ground_truth.label")    # an interactive plotly Figure
+>>> plot = results.visualize(labels="ground_truth.label")   # a ScatterPlot: plot.figure is plotly's
+>>> plot.show(height=512)
+
+PCA and LDA runs keep their fitted projection, so :meth:`VisualizationResults.project` places new points
+(and, with ``directions=True``, directions such as class prototypes) in the same plane;
+``components=(3, 4)`` picks other principal components.
 
 Numba. umap-learn compiles its numba kernels on the first call in every new process (~7 s here), because
 only one of them is declared ``cache=True``. Before the first UMAP run embedlens switches on numba's
