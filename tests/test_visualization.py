@@ -423,6 +423,7 @@ def test_visualize_takes_fiftyones_arguments_and_returns_a_plot_with_show(ds):
     # The ids in plot order: trace by trace, each trace's points in the order drawn.
     assert plot.ids == [i for t in fig.data for i in (row[0] for row in t.customdata)]
     assert sorted(plot.ids) == sorted(r.keys) and plot.link_type == "samples" and plot.samples is ds
+    assert plot.selected_ids == []  # what session.plots.attach() keeps in step with the app
     assert plot.trace_ids[2] == [row[0] for row in fig.data[2].customdata]
     plot.show(height=512)
     assert fig.layout.height == 512

@@ -48,6 +48,10 @@ class ScatterPlot:
         What the ids are.
     samples : SampleCollection
         The collection the points belong to.
+    selected_ids : list of str
+        The points selected, as ids: ``session.plots.attach(plot)`` keeps it in step with the app (and
+        draws the selection in a plotly figure); set it and call ``session.plots.sync()`` to select in
+        the app.
     """
 
     def __init__(self, figure: Any, backend: str, trace_ids: list[list[str]], link_type: str, samples: Any,
@@ -59,6 +63,7 @@ class ScatterPlot:
         self.link_type = link_type
         self.samples = samples
         self.patches_field = patches_field
+        self.selected_ids: list[str] = []
 
     def show(self, height: int | None = None, width: int | None = None, **layout: Any) -> None:
         """Display the plot (in a notebook: inline). ``height``/``width`` in pixels; for plotly, other
