@@ -19,6 +19,10 @@ Measured, in the page with ``performance.now()`` (test hooks on ``window.__embed
 * the grid on the MNIST set: from navigation start to the first screen of thumbnails all decoded, with
   the thumbnails made on the way (cold) and cached (warm).
 
+``--compare REV`` measures only the selection, in the page as it was at git revision REV (built into a
+temporary folder) and in this one, on the same points in one run: first frame, a lasso and a 30-move box
+drag, each from mouse-up to the grid's first rows (and to the selection counted in the page).
+
 Baseline in the same run: the points route as binary float32 against the same points as a JSON array
 (what the app never sends), server side and transfer size. Software GL on a shared 2-core machine: the
 in-page figures are indicative only.
@@ -143,11 +147,105 @@ def grid_first_screen(browser) -> list[dict]:
     return rows
 
 
+def build_old_page(rev: str) -> Path:
+    """The page as it was at git revision ``rev``, built into a temporary folder (the same node_modules)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="bench_app_old_"))
+    archive = subprocess.run(["git", "archive", rev, "frontend"], cwd=root, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    (work / "frontend" / "node_modules").symlink_to(root / "frontend" / "node_modules")
+    out = work / "static"
+    subprocess.run(["npx", "vite", "build", "--outDir", str(out), "--emptyOutDir"], cwd=work / "frontend",
+                   check=True, capture_output=True)
+    return out
+
+
+def selection_timings(browser, url: str, pts: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """In one page: first frame, a lasso around cluster 0 and a 30-move box drag, each from mouse-up to
+    the grid's first rows (and, where the page has it, to the selection counted in the page)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 860})
+    page.goto(url)
+    page.wait_for_function("window.__embedlens && window.__embedlens.ready", timeout=600_000)
+    page.wait_for_function("window.__embedlens.plot.timings.firstFrame > 0 && window.__embedlens.plot.header",
+                           timeout=600_000)
+    t = page.evaluate("window.__embedlens.plot.timings")
+    rows = [{"step": "first frame (open panel)", "ms": t["firstFrame"] - t["openStart"]}]
+
+    def after_drag(step: str, wall_s: float) -> None:
+        page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=600_000)
+        page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')", timeout=600_000)
+        t = page.evaluate("({...window.__embedlens.timings, up: window.__embedlens.plot.timings.pointerUp, "
+                          "counted: window.__embedlens.plot.timings.selected || null, "
+                          "sel: window.__embedlens.selectedPoints().length})")
+        rows.append({"step": f"{step}: {t['sel']:,} points, mouse-up -> grid rows", "ms": t["gridUpdated"] - t["up"],
+                     "counts_ms": (t["counted"] - t["up"]) if t["counted"] else None,
+                     "server_ms": t["lassoAnswered"] - t["lassoSent"], "drag_wall_s": wall_s})
+
+    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    poly = lasso_polygon_around(page, pts[labels == 0].mean(0), 3.0)
+    t0 = time.perf_counter()
+    draw_lasso(page, poly)
+    after_drag("lasso", time.perf_counter() - t0)
+    page.click("#mode-box")
+    corners = lasso_polygon_around(page, pts[labels == 3].mean(0), 3.0)
+    (x0, y0), (x1, y1) = corners[0], corners[2]
+    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    t0 = time.perf_counter()
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 1, y0 + 1)
+    page.mouse.move(x1, y1, steps=30)
+    page.mouse.up()
+    after_drag("box, 30 moves", time.perf_counter() - t0)
+    page.close()
+    return rows
+
+
+def compare(n: int, rev: str) -> None:
+    """The selection figures of the page at ``rev`` and of this one, in one run on the same points."""
+    import embedlens.app.server as server
+    from playwright.sync_api import sync_playwright
+
+    from embedlens.app import launch_app
+
+    old_static = build_old_page(rev)
+    ds, pts, labels = build(n)
+    rows: list[dict] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        for name, static in ((f"old page ({rev})", old_static), ("this page", None)):
+            default = server.STATIC_DIR
+            if static is not None:
+                server.STATIC_DIR = static  # read by create_app when the session starts
+            try:
+                session = launch_app(ds, port=0, auto=False)
+            finally:
+                server.STATIC_DIR = default
+            try:
+                rows += [{"page": name, **r} for r in selection_timings(browser, session.url, pts, labels)]
+            finally:
+                session.close()
+        browser.close()
+    ds.delete()
+    print(f"\n{n:,} points, headless Chromium (software GL), old and new page in one run\n")
+    print(table(rows, ["page", "step", "ms", "counts_ms", "server_ms", "drag_wall_s"]))
+    path = save(f"app-selection-{n}", [{"points": n, **r} for r in rows])
+    print(f"\nsaved {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--points", type=int, default=None)
+    ap.add_argument("--compare", metavar="REV", default=None,
+                    help="only the selection figures, of the page at git revision REV and of this one")
     args = ap.parse_args()
+    if args.compare:
+        os.environ["EMBEDLENS_HOME"] = tempfile.mkdtemp(prefix="bench_app_")
+        compare(args.points or 100_000, args.compare)
+        return
     n = args.points or (200_000 if args.quick else 1_000_000)
     from embedlens.app import STATIC_BUILT
 
