@@ -1,4 +1,5 @@
-"""Near-duplicates on the shared kNN graph, and exact duplicates by file hash.
+"""Near-duplicates on the shared kNN graphs (of the embeddings, and of the perceptual descriptors of the
+pixels: :mod:`embedlens.models.perceptual`), and exact duplicates by file hash.
 
 Near-duplicates are grouped the way FiftyOne's ``find_duplicates`` groups them: samples are visited in
 index order and each one is *kept* unless it lies within the threshold of a sample kept before it
@@ -9,7 +10,9 @@ every duplicate is attached to its nearest kept sample within the threshold.
 The default threshold (neither ``thresh`` nor ``fraction``) is relative, never an absolute distance:
 a sample's nearest-neighbour distance is compared with the scale of its own neighbourhood (its
 ``DUPLICATE_SCALE_K``-th neighbour), and pairs whose ratio is a robust outlier of the ratios of the
-whole set are near-duplicates. See :func:`default_edges`.
+whole set are near-duplicates. See :func:`default_edges`; the same rule runs on the perceptual graph,
+whose pair distances are first re-measured by :func:`refine`. Grouping (:func:`keep_first`,
+:func:`assign`) works on the pair arrays, never on a Python object a pair.
 """
 
 from __future__ import annotations
