@@ -202,6 +202,9 @@ def test_bad_input_is_refused_before_any_work(mnist):
         el.compare_datasets(train, mnist.match_tags("test"), embeddings=np.zeros((1000, 3), np.float32))
     with pytest.raises(el.InvalidInputError, match="k must be"):
         el.compare_datasets(train, mnist.match_tags("test"), embeddings="px", k=0)
+    with pytest.raises(el.InvalidInputError, match="no embeddings 'nope' in dataset 'mnist'"):
+        el.compare_datasets(train, mnist.match_tags("test"), embeddings="px", reference_embeddings="nope",
+                            brain_key="bad")
     with pytest.raises(el.InvalidInputError, match="reference must be"):
         el.compare_datasets(3, mnist.match_tags("test"), embeddings="px")
     assert "bad" not in mnist.list_brain_runs() and "bad_novelty" not in mnist.get_field_schema()

@@ -577,6 +577,11 @@ def compare_to_reference(samples: SampleCollection, reference: Any, embeddings: 
         elif embeddings is not None:
             raise InvalidInputError("embeddings= is an array of the target's rows: pass the reference's rows as "
                                     "reference_embeddings= too")
+    for name, value, ds_ in (("embeddings", embeddings, dataset), ("reference_embeddings", reference_embeddings,
+                                                                   ref_dataset)):
+        if isinstance(value, str) and value not in ds_.list_embeddings():
+            raise InvalidInputError(f"{name}: no embeddings {value!r} in dataset {ds_.name!r}; stored: "
+                                    f"{', '.join(ds_.list_embeddings()) or 'none'}")
     if isinstance(embeddings, str) and isinstance(reference_embeddings, str):
         a, b = _set_model(dataset, embeddings), _set_model(ref_dataset, reference_embeddings)
         if a and b and a != b:
