@@ -15,11 +15,18 @@ graph) takes several minutes: pass ``--home DIR`` to keep it and reuse it in the
 * ``compute_similarity(embeddings=<stored set>, brain_key=...)``: what the process keeps resident after
   it returns (RSS, split in anonymous memory and mapped file pages), / matrix size.
 * repeated ``sort_by_similarity(id, k=25)`` vs sklearn ``NearestNeighbors(brute, cosine).kneighbors``.
-* ``find_duplicates`` and ``compute_uniqueness`` with the kNN graph cached: peak / matrix size.
+* ``find_duplicates`` (embedding channel: the samples have no image files) and ``compute_uniqueness``
+  with the kNN graph cached: peak / matrix size.
 * ``find_unique(1000)`` vs the previous method (one matrix-vector pass over all rows per pick),
   timed on 20 picks and scaled to 1,000.
+* ``compute_visualization(method="umap")`` on the stored set with the shared graph cached (the layout
+  alone: umap-learn's fuzzy set, spectral initialisation and SGD epochs), vs umap-learn's own
+  ``UMAP().fit_transform`` (its NN-descent graph included) where ``n <= UMAP_BASELINE_MAX`` (at 1M the
+  baseline alone would take most of an hour here, and its graph's recall there is 0.42, ``bench_knn.py``).
 
-TODO: kNN graph build and UMAP rows at 100k / 1M are added by the work on ``brain/neighbors.py``.
+The kNN graph builders themselves (embedlens' against FAISS IVF, FAISS HNSW and pynndescent, with recall)
+are compared in ``bench_knn.py``; the graph is built here untimed, during the preparation.
+``--cases umap,uniqueness`` runs some cases only (keys: ``CASES``) and saves ``scale-<keys>.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ DIM = 512
 UNIQUE_COUNT = 1000
 OLD_UNIQUE_PICKS = 20
 SAVE_REPEAT = 5
+UMAP_BASELINE_MAX = 200_000
+CASES = ("adds", "set", "similarity", "queries", "duplicates", "uniqueness", "unique", "umap")
 
 
 def _status_mib() -> dict[str, float]:
@@ -229,12 +238,13 @@ def repeated_queries_case(ds, n, repeat: int = 100, k: int = 25):
 
 
 def find_duplicates_case(ds, n):
-    """The default rule (relative to each row's neighbourhood)."""
+    """The default rule (relative to each row's neighbourhood), on the embedding channel alone: these
+    samples have no image files for the perceptual channel (its cost is in ``bench_duplicates.py``)."""
     from embedlens.brain.similarity import load_similarity_index
 
     reset_peak()
     index = load_similarity_index(ds, "sim")
-    index.find_duplicates()
+    index.find_duplicates(channels="embedding", progress=False)
     return {"flagged": len(index.duplicate_ids)}
 
 
@@ -282,6 +292,37 @@ def old_find_unique_case(ds, n):
     return {"cpu_per_pick": (time.process_time() - c0) / OLD_UNIQUE_PICKS}
 
 
+def setup_ds_umap_warm(home: str, n: int):
+    """The dataset, and umap-learn's numba kernels compiled on a small matrix, as the baseline gets them."""
+    import umap
+
+    umap.UMAP(metric="cosine").fit_transform(np.load(Path(home) / "x.npy", mmap_mode="r")[:2000])
+    return setup_ds(home, n)
+
+
+def umap_case(ds, n):
+    """UMAP through embedlens: the cached shared graph (k = 14, built in the preparation) is the layout's input."""
+    from embedlens.brain.visualization import compute_visualization
+
+    reset_peak()
+    res = compute_visualization(ds, embeddings="emb", method="umap", brain_key="umap_timed", overwrite=True)
+    assert res.points.shape == (n, 2) and np.isfinite(res.points).all()
+    return {"n_epochs": res.config.get("method_kwargs", {}).get("n_epochs")}
+
+
+def umap_learn_case(home, x):
+    """Baseline: umap-learn on the in-memory matrix, its own NN-descent graph included (numba kernels
+    compiled once untimed, on a small matrix, so compilation is not counted against it)."""
+    import umap
+
+    umap.UMAP(metric="cosine").fit_transform(x[:2000])
+    reset_peak()
+    c0 = time.process_time()
+    out = umap.UMAP(metric="cosine").fit_transform(x)
+    assert out.shape == (len(x), 2)
+    return {"cpu_s_after_warmup": time.process_time() - c0}
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -296,13 +337,14 @@ def _cleanup(home: str) -> None:
     ds = el.load_dataset("bench")
     if "written" in ds.list_embeddings():
         ds.delete_embeddings("written")
-    if "sim_timed" in ds.list_brain_runs():
-        ds.delete_brain_run("sim_timed")
+    for key in ("sim_timed", "umap_timed"):
+        if key in ds.list_brain_runs():
+            ds.delete_brain_run(key)
     for f in ("raw.db", "raw.db-wal", "raw.db-shm", "saved.npy"):
         Path(home, f).unlink(missing_ok=True)
 
 
-def run_size(home: str, n: int) -> list[dict]:
+def run_size(home: str, n: int, cases: tuple[str, ...] = CASES) -> list[dict]:
     mib = n * DIM * 4 / 2**20
     rows = []
 
@@ -321,10 +363,50 @@ def run_size(home: str, n: int) -> list[dict]:
               flush=True)
 
     _cleanup(home)
-    m = measure(add_samples_case, home, n, setup=setup_home)
-    b = measure(raw_sqlite_case, home, n, setup=setup_home)
-    row("add_samples", m, b, "raw sqlite3 insert (lower bound)")
-    _cleanup(home)
+    if "adds" in cases:
+        m = measure(add_samples_case, home, n, setup=setup_home)
+        b = measure(raw_sqlite_case, home, n, setup=setup_home)
+        row("add_samples", m, b, "raw sqlite3 insert (lower bound)")
+        _cleanup(home)
+    if "set" in cases:
+        set_embeddings_rows(home, n, row)
+    if "similarity" in cases:
+        m = measure(compute_similarity_case, home, n, setup=setup_ds)
+        b = measure(sklearn_fit_query_case, home, n, setup=setup_ds_x)
+        e = m["extra"]
+        row("compute_similarity (stored set)", m, b, "sklearn brute fit + 1st query",
+            resident_x_matrix=e["VmRSS"] / mib, anon_x_matrix=e["RssAnon"] / mib, file_x_matrix=e["RssFile"] / mib,
+            method=e["method"])
+        _cleanup(home)
+    if "queries" in cases:
+        rows.append(queries_row(home, n, mib))
+    if "duplicates" in cases:
+        m = measure(find_duplicates_case, home, n, setup=setup_ds)
+        row("find_duplicates() default rule, graph cached", m, None, "the matrix's size (peak ratio)",
+            flagged=m["extra"]["flagged"])
+        m = measure(find_duplicates_fraction_case, home, n, setup=setup_ds)
+        row("find_duplicates(fraction=0.01), graph cached", m, None, "the matrix's size (peak ratio)",
+            flagged=m["extra"]["flagged"])
+    if "uniqueness" in cases:
+        m = measure(uniqueness_case, home, n, setup=setup_ds)
+        row("compute_uniqueness, graph cached", m, None, "the matrix's size (peak ratio)")
+    if "unique" in cases:
+        m = measure(find_unique_case, home, n, setup=setup_ds)
+        b = measure(old_find_unique_case, home, n, setup=setup_ds)
+        old = {"cpu_s": b["extra"]["cpu_per_pick"] * UNIQUE_COUNT, "peak_mib": b["peak_mib"]}
+        row(f"find_unique({UNIQUE_COUNT})", m, old, f"one pass per pick (previous method; {OLD_UNIQUE_PICKS} "
+            f"picks, scaled to {UNIQUE_COUNT})")
+    if "umap" in cases:
+        m = measure(umap_case, home, n, setup=setup_ds_umap_warm)
+        b = measure(umap_learn_case, home, n, setup=setup_x) if n <= UMAP_BASELINE_MAX else None
+        row("compute_visualization(method='umap'), graph cached", m, b,
+            "umap-learn UMAP().fit_transform, its own graph" if b else f"none above {UMAP_BASELINE_MAX:,} points")
+        _cleanup(home)
+    return rows
+
+
+def set_embeddings_rows(home: str, n: int, row) -> None:
+    mib = n * DIM * 4 / 2**20
 
     # Copying 2 GB into the OS cache costs 0.4-4 s of kernel CPU here, depending on what the cache must evict
     # first (it swings that much for np.save alone), so the cases are interleaved SAVE_REPEAT times and the
@@ -350,44 +432,22 @@ def run_size(home: str, n: int) -> list[dict]:
         np_save_cpu_s_all=[round(r["cpu_s"], 2) for r in runs["save"]],
         np_save_fsync_cpu_s_all=[round(r["cpu_s"], 2) for r in runs["sync"]])
 
-    m = measure(compute_similarity_case, home, n, setup=setup_ds)
-    b = measure(sklearn_fit_query_case, home, n, setup=setup_ds_x)
-    e = m["extra"]
-    row("compute_similarity (stored set)", m, b, "sklearn brute fit + 1st query",
-        resident_x_matrix=e["VmRSS"] / mib, anon_x_matrix=e["RssAnon"] / mib, file_x_matrix=e["RssFile"] / mib,
-        method=e["method"])
-    _cleanup(home)
 
+def queries_row(home: str, n: int, mib: float) -> dict:
     m = measure(repeated_queries_case, home, n, setup=setup_ds)
     b = measure(sklearn_repeated_queries, home, n, setup=setup_ds_x)
     rq, sq = m["extra"], b["extra"]
-    rows.append({"n": n, "case": "sort_by_similarity(id, k=25) repeated, incl. view", "ms_median": rq["ms_median"],
-                 "ms_p95": rq["ms_p95"], "ms_median_warm": rq["ms_median_warm"], "ms_p95_warm": rq["ms_p95_warm"],
-                 "baseline": "sklearn brute kneighbors(1 row, k=25)",
-                 "baseline_ms_median": sq["query_ms_median"], "speedup": sq["query_ms_median"] / rq["ms_median"],
-                 "resident_after_queries_x_matrix": rq["resident"]["VmRSS"] / mib,
-                 "file_pages_after_queries_x_matrix": rq["resident"]["RssFile"] / mib})
     print(f"  sort_by_similarity: {rq['ms_median']:.2f} ms median (p95 {rq['ms_p95']:.2f}), same ids again "
           f"{rq['ms_median_warm']:.2f} ms (p95 {rq['ms_p95_warm']:.2f}); sklearn {sq['query_ms_median']:.1f} ms "
           f"({sq['query_ms_median'] / rq['ms_median']:.0f}x); resident after 200 queries "
           f"{rq['resident']['VmRSS'] / mib:.2f}x the matrix ({rq['resident']['RssFile'] / mib:.2f}x mapped file "
           f"pages)", flush=True)
-
-    m = measure(find_duplicates_case, home, n, setup=setup_ds)
-    row("find_duplicates() default rule, graph cached", m, None, "the matrix's size (peak ratio)",
-        flagged=m["extra"]["flagged"])
-    m = measure(find_duplicates_fraction_case, home, n, setup=setup_ds)
-    row("find_duplicates(fraction=0.01), graph cached", m, None, "the matrix's size (peak ratio)",
-        flagged=m["extra"]["flagged"])
-    m = measure(uniqueness_case, home, n, setup=setup_ds)
-    row("compute_uniqueness, graph cached", m, None, "the matrix's size (peak ratio)")
-
-    m = measure(find_unique_case, home, n, setup=setup_ds)
-    b = measure(old_find_unique_case, home, n, setup=setup_ds)
-    old = {"cpu_s": b["extra"]["cpu_per_pick"] * UNIQUE_COUNT, "peak_mib": b["peak_mib"]}
-    row(f"find_unique({UNIQUE_COUNT})", m, old, f"one pass per pick (previous method; {OLD_UNIQUE_PICKS} picks, "
-        f"scaled to {UNIQUE_COUNT})")
-    return rows
+    return {"n": n, "case": "sort_by_similarity(id, k=25) repeated, incl. view", "ms_median": rq["ms_median"],
+            "ms_p95": rq["ms_p95"], "ms_median_warm": rq["ms_median_warm"], "ms_p95_warm": rq["ms_p95_warm"],
+            "baseline": "sklearn brute kneighbors(1 row, k=25)",
+            "baseline_ms_median": sq["query_ms_median"], "speedup": sq["query_ms_median"] / rq["ms_median"],
+            "resident_after_queries_x_matrix": rq["resident"]["VmRSS"] / mib,
+            "file_pages_after_queries_x_matrix": rq["resident"]["RssFile"] / mib}
 
 
 def main() -> None:
@@ -395,7 +455,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--home", default=None, help="keep the prepared data here and reuse it")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     args, _ = ap.parse_known_args()
+    cases = tuple(c for c in args.cases.split(",") if c)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        ap.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     rows: list[dict] = []
     prepared = []
@@ -411,7 +476,7 @@ def main() -> None:
             prepared.append({"n": n, **p["extra"]})
             print(f"  prepared in {p['wall_s']:.0f} s: {p['extra']}", flush=True)
         print(f"n = {n:,}", flush=True)
-        rows += run_size(home, n)
+        rows += run_size(home, n, cases)
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
     if len(sizes) > 1:
@@ -425,9 +490,11 @@ def main() -> None:
     cols = ["n", "case", "cpu_s", "wall_s", "peak_mib", "peak_x_matrix", "ratio", "baseline", "baseline_cpu_s"]
     growth = [k for r in rows for k in r if k.startswith("growth")][:1]
     print(table([r for r in rows if "cpu_s" in r], cols + growth))
-    print(table([r for r in rows if "ms_median" in r], ["n", "case", "ms_median", "ms_p95", "ms_median_warm",
-                                                         "baseline_ms_median", "speedup"] + growth))
-    out = save("scale" + ("-quick" if args.quick else ""), [{"rows": rows, "prepared": prepared, "sizes": sizes}])
+    if any("ms_median" in r for r in rows):
+        print(table([r for r in rows if "ms_median" in r], ["n", "case", "ms_median", "ms_p95", "ms_median_warm",
+                                                             "baseline_ms_median", "speedup"] + growth))
+    name = "scale" + ("" if cases == CASES else "-" + "-".join(cases)) + ("-quick" if args.quick else "")
+    out = save(name, [{"rows": rows, "prepared": prepared, "sizes": sizes}])
     print("saved", out)
 
 
