@@ -221,3 +221,14 @@ def test_an_array_and_the_stored_set_give_the_same_result(ds, name):
     # a similarity index keeps a copy of an array it was given (a stored set is read by reference)
     by_array[2].pop("embeddings", None)
     _same(by_array, by_name)
+
+
+def test_a_view_of_another_dataset_reruns_on_that_dataset(ds):
+    """Regression: a recorded view was rebuilt on the run's own dataset, whatever dataset it came from."""
+    _reference(ds)
+    reference = el.load_dataset(CMP_REF).limit(200)
+    el.compare_to_reference(ds, reference, embeddings="px", reference_embeddings="px", brain_key="b_other",
+                            n_permutations=99)
+    rerun(ds, "b_other")
+    recorded = ds.get_brain_info("b_other")["config"]["reference"]
+    assert recorded["dataset"] == CMP_REF and recorded["count"] == 200

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..core.collection import SampleCollection
+from ..core.dataset import load_dataset
 from ..core.errors import InvalidInputError
 from ..core.expressions import ViewExpression
 from ..core.runs import CURRENT_CALL, check_new_key, get_brain_info, load_brain_view
@@ -151,7 +152,9 @@ def _restore(dataset: "Dataset", value: Any) -> Any:
             raise InvalidInputError("the run was given an array that is no longer in memory: pass it again")
         return array
     if "$view" in value:
-        return dataset.view_from_dicts(value["stages"])
+        # a view of another dataset (compare_to_reference's reference) is rebuilt on that dataset
+        owner = dataset if value["$view"] == dataset.name else load_dataset(value["$view"])
+        return owner.view_from_dicts(value["stages"])
     if "$expr" in value:
         from ..core.expressions import from_dict
 
