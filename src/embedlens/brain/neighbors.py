@@ -478,3 +478,80 @@ def _load(path: Path, metric: str) -> KnnGraph | None:
     with np.load(path, allow_pickle=False) as z:
         recall = float(z["recall"])
         return KnnGraph(z["indices"], z["distances"], metric, str(z["method"]), None if recall < 0 else recall)
+
+
+def cross_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str, seed: int = 51,
+              target_recall: float = 0.97, recall_sample: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ``k`` nearest rows of ``base`` for every row of ``queries``: ``(indices, distances, recall)``.
+
+    Exact blocks (:func:`~embedlens.brain.neighbors.search`) while ``len(base) * len(queries)`` is at
+    most ``EXACT_MAX_POINTS ** 2`` (the work of an exact graph at the crossover). Above, the inverted
+    lists of the shared graph builder: ``sqrt(len(base))`` coarse k-means lists over ``base``; each
+    query probes its nearest lists, every list is searched for the queries that probe it as block
+    products, and probes are raised until the recall@k of ``recall_sample`` random queries against exact
+    search is >= ``target_recall`` (99% one-sided confidence), as in ``ivf_graph``. Distances are exact.
+    Neither input is copied whole (memory maps are read in blocks).
+    """
+    import faiss
+
+    nb, nq, dim = len(base), len(queries), base.shape[1]
+    k = min(k, nb)
+    if nb * nq <= EXACT_MAX_POINTS ** 2 or nb < 64:
+        idx, dist = search(prepare(base, metric), prepare(queries, metric), k, metric)
+        return idx, dist, 1.0
+    brows, qrows = _reader(base, metric), _reader(queries, metric)
+
+    def rows(ids):  # queries are ids [0, nq), base rows nq + i: _scan reads both through one reader
+        if isinstance(ids, slice):
+            return qrows(ids)
+        ids = np.asarray(ids)
+        return brows(ids - nq) if ids[0] >= nq else qrows(ids)
+
+    nlist = max(1, min(int(np.sqrt(nb)), nb // 8))
+    rng = np.random.default_rng(seed)
+    km = faiss.Kmeans(dim, nlist, niter=10, seed=seed, max_points_per_centroid=32, min_points_per_centroid=1)
+    km.train(brows(np.sort(rng.choice(nb, size=min(nb, 32 * nlist), replace=False))))
+    base_lists = np.empty(nb, np.int64)
+    step = max(1, (8 << 20) // (4 * dim))
+    for start in range(0, nb, step):
+        base_lists[start:start + step] = faiss.knn(brows(slice(start, start + step)), km.centroids, 1)[1][:, 0]
+    order, bounds = _members(base_lists, nlist)
+    lists = (order + nq, bounds)
+    sample = np.sort(rng.choice(nq, size=min(nq, recall_sample), replace=False))
+    kth = _exact_kth(brows, nb, qrows(sample), k, metric)
+    heap = faiss.ResultHeap(nq, k, keep_max=metric == "cosine")
+    probes, done, recall = None, 0, 0.0
+    for p in [s for s in _PROBE_STEPS if s < nlist] + [nlist]:
+        if probes is None or p > probes.shape[1]:
+            probes = _nearest_lists(qrows, nq, km.centroids, min(nlist, max(32, 2 * p)))
+        _scan(heap, rows, probes[:, done:p], lists, k, metric, dim)
+        done = p
+        found = heap.D[sample]
+        found = 1.0 - found if metric == "cosine" else np.sqrt(np.maximum(found, 0.0))
+        per_row = (np.where(heap.I[sample] >= 0, found, np.inf) <= kth[:, None] + 1e-5).sum(axis=1) / k
+        recall = float(per_row.mean())
+        if recall - 2.33 * per_row.std() / np.sqrt(len(per_row)) >= target_recall and heap.I.min() >= 0:
+            break
+    heap.finalize()
+    idx = heap.I - nq
+    dist = 1.0 - heap.D if metric == "cosine" else np.sqrt(np.maximum(heap.D, 0.0))
+    return idx, np.maximum(dist, 0.0).astype(np.float32), recall
+
+
+def _exact_kth(brows, nb: int, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Exact distance of each query's k-th nearest base row, the base read in blocks (never copied whole)."""
+    import faiss
+
+    ip = metric == "cosine"
+    truth = faiss.ResultHeap(len(queries), k, keep_max=ip)
+    step = max(1, (8 << 20) // (4 * queries.shape[1]))
+    for start in range(0, nb, step):
+        dist, idx = faiss.knn(queries, brows(slice(start, start + step)), min(k, nb - start),
+                              faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+        truth.add_result(dist, np.where(idx >= 0, idx + start, -1))
+    truth.finalize()
+    kth = truth.D[:, k - 1]
+    return 1.0 - kth if ip else np.sqrt(np.maximum(kth, 0.0))
+
+
+# ------------------------------------------------------------------------------------------ the scores
