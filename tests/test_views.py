@@ -192,3 +192,15 @@ def test_index_keeps_results_and_is_used(ds):
     assert any(compound in str(r) for r in plan) and not any("TEMP B-TREE" in str(r) for r in plan)
     with pytest.raises(ValueError, match="single-valued"):
         ds.create_index("words")
+
+
+def test_dict_keys_that_start_with_a_digit(ds):
+    """Regression: ``sort_by("prototype_scores.7")`` was refused: MNIST's class names are digits."""
+    scores = [{"7": float(i % 9), "a1": -float(i)} for i in range(len(ds))]
+    ds.set_values("scores", scores)
+    top = ds.sort_by("scores.7", reverse=True).limit(5)
+    assert top.values("scores.7") == [8.0] * 5
+    assert len(ds.match(F("scores.7") > 6)) == sum(s["7"] > 6 for s in scores)
+    assert ds.values("scores.a1")[:3] == [0.0, -1.0, -2.0]
+    with pytest.raises(el.InvalidInputError):
+        ds.sort_by("scores.7'")

@@ -25,6 +25,8 @@ FIELD_TYPES = SCALAR_TYPES + JSON_TYPES + ("array",) + LABEL_TYPE_NAMES
 # Fields every sample has; users cannot create, delete or retype them.
 BUILTIN_FIELDS = {"id": "str", "filepath": "str", "tags": "list", "metadata": "dict"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# keys inside a dict field may also start with a digit: class names such as "7" ("prototype_scores.7")
+_KEY = re.compile(r"[A-Za-z0-9_]+")
 
 
 def check_name(name: str) -> str:
@@ -32,6 +34,13 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(f"invalid field name {name!r}: use letters, digits and '_', starting with a letter")
     return name
+
+
+def check_key(key: str) -> str:
+    """A key inside a dict or label field: letters, digits and '_' (it goes into a quoted JSON path)."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise InvalidInputError(f"invalid key {key!r}: use letters, digits and '_'")
+    return key
 
 
 def sql_type(ftype: str) -> str:

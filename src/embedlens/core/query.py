@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .expressions import INT64, Compiler, F, Ref, ViewExpression, clean_path, from_dict, relative_resolver, to_dict
-from .fields import SCALAR_TYPES, check_name, dumps
+from .fields import SCALAR_TYPES, check_key, check_name, dumps
 from .errors import InvalidInputError, UnknownFieldError, WrongTypeError
 
 _LIST_ATTRS = ("logits", "bounding_box", "tags")
@@ -28,6 +28,11 @@ def _q(name: str) -> str:
 _LABEL_ATTRS = {"Classification": ("id", "tags", "label", "confidence", "logits"),
                 "Detection": ("id", "tags", "label", "bounding_box", "confidence", "index")}
 HasAttribute = Callable[[str, str], bool]
+
+
+def json_path(keys: list[str]) -> str:
+    """An SQLite JSON path of checked keys, each quoted so that keys like "7" work: ``$."a"."7"``."""
+    return "$" + "".join(f'."{k}"' for k in keys)
 
 
 def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: HasAttribute | None = None) -> Ref:
@@ -45,7 +50,7 @@ def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: Ha
     ftype = schema[head]
     ref = f"{col}.{_q(head)}"
     for part in rest:
-        check_name(part)
+        check_key(part)
     label_type = "Detection" if ftype == "Detections" and len(rest) > 1 else ftype
     attr = rest[1] if ftype == "Detections" and len(rest) > 1 else (rest[0] if rest else None)
     if (has_attr is not None and label_type in _LABEL_ATTRS and attr is not None
@@ -65,10 +70,10 @@ def resolve_path(path: str, schema: dict[str, str], col: str = "t", has_attr: Ha
             raise UnknownFieldError(f"{path!r}: a Detections field has '{head}.detections'")
         if len(rest) == 1:
             return Ref("list", f"json_extract({ref}, '$.detections')")
-        return Ref("each", array_sql=ref, array_path="$.detections", item_path="$." + ".".join(rest[1:]))
+        return Ref("each", array_sql=ref, array_path="$.detections", item_path=json_path(rest[1:]))
     if ftype in ("dict", "Classification", "Detection"):
         kind = "list" if ftype != "dict" and rest[-1] in _LIST_ATTRS and len(rest) == 1 else "scalar"
-        return Ref(kind, f"json_extract({ref}, '$.{'.'.join(rest)}')")
+        return Ref(kind, f"json_extract({ref}, '{json_path(rest)}')")
     raise UnknownFieldError(f"{path!r}: field {head!r} of type {ftype} has no sub-fields")
 
 
