@@ -588,3 +588,17 @@ def test_thumbnails_of_objects_are_their_boxes(tiles):
     assert all(abs(h - w) <= 1 for h, w in shapes)
     tile = np.asarray(Image.open(tiles.first().filepath))
     assert all(h <= tile.shape[0] // 2 + 1 for h, _ in shapes)
+
+
+@pytest.mark.parametrize("method", ["umap", "tsne", "pca", "lda"])
+def test_unknown_reducer_arguments_are_refused_before_any_embedding(ds, method):
+    """Regression: FiftyOne-only arguments (similarity_index=...) reached the reducer after the embeddings
+    were computed, so the error came minutes late and the new set was already stored."""
+    before = set(ds.list_embeddings())
+    with pytest.raises(el.InvalidInputError, match="similarity_index"):
+        el.compute_visualization(ds, model="pixels", embeddings_field="px_new", method=method,
+                                 labels_field="ground_truth", similarity_index="sim")
+    assert set(ds.list_embeddings()) == before
+    el.compute_visualization(ds, embeddings="pixels", method=method, labels_field="ground_truth",
+                             **{"umap": {"min_dist": 0.2}, "tsne": {"perplexity": 20.0},
+                                "pca": {"whiten": True}, "lda": {"solver": "svd"}}[method])

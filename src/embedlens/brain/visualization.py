@@ -29,6 +29,7 @@ it again (the results are bit-for-bit the same). The cache lives where numba wou
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import threading
@@ -147,6 +148,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
         if key in method_kwargs:
             raise InvalidInputError(f"{key}= is set by compute_visualization() (use num_dims= / seed=), "
                              f"do not pass it to method {method!r}")
+    _check_method_kwargs(method, method_kwargs)
     if method == "lda" and not labels_field:
         raise InvalidInputError("method='lda' is supervised: pass labels_field= (e.g. 'ground_truth') naming each "
                          "row's class")
@@ -252,6 +254,38 @@ def _check_points(points: Any, n_rows: int, num_dims: int) -> np.ndarray:
         raise InvalidInputError(f"points has NaN or inf (or values too large for float32) in {int(bad.sum())} rows "
                          f"(first: row {int(np.flatnonzero(bad)[0])})")
     return a
+
+
+def _reducer_class(method: str) -> Any:
+    if method == "umap":
+        from umap import UMAP
+
+        return UMAP
+    if method == "tsne":
+        from openTSNE import TSNE
+
+        return TSNE
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return LinearDiscriminantAnalysis
+
+
+def _check_method_kwargs(method: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the method's reducer does not take before any embedding work (they would
+    otherwise fail only once the embeddings are computed, minutes later)."""
+    if method == "manual" or not kwargs:
+        return
+    accepted = set(inspect.signature(_reducer_class(method).__init__).parameters) - {"self", "kwargs", "args"}
+    if method in ("umap", "tsne"):
+        accepted |= {"metric", "knn_method", "n_neighbors", "perplexity", "n_jobs"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise InvalidInputError(f"compute_visualization(method={method!r}) does not take {', '.join(unknown)}; "
+                                f"the reducer takes {', '.join(sorted(accepted - set(_RESERVED[method])))}")
 
 
 def _pop_graph_args(kwargs: dict[str, Any]) -> tuple[str, str]:
