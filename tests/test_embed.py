@@ -171,3 +171,17 @@ def test_ray_engine_matches_local(photo_ds, model):
                                               progress=False, num_actors=1)
     np.testing.assert_allclose(distributed, local, atol=1e-4)
     assert photo_ds.get_embeddings_info("ray_emb")["count"] == 5
+
+
+def test_no_progress_bar_when_nothing_is_left_to_embed(tmp_path, capsys):
+    """Regression: a stored set printed an empty "embedding: 0img" bar on every reuse."""
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("L", (8, 8), 40 * i).save(paths[-1])
+    ds = el.Dataset()
+    ds.add_samples([el.Sample(p) for p in paths])
+    ds.compute_embeddings("pixels", embeddings_field="px", progress=True)
+    capsys.readouterr()
+    ds.compute_embeddings("pixels", embeddings_field="px", progress=True)
+    assert "embedding" not in capsys.readouterr().err

@@ -102,7 +102,7 @@ def batches(model: "Model", units: Sequence[Unit], batch_size: int, num_workers:
     arrays: list[np.ndarray] = []
     stamps: list[tuple[int, int]] = []
     n_keys = sum(len(u.keys) for u in units)
-    bar = tqdm(total=n_keys, desc=desc, unit="img", disable=not progress, smoothing=0.1)
+    bar = tqdm(total=n_keys, desc=desc, unit="img", disable=not progress or n_keys == 0, smoothing=0.1)
     started = time.perf_counter()
     try:
         fill()
