@@ -61,7 +61,7 @@ def uniform(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
 def recall_vs_exact(graph, exact) -> float:
     k = exact.k
     kth = exact.distances[:, k:k + 1]
-    found = graph.distances[:, 1:k + 1] <= kth + 1e-5 * np.maximum(1.0, kth)
+    found = graph.distances[:, 1:k + 1] <= kth + 1e-5 * np.maximum(1.0, np.abs(kth))
     return float(found.mean())
 
 
@@ -69,14 +69,20 @@ def check_graph(g, x: np.ndarray, metric: str) -> None:
     n = len(x)
     assert g.indices.shape == (n, K + 1) and g.indices.dtype == np.int64
     assert g.distances.shape == (n, K + 1) and g.distances.dtype == np.float32
-    assert (g.indices[:, 0] == np.arange(n)).all() and (g.distances[:, 0] == 0).all()
+    assert (g.indices[:, 0] == np.arange(n)).all()
+    if metric == "dotproduct":  # the row itself at its own -x . x; the others by -x . y, largest product first
+        np.testing.assert_allclose(g.distances[:, 0], -np.einsum("ij,ij->i", x, x), rtol=1e-5)
+    else:
+        assert (g.distances[:, 0] == 0).all()
     assert (g.indices >= 0).all() and (g.indices < n).all()
     assert all(len(set(row)) == K + 1 for row in g.indices.tolist())  # no neighbour twice
-    assert (np.diff(g.distances, axis=1) >= 0).all()  # nearest first
+    assert (np.diff(g.distances[:, 1:], axis=1) >= 0).all()  # nearest first
     rows = np.random.default_rng(0).choice(n, min(n, 2000), replace=False)  # distances checked on 2,000 rows
     a, b = x[rows.repeat(K)].astype(np.float64), x[g.indices[rows, 1:].ravel()].astype(np.float64)
     if metric == "cosine":
         want = 1 - (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    elif metric == "dotproduct":
+        want = -(a * b).sum(1)
     else:
         want = np.linalg.norm(a - b, axis=1)
     np.testing.assert_allclose(g.distances[rows, 1:].ravel(), want, atol=2e-3 * max(1.0, np.abs(want).max()))
@@ -93,7 +99,8 @@ DATA = {
 
 @pytest.mark.parametrize("kind, metric", [("clustered-512d", "cosine"), ("mnist-pixels-784d", "euclidean"),
                                           ("mnist-pixels-784d", "cosine"), ("digits-64d", "euclidean"),
-                                          ("manifold-256d", "cosine"), ("uniform-16d", "euclidean")])
+                                          ("manifold-256d", "cosine"), ("uniform-16d", "euclidean"),
+                                          ("digits-64d", "dotproduct"), ("manifold-256d", "dotproduct")])
 def test_recall_is_at_least_097_against_exact_search(kind, metric):
     x = DATA[kind]()
     g = ivf_graph(x, K, metric)
@@ -141,3 +148,34 @@ def test_knn_graph_chooses_exact_or_ivf_and_rejects_unknown_methods():
     assert g.method == "ivf" and g.recall >= 0.97 and g.k == 5
     with pytest.raises(ValueError, match="kNN method"):
         knn_graph(x[:100], "fp-bad", k=5, method="hnsw")
+
+
+def test_dotproduct_graph_is_the_numpy_ranking_of_x_dot_y():
+    """The exact dotproduct graph: each row's neighbours are the other rows in the order of ``X @ x`` (largest
+    first, ties by row), on sklearn's digits (integer pixels: every product is exact in float32)."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float32)
+    g = exact_graph(x, K, "dotproduct")
+    check_graph(g, x, "dotproduct")
+    s = x.astype(np.int64) @ x.astype(np.int64).T  # integer products: no rounding anywhere
+    np.fill_diagonal(s, -1)  # below every product of two pixel rows (all >= 0)
+    want = np.argsort(-s, axis=1, kind="stable")[:, :K]
+    got_scores = -g.distances[:, 1:].astype(np.int64)
+    np.testing.assert_array_equal(got_scores, np.take_along_axis(s, want, axis=1))  # the same top-K products
+    # ... and the same rows wherever the K-th product is not shared with a row left out (a tie at the cut)
+    clear = s[np.arange(len(x)), want[:, -1]] > np.sort(s, axis=1)[:, -K - 1]
+    assert clear.mean() > 0.9
+    assert all(set(a) == set(b) for a, b in zip(g.indices[clear, 1:].tolist(), want[clear].tolist()))
+
+
+def test_dotproduct_is_no_metric_but_a_known_one():
+    from embedlens import InvalidInputError
+    from embedlens.brain.neighbors import DISTANCE_METRICS, check_metric
+
+    assert check_metric("dotproduct") == "dotproduct"
+    with pytest.raises(InvalidInputError, match="unknown metric 'manhattan': one of cosine, euclidean, dotproduct"):
+        knn_graph(uniform(100), "u100", 5, "manhattan")
+    with pytest.raises(InvalidInputError, match="'dotproduct' is not accepted here: no distance; one of cosine, "
+                                                "euclidean"):
+        check_metric("dotproduct", DISTANCE_METRICS, "no distance")

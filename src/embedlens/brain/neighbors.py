@@ -1,6 +1,14 @@
 """The k-nearest-neighbour graph of an embedding set: computed once, shared by every method that needs it.
 
-Column 0 of every row is the point itself (distance 0), the convention umap-learn expects. Up to
+Column 0 of every row is the point itself (distance 0), the convention umap-learn expects.
+
+Metrics (``METRICS``): ``"cosine"`` (distance ``1 - cos``), ``"euclidean"`` (``||x - y||``) and
+``"dotproduct"``: similarity ``x . y`` (larger is more similar, as FiftyOne's dot-product backends rank),
+kept as the distance ``-x . y`` so that "nearest first" means "largest dot product first" everywhere.
+That distance may be negative and is no metric: a row's largest dot product may be with another, longer
+row rather than with itself, so column 0 still holds the row itself but its distance is ``-x . x``, not 0,
+and methods that need a true distance (duplicates, uniqueness, UMAP, t-SNE) refuse it
+(:func:`check_metric` with ``allowed=DISTANCE_METRICS``). Up to
 ``EXACT_MAX_POINTS`` rows the graph is exact: blocks of rows multiplied with BLAS, never the N x N
 matrix. Above, ``"ivf"``: inverted lists searched as block matrix products.
 
@@ -52,7 +60,12 @@ from typing import Any
 import numpy as np
 from ..core.errors import InvalidInputError
 
-METRICS = ("cosine", "euclidean")
+#: Metrics that are distances: non-negative, 0 for a row and itself.
+DISTANCE_METRICS = ("cosine", "euclidean")
+#: Every metric a neighbour search takes; ``"dotproduct"`` ranks by ``x . y`` (distance ``-x . y``).
+METRICS = DISTANCE_METRICS + ("dotproduct",)
+#: Metrics searched as inner products (FAISS ``METRIC_INNER_PRODUCT``, heaps that keep the largest).
+_IP_METRICS = ("cosine", "dotproduct")
 # Exact blocks while they cost no more than ivf_graph (bench/bench_knn.py crossover, 512-d, 2 cores, CPU s):
 # 5k rows 0.37 exact vs 0.32; 10k 1.44 vs 0.37; 20k 5.9 vs 0.73.
 EXACT_MAX_POINTS = 5_000
@@ -79,10 +92,31 @@ class KnnGraph:
         return KnnGraph(self.indices[:, :k + 1], self.distances[:, :k + 1], self.metric, self.method, self.recall)
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise InvalidInputError(f"unknown metric {metric!r}: one of {', '.join(METRICS)}")
+def check_metric(metric: str, allowed: tuple[str, ...] = METRICS, why: str = "") -> str:
+    """``metric`` if it is one of ``allowed``, else an :class:`InvalidInputError` listing them.
+
+    ``why``: the reason a known metric is refused here (e.g. why ``"dotproduct"`` is no distance for a method).
+    """
+    if metric not in allowed:
+        if metric in METRICS and why:
+            raise InvalidInputError(f"metric {metric!r} is not accepted here: {why}; one of {', '.join(allowed)}")
+        raise InvalidInputError(f"unknown metric {metric!r}: one of {', '.join(allowed)}")
     return metric
+
+
+#: Why methods that need a true distance refuse ``"dotproduct"`` (the reason in their error).
+DOTPRODUCT_NOT_A_DISTANCE = ("a dot product is a similarity, not a distance (it is not 0 for a row and itself, "
+                             "and a long vector can be more 'similar' to another than to itself); use 'cosine', "
+                             "the dot product of unit vectors")
+
+
+def to_distance(sim: np.ndarray, metric: str) -> np.ndarray:
+    """Distances from inner products (cosine: ``1 - s``; dotproduct: ``-s``) or squared L2 (``sqrt``)."""
+    if metric == "cosine":
+        return np.maximum(1.0 - sim, 0.0)
+    if metric == "dotproduct":
+        return -sim
+    return np.sqrt(np.maximum(sim, 0.0))
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
@@ -99,7 +133,7 @@ def search(base: np.ndarray, queries: np.ndarray, k: int, metric: str,
     """Exact k nearest rows of ``base`` for each query row, nearest first, in blocks of queries.
 
     Both arrays must already be :func:`prepare`-d. With ``self_offset``, query ``i`` is base row
-    ``self_offset + i`` and is put first (distance 0) whatever ties exist.
+    ``self_offset + i`` and is put first (distance 0; ``-x . x`` for dotproduct) whatever ties exist.
     """
     n = base.shape[0]
     k = min(k, n)
@@ -112,6 +146,8 @@ def search(base: np.ndarray, queries: np.ndarray, k: int, metric: str,
         prod = q @ base.T
         if metric == "cosine":
             d = 1.0 - prod
+        elif metric == "dotproduct":
+            d = -prod
         else:
             d = (q * q).sum(axis=1)[:, None] + sq[None, :] - 2.0 * prod
         if self_offset is not None:
@@ -122,6 +158,10 @@ def search(base: np.ndarray, queries: np.ndarray, k: int, metric: str,
         order = np.argsort(pd, axis=1, kind="stable")
         out_i[start:start + len(q)] = np.take_along_axis(part, order, axis=1)
         out_d[start:start + len(q)] = np.take_along_axis(pd, order, axis=1)
+    if metric == "dotproduct":  # a signed score: no clamping; the row itself at its own -x . x
+        if self_offset is not None:
+            out_d[:, 0] = -np.einsum("ij,ij->i", queries, queries)
+        return out_i, out_d
     if self_offset is not None:
         out_d[:, 0] = 0.0
     np.maximum(out_d, 0.0, out=out_d)
@@ -155,13 +195,16 @@ def ivf_graph(x: np.ndarray, k: int, metric: str, seed: int = 51, target_recall:
     km.train(rows(np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))))
     sample = np.sort(rng.choice(n, size=min(n, recall_sample), replace=False))
     kth = _kth_distance(rows, n, sample, k, metric)
-    heap = faiss.ResultHeap(n, kk, keep_max=metric == "cosine")
+    heap = faiss.ResultHeap(n, kk, keep_max=metric in _IP_METRICS)
     probes, lists, done = None, None, 0
     for p in [s for s in _PROBE_STEPS if s < nlist] + [nlist]:
         if probes is None or p > probes.shape[1]:
-            probes = _nearest_lists(rows, n, km.centroids, min(nlist, max(32, 2 * p)))
+            probes = _nearest_lists(rows, n, km.centroids, min(nlist, max(32, 2 * p)), metric)
             if lists is None:
-                lists = _members(probes[:, 0], nlist)
+                # a row belongs to its L2-nearest centroid's list (balanced lists), also for dotproduct,
+                # whose probes (by c . x) would put most rows in the lists of the longest centroids
+                own = probes[:, 0] if metric != "dotproduct" else _nearest_lists(rows, n, km.centroids, 1)[:, 0]
+                lists = _members(own, nlist)
         _scan(heap, rows, probes[:, done:p], lists, kk, metric, d)
         done = p
         per_row = _sample_recall(heap, sample, kth, metric)
@@ -173,10 +216,11 @@ def ivf_graph(x: np.ndarray, k: int, metric: str, seed: int = 51, target_recall:
     del probes, lists
     _add_reverse_edges(heap, metric)
     heap.finalize()  # rows sorted, nearest first
-    idx, dist = heap.I, heap.D
-    dist = 1.0 - dist if metric == "cosine" else np.sqrt(np.maximum(dist, 0.0))
-    idx, dist = _self_first(idx, dist.astype(np.float32, copy=False))
-    np.maximum(dist, 0.0, out=dist)
+    idx, dist = _self_first(heap.I, to_distance(heap.D, metric).astype(np.float32, copy=False))
+    if metric == "dotproduct":  # the row itself at -x . x (see the module docstring)
+        for start in range(0, n, _block_rows(d)):
+            b = rows(slice(start, start + _block_rows(d)))
+            dist[start:start + len(b), 0] = -np.einsum("ij,ij->i", b, b)
     return KnnGraph(idx, dist, metric, "ivf", recall)
 
 
@@ -211,7 +255,7 @@ def _block_rows(dim: int) -> int:
 
 def _faiss_metric(metric: str) -> int:
     import faiss
-    return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    return faiss.METRIC_INNER_PRODUCT if metric in _IP_METRICS else faiss.METRIC_L2
 
 
 def _in_parallel(fn, items: list) -> None:
@@ -228,15 +272,20 @@ def _in_parallel(fn, items: list) -> None:
             pass
 
 
-def _nearest_lists(rows, n: int, centroids: np.ndarray, p: int) -> np.ndarray:
-    """int32 [n, p]: each row's ``p`` nearest centroids, nearest first (one BLAS product a block)."""
+def _nearest_lists(rows, n: int, centroids: np.ndarray, p: int, metric: str = "euclidean") -> np.ndarray:
+    """int32 [n, p]: each row's ``p`` nearest centroids, nearest first (one BLAS product a block).
+
+    By L2, except for ``"dotproduct"``: the lists whose centroids have the largest ``c . x`` first, as FAISS'
+    inner-product IVF probes (a row's largest dot products lie towards long rows, not around the row).
+    """
     import faiss
 
     out = np.empty((n, p), np.int32)
     step = _block_rows(centroids.shape[1])
+    how = faiss.METRIC_INNER_PRODUCT if metric == "dotproduct" else faiss.METRIC_L2
 
     def assign(start: int) -> None:
-        out[start:start + step] = faiss.knn(rows(slice(start, start + step)), centroids, p)[1]
+        out[start:start + step] = faiss.knn(rows(slice(start, start + step)), centroids, p, how)[1]
     _in_parallel(assign, range(0, n, step))
     return out
 
@@ -271,11 +320,11 @@ def _scan(heap, rows, probes: np.ndarray, lists: tuple[np.ndarray, np.ndarray], 
 
 
 def _kth_distance(rows, n: int, sample: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """Exact similarity (cosine) or squared distance (euclidean) of each sample row's k-th neighbour."""
+    """Exact similarity (cosine, dotproduct) or squared distance (euclidean) of each sample row's k-th neighbour."""
     import faiss
 
     queries = rows(sample)
-    truth = faiss.ResultHeap(len(sample), k + 1, keep_max=metric == "cosine")
+    truth = faiss.ResultHeap(len(sample), k + 1, keep_max=metric in _IP_METRICS)
     step = _block_rows(queries.shape[1])
     lock = threading.Lock()
 
@@ -285,6 +334,10 @@ def _kth_distance(rows, n: int, sample: np.ndarray, k: int, metric: str) -> np.n
             truth.add_result(dist, np.where(idx >= 0, idx + start, -1))
     _in_parallel(search_block, range(0, n, step))
     truth.finalize()
+    if metric == "dotproduct":
+        # the row itself need not be among its k + 1 largest products: the k-th of the others
+        others = truth.I != sample[:, None]
+        return np.array([d[o][k - 1] for d, o in zip(truth.D, others)], dtype=truth.D.dtype)
     # the row itself is one of the k + 1 (or a duplicate of it, at the same distance): column k is the k-th
     return truth.D[:, k].copy()
 
@@ -294,7 +347,7 @@ def _sample_recall(heap, sample: np.ndarray, kth: np.ndarray, metric: str) -> np
 
     A neighbour counts when it is as near as the exact k-th one, so that ties (duplicates) are no misses.
     """
-    sign = -1.0 if metric == "cosine" else 1.0  # nearer = smaller
+    sign = -1.0 if metric in _IP_METRICS else 1.0  # nearer = smaller
     k = heap.k - 1
     in_sample = np.zeros(len(heap.I) + 1, bool)  # + 1: id -1 (an empty slot) reads the last entry
     in_sample[sample] = True
@@ -315,7 +368,7 @@ def _add_reverse_edges(heap, metric: str, chunk: int = 8192) -> None:
     Each call gives every heap at most one new entry (no two threads touch one heap).
     """
     n, kk = heap.I.shape
-    ip = metric == "cosine"
+    ip = metric in _IP_METRICS
     found_i, found_d = heap.I.copy(), heap.D.copy()  # the edges as found, before any is pushed out
     for start in range(0, n, chunk):
         to = found_i[start:start + chunk].ravel()
@@ -354,7 +407,7 @@ def build_ivf(x: np.ndarray, metric: str, k: int, nlist: int | None = None, seed
     # 2 sqrt(n): 20% faster than 4 sqrt(n) at equal recall for the former per-row kNN graph search;
     # n / 39: FAISS wants 39 training rows a list
     nlist = max(1, min(nlist or int(2 * np.sqrt(n)), n // 39))
-    ip = metric == "cosine"
+    ip = metric in _IP_METRICS
     quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
     index.cp.seed = seed
@@ -373,7 +426,10 @@ def build_ivf(x: np.ndarray, metric: str, k: int, nlist: int | None = None, seed
     for start in range(0, len(sample), 16):
         rows = sample[start:start + 16]
         dots = queries[start:start + 16] @ np.asarray(x).T
-        dist = -dots / np.sqrt(np.maximum(sq, 1e-24)) if ip else sq - 2.0 * dots
+        if metric == "cosine":
+            dist = -dots / np.sqrt(np.maximum(sq, 1e-24))
+        else:
+            dist = -dots if metric == "dotproduct" else sq - 2.0 * dots
         dist[np.arange(len(rows)), rows] = np.inf
         truth.append(np.argpartition(dist, kk - 1, axis=1)[:, :kk].copy())  # not a view of all N
     truth = np.concatenate(truth)
@@ -519,30 +575,29 @@ def cross_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str, seed: 
     lists = (order + nq, bounds)
     sample = np.sort(rng.choice(nq, size=min(nq, recall_sample), replace=False))
     kth = _exact_kth(brows, nb, qrows(sample), k, metric)
-    heap = faiss.ResultHeap(nq, k, keep_max=metric == "cosine")
+    heap = faiss.ResultHeap(nq, k, keep_max=metric in _IP_METRICS)
     probes, done, recall = None, 0, 0.0
     for p in [s for s in _PROBE_STEPS if s < nlist] + [nlist]:
         if probes is None or p > probes.shape[1]:
-            probes = _nearest_lists(qrows, nq, km.centroids, min(nlist, max(32, 2 * p)))
+            probes = _nearest_lists(qrows, nq, km.centroids, min(nlist, max(32, 2 * p)), metric)
         _scan(heap, rows, probes[:, done:p], lists, k, metric, dim)
         done = p
-        found = heap.D[sample]
-        found = 1.0 - found if metric == "cosine" else np.sqrt(np.maximum(found, 0.0))
-        per_row = (np.where(heap.I[sample] >= 0, found, np.inf) <= kth[:, None] + 1e-5).sum(axis=1) / k
+        found = to_distance(heap.D[sample], metric)
+        tol = 1e-5 * np.maximum(1.0, np.abs(kth))[:, None]  # float32 rounding (dot products can be large)
+        per_row = (np.where(heap.I[sample] >= 0, found, np.inf) <= kth[:, None] + tol).sum(axis=1) / k
         recall = float(per_row.mean())
         if recall - 2.33 * per_row.std() / np.sqrt(len(per_row)) >= target_recall and heap.I.min() >= 0:
             break
     heap.finalize()
     idx = heap.I - nq
-    dist = 1.0 - heap.D if metric == "cosine" else np.sqrt(np.maximum(heap.D, 0.0))
-    return idx, np.maximum(dist, 0.0).astype(np.float32), recall
+    return idx, to_distance(heap.D, metric).astype(np.float32), recall
 
 
 def _exact_kth(brows, nb: int, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
     """Exact distance of each query's k-th nearest base row, the base read in blocks (never copied whole)."""
     import faiss
 
-    ip = metric == "cosine"
+    ip = metric in _IP_METRICS
     truth = faiss.ResultHeap(len(queries), k, keep_max=ip)
     step = max(1, (8 << 20) // (4 * queries.shape[1]))
     for start in range(0, nb, step):
@@ -550,8 +605,7 @@ def _exact_kth(brows, nb: int, queries: np.ndarray, k: int, metric: str) -> np.n
                               faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
         truth.add_result(dist, np.where(idx >= 0, idx + start, -1))
     truth.finalize()
-    kth = truth.D[:, k - 1]
-    return 1.0 - kth if ip else np.sqrt(np.maximum(kth, 0.0))
+    return to_distance(truth.D[:, k - 1], metric)
 
 
 # ------------------------------------------------------------------------------------------ the scores
