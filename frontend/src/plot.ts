@@ -8,6 +8,7 @@
 
 import createScatterplot from "regl-scatterplot";
 import { getBinary, getJSON, type RunMeta, type ValuesHeader } from "./api";
+import { THUMB_BUDGET, ThumbLayer, type ViewMap } from "./thumbs";
 
 // The few scatterplot methods used here, typed loosely: the library's own types are stricter than needed.
 interface Scatterplot {
@@ -67,6 +68,8 @@ const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89
 /** Cells per side of the hover index. */
 const GRID = 256;
 const HOVER_PX = 8;
+/** Where the "Images in plot" choice is remembered. */
+const IMAGES_KEY = "embedlens.imagesInPlot";
 
 type Mode = "lasso" | "box" | "panZoom";
 
@@ -117,6 +120,11 @@ export class Plot {
   private clickTimer = 0;
   private readonly overlay: HTMLCanvasElement;
   private readonly tip: HTMLElement;
+  /** Thumbnails drawn at the points' positions when zoomed in (see thumbs.ts). */
+  readonly thumbs: ThumbLayer;
+  private readonly imagesToggle: HTMLInputElement;
+  private boxW = 1;
+  private boxH = 1;
 
   constructor(
     private canvas: HTMLCanvasElement,
@@ -132,6 +140,15 @@ export class Plot {
     this.tip.id = "plot-tip";
     this.tip.hidden = true;
     box.append(this.overlay, this.tip);
+    this.thumbs = new ThumbLayer({
+      key: () => (this.count ? this.key : null),
+      count: () => this.count,
+      xy: (i) => [this.xs[i], this.ys[i]],
+      pointsIn: (x0, y0, x1, y1, limit) => this.pointsIn(x0, y0, x1, y1, limit),
+      colorOf: (i) => this.colorOf(i),
+      selectedState: (i) => (this.selCount ? this.sel[i] : -1),
+    }, box, this.overlay);
+    this.imagesToggle = this.makeImagesToggle(box);
     this.listen();
     // The canvas follows its box (which shrinks when the legend appears), not the window.
     new ResizeObserver(() => {
@@ -304,6 +321,9 @@ export class Plot {
   // ---------------------------------------------------------------- the overlay (lasso path)
 
   private sizeOverlay(width: number, height: number): void {
+    this.boxW = Math.max(1, width);
+    this.boxH = Math.max(1, height);
+    this.thumbs.size(width, height);
     const dpr = window.devicePixelRatio || 1;
     this.overlay.width = Math.max(1, Math.round(width * dpr));
     this.overlay.height = Math.max(1, Math.round(height * dpr));
@@ -364,6 +384,8 @@ export class Plot {
       this.frames++;
     });
     sp.subscribe("view", () => this.drawOverlay());
+    // published inside the render frame (the other events come a task later): the images move with the points
+    sp.subscribe("drawing", (rv: { view: Float32Array }) => this.thumbs.draw(this.viewMap(rv.view)));
     this.sp = sp;
     return sp;
   }
@@ -459,6 +481,7 @@ export class Plot {
     });
     this.buildIndex();
     this.drawOverlay();
+    this.thumbs.invalidate();
   }
 
   fit(): void {
@@ -502,6 +525,7 @@ export class Plot {
     await this.redraw();
     this.renderLegend();
     this.applyFilter();
+    this.thumbs.invalidate();
     if (hadHidden) this.events.shown();
   }
 
@@ -606,6 +630,7 @@ export class Plot {
     }
     if (redraw) await this.redraw();
     this.applyFilter();
+    this.thumbs.invalidate();
     this.updateLegendCounts();
     if (context && n) {
       const shown = this.shownIndices(true);
@@ -703,6 +728,7 @@ export class Plot {
   }
 
   private afterSelection(draw = true): void {
+    this.thumbs.invalidate();
     this.events.counts(this.selCount, false);
     this.updateLegendCounts();
     this.drawOverlay();
@@ -857,7 +883,94 @@ export class Plot {
       el.classList.toggle("off", this.hidden.has(Number(el.dataset.code)));
     }
     this.applyFilter();
+    this.thumbs.invalidate();
     this.events.shown();
+  }
+
+  // ---------------------------------------------------------------- images in the plot
+
+  /** "Images in plot" on or off (the toggle in the plot's corner does the same). */
+  setImagesInPlot(on: boolean): void {
+    this.imagesToggle.checked = on;
+    this.thumbs.setEnabled(on);
+    try {
+      localStorage.setItem(IMAGES_KEY, on ? "1" : "0");
+    } catch {
+      /* storage refused: the choice lasts for this page */
+    }
+  }
+
+  private makeImagesToggle(box: HTMLElement): HTMLInputElement {
+    const label = document.createElement("label");
+    label.id = "plot-images";
+    label.title = `zoom in until at most ${THUMB_BUDGET} points are on screen to see their images`;
+    label.style.cssText = "position:absolute;right:6px;top:6px;z-index:2;display:flex;gap:4px;align-items:center;"
+      + "font-size:11px;padding:2px 6px;border-radius:4px;background:rgba(20,22,27,0.8);user-select:none;";
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    let on = true;
+    try {
+      on = localStorage.getItem(IMAGES_KEY) !== "0";
+    } catch {
+      /* default on */
+    }
+    input.checked = on;
+    this.thumbs.setEnabled(on);
+    input.addEventListener("change", () => this.setImagesInPlot(input.checked));
+    label.append(input, document.createTextNode("Images in plot"));
+    box.appendChild(label);
+    return input;
+  }
+
+  /** Points shown (in the view, of a class the legend shows) inside [x0, x1] x [y0, y1] (normalised), by
+   * the hover grid's cells; null as soon as there are more than `limit`. */
+  private pointsIn(x0: number, y0: number, x1: number, y1: number, limit: number): Uint32Array | null {
+    if (!this.count || !this.cellStart.length) return null;
+    const cell = 2 / GRID;
+    const c0 = Math.max(0, Math.floor((x0 + 1) / cell));
+    const c1 = Math.min(GRID - 1, Math.floor((x1 + 1) / cell));
+    const r0 = Math.max(0, Math.floor((y0 + 1) / cell));
+    const r1 = Math.min(GRID - 1, Math.floor((y1 + 1) / cell));
+    const codes = this.codes;
+    const hide = codes && this.hidden.size ? this.hidden : null;
+    const inView = this.inView;
+    const out: number[] = [];
+    for (let row = r0; row <= r1; row++) {
+      for (let col = c0; col <= c1; col++) {
+        const c = row * GRID + col;
+        for (let k = this.cellStart[c]; k < this.cellStart[c + 1]; k++) {
+          const i = this.cellPoints[k];
+          const x = this.xs[i];
+          const y = this.ys[i];
+          if (x < x0 || x > x1 || y < y0 || y > y1 || (inView && !inView[i]) || (hide && hide.has(codes![i]))) continue;
+          if (out.length >= limit) return null;
+          out.push(i);
+        }
+      }
+    }
+    return Uint32Array.from(out);
+  }
+
+  /** The colour point i is drawn in, undimmed. */
+  private colorOf(i: number): string {
+    const codes = this.codes;
+    if (!this.header || !codes) return BASE;
+    const c = codes[i];
+    if (c >= this.ncat) return MISSING;
+    return this.header.kind === "numeric" ? VIRIDIS[c] : PALETTE[c % PALETTE.length];
+  }
+
+  /** The camera's view matrix as a map from normalised coordinates to the panel's CSS pixels. */
+  private viewMap(v: Float32Array): ViewMap {
+    const w = this.boxW;
+    const h = this.boxH;
+    const aspect = w / h;
+    // clip = projection(1/aspect, 1) * view * [x, y, 0, 1] (as in clip()), then clip -> pixels
+    return {
+      a: (w / 2) * (v[0] / aspect), b: (w / 2) * (v[4] / aspect), e: (w / 2) * (v[12] / aspect + 1),
+      c: (-h / 2) * v[1], d: (-h / 2) * v[5], f: (h / 2) * (1 - v[13]),
+      width: w, height: h,
+    };
   }
 
   // ---------------------------------------------------------------- coordinates (test hooks, bench)
