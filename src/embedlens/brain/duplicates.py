@@ -297,6 +297,39 @@ def perceptual_rows(samples: "SampleCollection", keys: list[str], patches_field:
     return np.asarray(matrix, np.float32), np.asarray(found, bool)
 
 
+def perceptual_channel(samples: "SampleCollection", keys: list[str], patches_field: str | None, progress: bool,
+                       fallback: str) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The perceptual descriptors of ``keys`` (computed and stored once) and what happened, or ``(None, info)``
+    with a warning when no image can be read. ``fallback`` says in the warning what runs instead ("near-duplicates
+    by embeddings only"); rows whose image cannot be read get a zero descriptor (near nothing), with a warning."""
+    try:
+        descriptors, found = perceptual_rows(samples, keys, patches_field, progress)
+    except (OSError, InvalidInputError) as e:
+        msg = f"the perceptual channel could not run ({e}); {fallback}"
+        warnings.warn(msg, stacklevel=3)
+        return None, {"skipped": msg}
+    info: dict[str, Any] = {"set": perceptual_set_name(patches_field), "missing": int((~found).sum())}
+    if not found.any():
+        msg = f"no image could be read for the perceptual channel; {fallback}"
+        warnings.warn(msg, stacklevel=3)
+        info["skipped"] = msg
+        return None, info
+    if not found.all():
+        warnings.warn(f"{int((~found).sum())} of {len(found)} images could not be read: their perceptual "
+                      "descriptor is zero (near nothing)", stacklevel=3)
+        descriptors[~found] = 0.0
+    return descriptors, info
+
+
+def perceptual_graph(descriptors: np.ndarray, keys: list[str], k: int, cache_dir: Any = None) -> KnnGraph:
+    """The shared cosine kNN graph of perceptual descriptors (cached by their content and keys)."""
+    from .neighbors import knn_graph
+    from .source import _digest
+
+    return knn_graph(descriptors, "perceptual-" + _digest(descriptors, keys), min(k, len(keys) - 1), "cosine",
+                     cache_dir=cache_dir)
+
+
 def refine(graph: KnnGraph, descriptors: np.ndarray, block: int = 65_536) -> KnnGraph:
     """The perceptual graph with each pair's distance taken by :func:`~embedlens.models.perceptual.pair_distance`
     (whole images and their inner parts), rows re-sorted nearest first. Only the graph's pairs are compared."""
