@@ -242,8 +242,11 @@ def compare_embeddings(samples: "SampleCollection", embeddings_sets: Any, labels
         The class of each sample, for ``knn_accuracy`` and ``label_agreement`` (None: skip them).
     k : int
         Neighbours (default 10).
-    metric : {"cosine", "euclidean"}
-        Of the kNN graphs and of trustworthiness' high-dimensional side.
+    metric : {"cosine", "euclidean", "dotproduct"}
+        Of the kNN graphs and of trustworthiness' high-dimensional side. ``"dotproduct"``: neighbours
+        are the rows with the largest ``x . y`` (raw embeddings); trustworthiness then ranks the
+        high-dimensional neighbours by ``max - x . y`` (a precomputed matrix of the subsample, non-negative as
+        sklearn requires; only ranks count).
     layout : "pca", "umap", "tsne", or dict
         The 2-D layout whose trustworthiness is measured: computed now for each set, or ``{set: brain
         key of a visualization run}``.
@@ -308,8 +311,13 @@ def compare_embeddings(samples: "SampleCollection", embeddings_sets: Any, labels
             agree.append(np.nan)
         pts = _layout(samples, src, name, layout, seed)
         xs = np.asarray(src.matrix[sub], dtype=np.float64)
-        trust.append(float(trustworthiness(xs, np.asarray(pts[sub], dtype=np.float64),
-                                           n_neighbors=min(kk, len(sub) // 2 - 1), metric=metric)))
+        if metric == "dotproduct":  # sklearn takes no negative "distances": max - x . y ranks the same
+            dots = xs @ xs.T
+            high, high_metric = dots.max() - dots, "precomputed"
+        else:
+            high, high_metric = xs, metric
+        trust.append(float(trustworthiness(high, np.asarray(pts[sub], dtype=np.float64),
+                                           n_neighbors=min(kk, len(sub) // 2 - 1), metric=high_metric)))
         neigh.append(nb[query_rows])
     agreement = np.eye(len(names))
     for a in range(len(names)):

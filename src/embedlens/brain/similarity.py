@@ -28,7 +28,7 @@ from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
 from ..core.embeddings import release
-from .neighbors import build_ivf, check_metric, prepare
+from .neighbors import DISTANCE_METRICS, DOTPRODUCT_NOT_A_DISTANCE, build_ivf, check_metric, prepare, to_distance
 from ..core.runs import (
     BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type,
     update_run_state,
@@ -99,8 +99,13 @@ def compute_similarity(samples: "SampleCollection", embeddings: Any = None, mode
         stored set does not copy the matrix: it reads the set's rows again when loaded.
     brain_key : str, optional
         Store the index as a brain run under this key; ``sort_by_similarity`` finds it there.
-    metric : {"cosine", "euclidean"}
-        Distance of the index: cosine distance ``1 - cos`` or euclidean distance.
+    metric : {"cosine", "euclidean", "dotproduct"}
+        Distance of the index: cosine distance ``1 - cos``, euclidean distance, or ``"dotproduct"``
+        (FiftyOne's name in its dot-product backends): similarity ``x . q``, larger is more similar, on the
+        raw (not normalised) embeddings, so the length of a vector counts (``sort_by_similarity(prototype)``
+        ranks as ``X @ prototype``). Its "distance" (``dist_field``, ``neighbors_map``) is ``-x . q``:
+        smallest first like the other metrics, and may be negative. ``find_duplicates`` and
+        ``find_unique`` need a true distance and refuse a dotproduct index.
     backend : {"auto", "exact", "faiss"}
         ``"exact"``: BLAS search, never approximate. ``"faiss"``: a FAISS ``IndexIVFFlat`` whose
         ``nprobe`` is tuned to recall@10 >= ``FAISS_TARGET_RECALL`` (its recall is in ``config``).
@@ -207,7 +212,8 @@ def _distances(matrix: np.ndarray, sqnorms: np.ndarray, queries: np.ndarray, met
     """Exact distances ``[len(queries), N]`` from prepared queries to the rows of ``matrix`` (one BLAS product).
 
     For cosine the rows are not normalised in memory: ``1 - (x . q) / |x|`` with unit ``q``; for
-    euclidean ``sqrt(|x|^2 - 2 x . q + |q|^2)``. ``sqnorms`` holds ``|x|^2``.
+    euclidean ``sqrt(|x|^2 - 2 x . q + |q|^2)``; for dotproduct ``-x . q`` (signed, not clamped).
+    ``sqnorms`` holds ``|x|^2``.
     """
     if len(queries) == 1 and matrix.size <= EXACT_MAX_VALUES:
         # one small query: a single-threaded product. Multi-threaded BLAS gains nothing at this size and,
@@ -215,6 +221,8 @@ def _distances(matrix: np.ndarray, sqnorms: np.ndarray, queries: np.ndarray, met
         dots = np.einsum("ij,j->i", np.asarray(matrix), queries[0])[None, :].astype(np.float32, copy=False)
     else:
         dots = np.asarray(queries @ np.asarray(matrix).T, dtype=np.float32)
+    if metric == "dotproduct":
+        return -dots
     if metric == "cosine":
         d = 1.0 - dots / np.sqrt(np.maximum(sqnorms, 1e-24))[None, :]
     else:
@@ -547,11 +555,7 @@ class SimilarityIndex(BrainResults):
         idx, dist = idx[0], dist[0]
         if (idx < 0).any():
             return None  # not enough members in the probed lists: the caller searches exactly
-        if self.metric == "cosine":
-            dist = 1.0 - dist
-        else:
-            dist = np.sqrt(np.maximum(dist, 0.0))
-        dist = np.maximum(dist, 0.0).astype(np.float32)
+        dist = to_distance(dist, self.metric).astype(np.float32)
         order = np.lexsort((idx, dist))
         return idx[order].astype(np.int64), dist[order]
 
@@ -632,6 +636,8 @@ class SimilarityIndex(BrainResults):
             The chosen keys in the order they were picked; also stored in :attr:`unique_ids`.
         """
         n = len(self.keys)
+        check_metric(self.metric, DISTANCE_METRICS,
+                     f"find_unique() picks the rows farthest apart, and {DOTPRODUCT_NOT_A_DISTANCE}")
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= n:
             raise InvalidInputError(f"count must be an integer from 1 to {n} (the index size), got {count!r}")
         x = self._matrix
@@ -752,6 +758,9 @@ class SimilarityIndex(BrainResults):
             with its copies, the channel that matched and both distances; :attr:`neighbors_map` maps each
             kept key to ``[(duplicate key, embedding distance), ...]`` (FiftyOne's shape).
         """
+        check_metric(self.metric, DISTANCE_METRICS,
+                     f"find_duplicates() pairs rows within a distance (thresh, or a ratio of neighbour distances), "
+                     f"and {DOTPRODUCT_NOT_A_DISTANCE}")
         if thresh is not None and fraction is not None:
             raise InvalidInputError("pass thresh= or fraction=, not both")
         if thresh is not None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.fields import check_name
 from ..core.embeddings import release
-from .neighbors import check_metric
+from .neighbors import DISTANCE_METRICS, DOTPRODUCT_NOT_A_DISTANCE, check_metric
 from .contract import brain_method
 from ..core.runs import BrainResults, check_new_key, register_type
 from .similarity import GRAPH_K, _check_stored
@@ -91,14 +91,16 @@ def compute_uniqueness(samples: "SampleCollection", embeddings: Any = None, mode
         Show progress bars.
     metric : {"cosine", "euclidean"}
         Distance of the neighbour graph (FiftyOne uses euclidean; cosine is the default here because the
-        graph is then the one UMAP shares).
+        graph is then the one UMAP shares). ``"dotproduct"`` is refused: the score is a weighted
+        distance to the nearest neighbours, and a dot product is no distance.
 
     Returns
     -------
     UniquenessResults
     """
     check_name(uniqueness_field)
-    check_metric(metric)
+    check_metric(metric, DISTANCE_METRICS, f"uniqueness is a distance to the nearest neighbours, and "
+                                           f"{DOTPRODUCT_NOT_A_DISTANCE}")
     if samples._is_patches:
         raise InvalidInputError("compute_uniqueness() scores samples: pass a dataset or sample view "
                          "(use roi_field= to look only inside boxes)")

@@ -124,7 +124,7 @@ def compute_visualization(samples: "SampleCollection", embeddings: Any = None, m
         ``verbose=True`` prints progress (UMAP and t-SNE print their own; UMAP's settings line leaves out
         the shared kNN arrays). Passed to the method. UMAP: ``n_neighbors=15``, ``metric="cosine"`` (``"cosine"`` or
         ``"euclidean"``; cosine is the default because embedding directions matter more than their
-        lengths), ``knn_method="auto"|"exact"|"ivf"`` (how the shared graph is built), and any other
+        lengths; ``"dotproduct"`` is refused: no distance), ``knn_method="auto"|"exact"|"ivf"`` (how the shared graph is built), and any other
         ``umap.UMAP`` argument (``min_dist``, ``init``, ``n_epochs`` ...). t-SNE: ``perplexity=30``
         (the graph has ``3 * perplexity`` neighbours), ``metric``, ``knn_method`` and any
         ``openTSNE.TSNE`` argument. PCA: ``sklearn.decomposition.PCA`` arguments (e.g. ``whiten``).
@@ -282,6 +282,12 @@ def _check_method_kwargs(method: str, kwargs: dict[str, Any]) -> None:
     accepted = set(inspect.signature(_reducer_class(method).__init__).parameters) - {"self", "kwargs", "args"}
     if method in ("umap", "tsne"):
         accepted |= {"metric", "knn_method", "n_neighbors", "perplexity", "n_jobs"}
+        if "metric" in kwargs:
+            from .neighbors import DISTANCE_METRICS, DOTPRODUCT_NOT_A_DISTANCE, check_metric
+
+            check_metric(kwargs["metric"], DISTANCE_METRICS,
+                         f"{method.upper() if method == 'umap' else 't-SNE'} lays out neighbour distances "
+                         f"(0 for a point and itself), and {DOTPRODUCT_NOT_A_DISTANCE}")
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise InvalidInputError(f"compute_visualization(method={method!r}) does not take {', '.join(unknown)}; "
