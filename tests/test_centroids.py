@@ -86,6 +86,7 @@ def test_photos(photos):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"metric": "manhattan"}, "metric must be"),
+    ({"metric": "dotproduct"}, "got 'dotproduct': the table is of distances"),
     ({"space": "nope"}, "space must be 'embedding' or the key"),
     ({"labels_field": "nope"}, "unknown field"),
     ({"labels_field": "filepath"}, None),  # one class per sample: fine, 1797 classes

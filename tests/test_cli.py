@@ -295,3 +295,108 @@ def test_demo_end_to_end(embedlens_home: Path) -> None:
     assert "reused 1797 stored rows" in second
     assert el.load_dataset("digits").count_sample_tags()["demo-pick"] == 5
     assert el.list_datasets() == ["digits"]
+
+
+# ---------------------------------------------------------------------------------------------- reading a space
+
+
+@pytest.fixture
+def digits_px_cli(digits) -> el.Dataset:
+    """The digits with pixel embeddings ("pixels") and a predictions run, made through the CLI."""
+    ok("embed", "digits", "--model", "pixels", "--no-progress")
+    ok("predictions", "digits", "--embeddings", "pixels", "--folds", "3", "--no-progress")
+    return el.load_dataset("digits")
+
+
+def test_prototypes_command(digits_px_cli, tmp_path: Path) -> None:
+    import numpy as np
+
+    ds = digits_px_cli
+    report = json.loads(ok("prototypes", "digits", "--predictions-run", "predictions", "--top", "4", "--json",
+                           "--no-progress").stdout)
+    res = ds.load_brain_results("prototypes")
+    assert report["classes"] == res.classes == [str(i) for i in range(10)] and report["samples"] == len(ds)
+    assert report["scores_field"] == "prototype_scores" and report["embeddings_field"] == "pixels"
+    for c in res.classes:  # the printed top samples are the library's ranking, with their scores
+        rows = report["top"][c]
+        assert [r["id"] for r in rows] == ds.sort_by_prototype("prototypes", c).limit(4).values("id")
+        assert [r["score"] for r in rows] == [ds[r["id"]]["prototype_scores"][c] for r in rows]
+    assert all(ds[r["id"]].ground_truth.label == "3" for r in report["top"]["3"])
+    text = ok("prototypes", "digits", "--predictions-run", "predictions", "--overwrite", "--no-progress").stdout
+    assert "Scored 1,797 samples of 'digits' against 10 class prototypes" in text and "\n7:\n" in text
+    # a head saved with numpy
+    x = np.asarray(ds.get_embeddings("pixels"), dtype=np.float64)
+    w = np.random.default_rng(0).normal(size=(2, x.shape[1]))
+    np.savez(tmp_path / "head.npz", weights=w, bias=np.array([1.0, -1.0]), classes=np.array(["ink", "blank"]))
+    ok("prototypes", "digits", "--head", tmp_path / "head.npz", "--embeddings", "pixels", "--brain-key", "mine",
+       "--scores-field", "mine", "--top", "0", "--no-progress")
+    got = np.array([[d["ink"], d["blank"]] for d in ds.values("mine")])
+    np.testing.assert_allclose(got, x @ w.T + [1.0, -1.0], rtol=1e-5, atol=1e-5)
+    fails("prototypes", "digits", mentions="pass --predictions-run KEY or --head FILE.npz")
+    fails("prototypes", "digits", "--predictions-run", "nope", "--brain-key", "p2", "--scores-field", "p2", mentions="no brain run 'nope'")
+    fails("prototypes", "digits", "--head", tmp_path / "missing.npz", "--brain-key", "p3", "--scores-field", "p3",
+          mentions="missing.npz")
+    np.savez(tmp_path / "bad.npz", weights=np.zeros((2, 5)))
+    fails("prototypes", "digits", "--head", tmp_path / "bad.npz", "--embeddings", "pixels", "--brain-key", "p4", "--scores-field", "p4",
+          mentions="prototypes are 5-d but the embeddings are 64-d")
+
+
+def test_centroids_command(digits_px_cli, tmp_path: Path) -> None:
+    import numpy as np
+
+    ds = digits_px_cli
+    report = json.loads(ok("centroids", "digits", "--embeddings", "pixels", "--heatmap", tmp_path / "c.png",
+                           "--json", "--no-progress").stdout)
+    x = np.asarray(ds.get_embeddings("pixels"), dtype=np.float64)
+    y = np.array(ds.values("ground_truth.label"))
+    means = np.stack([x[y == c].mean(axis=0) for c in report["classes"]])
+    want = np.linalg.norm(means[:, None] - means[None], axis=2)
+    np.testing.assert_allclose(np.array(report["distances"]), want, atol=1e-9)
+    a, b = np.triu_indices(10, 1)
+    first = np.argmin(want[a, b])
+    assert (report["closest_pairs"][0]["a"], report["closest_pairs"][0]["b"]) == (str(a[first]), str(b[first]))
+    assert report["counts"] == [int((y == c).sum()) for c in report["classes"]]
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    text = ok("centroids", "digits", "--embeddings", "pixels", "--pairs", "2", "--no-progress").stdout
+    assert "Centroids of 10 classes of 'ground_truth' in 'digits' (embedding, euclidean distance)." in text
+    assert text.count(" - ") == 2 and "nearest:" in text
+    fails("centroids", "digits", "--embeddings", "pixels", "--metric", "dotproduct", mentions="got 'dotproduct'")
+    fails("centroids", "digits", "--embeddings", "nope", mentions="'nope'")
+    fails("centroids", "digits", "--embeddings", "pixels", "--labels-field", "nope", mentions="nope")
+
+
+def test_compare_embeddings_command(digits_px_cli) -> None:
+    ds = digits_px_cli
+    ds.compute_embeddings(el.load_model("pixels", size=(4, 4), grayscale=True), embeddings_field="px4",
+                          progress=False)
+    report = json.loads(ok("compare-embeddings", "digits", "--sets", "pixels, px4", "-k", "5", "--trust-samples",
+                           "300", "--json", "--no-progress").stdout)
+    lib = el.compare_embeddings(ds, ["pixels", "px4"], k=5, trust_samples=300, progress=False).metrics
+    assert report["sets"] == ["pixels", "px4"] and report["k"] == 5
+    assert report["per_set"] == {s: lib[s] for s in ("pixels", "px4")} and report["agreement"] == lib["agreement"]
+    assert lib["pixels"]["knn_accuracy"] > lib["px4"]["knn_accuracy"]  # 8x8 digits seen at 4x4 lose detail
+    text = ok("compare-embeddings", "digits", "--sets", "pixels,px4", "--metric", "dotproduct", "-k", "5",
+              "--trust-samples", "300", "--no-progress").stdout
+    assert "Compared 2 embeddings sets of 'digits' (1,797 samples, k = 5, dotproduct)." in text
+    assert "pixels - px4" in text
+    fails("compare-embeddings", "digits", "--sets", "pixels", mentions="at least two")
+    fails("compare-embeddings", "digits", "--sets", "pixels,px4", "--metric", "manhattan",
+          mentions="unknown metric 'manhattan'")
+
+
+def test_similar_with_a_dotproduct_index(digits_px_cli) -> None:
+    import numpy as np
+
+    ds = digits_px_cli
+    ids = ds.values("id")
+    x = np.asarray(ds.get_embeddings("pixels"), dtype=np.float64)
+    report = json.loads(ok("similar", "digits", ids[0], "--embeddings", "pixels", "--brain-key", "dot",
+                           "--metric", "dotproduct", "-k", "20", "--json", "--no-progress").stdout)
+    assert report["metric"] == "dotproduct"
+    pos = {i: r for r, i in enumerate(ids)}
+    s = x @ x[0]
+    rows = [pos[m["id"]] for m in report["matches"]]
+    assert (np.diff(s[rows]) <= 1e-6 * s.max()).all() and s[rows[0]] >= s.max() - 1e-6 * s.max()
+    np.testing.assert_allclose([m["distance"] for m in report["matches"]], -s[rows], rtol=1e-5)
+    fails("similar", "digits", ids[0], "--brain-key", "dot", "--metric", "cosine", mentions="uses metric 'dotproduct'")
+    fails("unique", "digits", "5", "--brain-key", "dot", mentions="find_unique()")

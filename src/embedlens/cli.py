@@ -460,15 +460,25 @@ def _embedding_args(ds: el.Dataset, embeddings: Optional[str], model: Optional[s
 
 
 def _similarity_index(ds: el.Dataset, brain_key: Optional[str], embeddings: Optional[str], model: Optional[str],
-                      progress: bool):
-    """The similarity index to query: an existing one, or one built now (said on stderr)."""
+                      progress: bool, metric: Optional[str] = None):
+    """The similarity index to query: an existing one, or one built now (said on stderr).
+
+    ``metric`` is the metric of an index built now; an existing index of another metric is an error
+    (it is not rebuilt behind the user's back).
+    """
     from .brain.similarity import compute_similarity, load_similarity_index
 
     existing = ds.list_brain_runs(type="similarity")
     if brain_key in existing or (existing and not (embeddings or model)):
-        return load_similarity_index(ds, brain_key)  # an unknown --brain-key is an error, not a new index
+        index = load_similarity_index(ds, brain_key)  # an unknown --brain-key is an error, not a new index
+        if metric is not None and metric != index.metric:
+            raise InvalidInputError(f"similarity index {index.key!r} uses metric {index.metric!r}, not {metric!r}; "
+                                    f"build one with --brain-key NEW --metric {metric} (and --embeddings or --model)")
+        return index
     key = brain_key or DEFAULT_BRAIN_KEY
-    index = compute_similarity(ds, brain_key=key, progress=progress, **_embedding_args(ds, embeddings, model))
+    extra = {"metric": metric} if metric is not None else {}
+    index = compute_similarity(ds, brain_key=key, progress=progress, **extra,
+                               **_embedding_args(ds, embeddings, model))
     typer.echo(f"Built similarity index {key!r} ({index.method}, {len(index):,} rows).", err=True)
     return index
 
@@ -639,6 +649,9 @@ def similar(
     brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="The similarity index (optional when "
                                                                          "there is one).")] = None,
     reverse: Annotated[bool, typer.Option("--reverse", help="Least similar first.")] = False,
+    metric: Annotated[Optional[str], typer.Option(help="Metric of an index built now: cosine (default), euclidean "
+                                                       "or dotproduct (x . q, larger first; distance -x . q).")]
+    = None,
     embeddings: EmbeddingsOption = None,
     model: ModelOption = None,
     progress: ProgressOption = True,
@@ -658,12 +671,13 @@ def similar(
         embedlens similar mnist 6553f1c0a1b2c3d4e5f60718 -k 5
         embedlens similar pets ~/Pictures/cat.jpg --brain-key clip
         embedlens similar mnist 6553f1c0a1b2c3d4e5f60718 --reverse --json
+        embedlens similar mnist 6553f1c0a1b2c3d4e5f60718 --model pixels --brain-key dot --metric dotproduct
     """
     if k <= 0:
         raise _fail(f"-k must be a positive number, got {k}")
     with _user_errors():
         ds = el.load_dataset(name)
-        index = _similarity_index(ds, brain_key, embeddings, model, progress)
+        index = _similarity_index(ds, brain_key, embeddings, model, progress, metric)
         coll = _rows_of(ds, index)
         view = index.sort_by_similarity(query, k=k, reverse=reverse, samples=coll)
         stage = view._stages[-1]
@@ -672,7 +686,8 @@ def similar(
         rows = [{"rank": r, "id": i, "filepath": paths.get(i), "distance": d}
                 for r, (i, d) in enumerate(zip(ids, dists), 1)]
     if as_json:
-        _emit_json({"dataset": name, "brain_key": index.key, "query": query, "reverse": reverse, "matches": rows})
+        _emit_json({"dataset": name, "brain_key": index.key, "metric": index.metric, "query": query,
+                    "reverse": reverse, "matches": rows})
         return
     width = len(str(len(rows)))
     for r in rows:
@@ -1108,6 +1123,210 @@ def compare(
     for c in report["clusters"]:
         typer.echo(f"  cluster {c['cluster']:>2}: {c['reference_share']:6.1%} -> {c['target_share']:6.1%}  "
                    f"{c['shift']:<5}  e.g. {', '.join((c['example_target_ids'] or c['example_reference_ids'])[:3])}")
+
+# ---------------------------------------------------------------------------------------------- reading a space
+
+
+def _load_head(path: Path) -> dict[str, Any]:
+    """A head saved with ``np.savez(path, weights=W, bias=b, classes=names)`` (bias and classes optional)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        head = {k: z[k] for k in z.files}
+    if "classes" in head:
+        head["classes"] = [str(c) for c in head["classes"].tolist()]
+    return head
+
+
+@app.command("prototypes")
+def prototypes(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    predictions_run: Annotated[Optional[str], typer.Option(
+        "--predictions-run", metavar="KEY", help="A `embedlens predictions` run: its classifier is the head, on "
+                                                 "the embeddings it used.")] = None,
+    head: Annotated[Optional[Path], typer.Option(
+        "--head", metavar="FILE.npz", help="A linear head saved with numpy.savez: weights [C, D], and optionally "
+                                           "bias [C] and classes [C].")] = None,
+    scores_field: Annotated[str, typer.Option(metavar="FIELD", help="The dict field of scores to write.")]
+    = "prototype_scores",
+    brain_key: Annotated[str, typer.Option(metavar="KEY", help="The run's key.")] = "prototypes",
+    top: Annotated[int, typer.Option(min=0, help="How many top-scoring samples to print per class.")] = 3,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run and its field.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every sample against every class prototype of a linear head.
+
+    The score of class c is x . W[c] + b[c] (the head's logit), written
+    as a dict field, so samples can be ranked by a class: in Python
+    ds.sort_by_prototype(KEY, CLASS). The head is a predictions run's
+    classifier (--predictions-run) or weights saved with numpy (--head).
+    Prints the samples that score highest for each class.
+
+    Examples:
+
+        embedlens prototypes mnist --predictions-run predictions
+        embedlens prototypes flowers --head head.npz --embeddings resnet --top 10 --json
+    """
+    if (predictions_run is None) == (head is None):
+        raise _fail("pass --predictions-run KEY or --head FILE.npz, one of them")
+    with _user_errors():
+        ds = el.load_dataset(name)
+        res = el.compute_prototypes(ds, head=_load_head(head) if head is not None else None,
+                                    predictions_run=predictions_run, scores_field=scores_field, brain_key=brain_key,
+                                    overwrite=overwrite, progress=progress, **_embedding_args(ds, embeddings, model))
+        pos = {k: i for i, k in enumerate(res.keys)}
+        tops = {}
+        for c in res.classes:
+            ids = res.sort_by(c).limit(top).values("id") if top else []
+            paths = _paths_by_id(ds, ids)
+            scores = res.scores_of(c)
+            tops[c] = [{"rank": r, "id": i, "filepath": paths.get(i), "score": float(scores[pos[i]])}
+                       for r, i in enumerate(ids, 1)]
+        report = {"dataset": name, "brain_key": brain_key, "scores_field": scores_field, "samples": len(res.keys),
+                  "classes": res.classes, "embeddings_field": res.config.get("embeddings_field"), "top": tops}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Scored {report['samples']:,} samples of {name!r} against {len(res.classes)} class prototypes -> "
+               f"field {scores_field!r}, run {brain_key!r}.")
+    for c, rows in tops.items():
+        if rows:
+            typer.echo(f"{c}:")
+        for r in rows:
+            typer.echo(f"  {r['score']:10.4f}  {r['id']}  {r['filepath']}")
+
+
+@app.command("centroids")
+def centroids(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    labels_field: Annotated[str, typer.Option(metavar="FIELD", help="The class of each sample.")] = "ground_truth",
+    space: Annotated[str, typer.Option(metavar="SPACE", help="embedding (the embeddings), or the brain key of a "
+                                                             "visualization run (its 2-D points).")] = "embedding",
+    metric: Annotated[str, typer.Option(help="euclidean or cosine.")] = "euclidean",
+    pairs: Annotated[int, typer.Option(min=1, help="How many closest class pairs to print.")] = 5,
+    heatmap: Annotated[Optional[Path], typer.Option(metavar="PATH", help="Also write the distance matrix as a "
+                                                                         "heatmap (.png or .html).")] = None,
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="Store the results under this key.")]
+    = None,
+    embeddings: EmbeddingsOption = None,
+    model: ModelOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of that key.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Class centroids, the distances between them, and the closest class pairs.
+
+    The centroid of a class is the mean embedding of its samples (or of
+    its points in a 2-D plot with --space KEY). Prints each class's size
+    and nearest class, and the class pairs whose centroids are closest:
+    the classes a model is most likely to confuse.
+
+    Examples:
+
+        embedlens centroids mnist --labels-field ground_truth
+        embedlens centroids mnist --embeddings pixels --metric cosine --heatmap centroids.png --json
+        embedlens centroids mnist --space umap
+    """
+    with _user_errors():
+        ds = el.load_dataset(name)
+        emb = _embedding_args(ds, embeddings, model) if space == "embedding" else \
+            {k: v for k, v in (("embeddings", embeddings), ("model", model)) if v}
+        res = el.compute_class_centroids(ds, labels_field=labels_field, space=space, metric=metric,
+                                         brain_key=brain_key, overwrite=overwrite, progress=progress, **emb)
+        if heatmap is not None:
+            if heatmap.suffix.lower() == ".html":
+                res.heatmap(backend="plotly").write_html(str(heatmap))
+            else:
+                res.heatmap().savefig(str(heatmap))
+        nearest = res.nearest_class()
+        report = {"dataset": name, "brain_key": brain_key, "labels_field": labels_field, "space": space,
+                  "metric": metric, "classes": res.classes, "counts": [int(c) for c in res.counts],
+                  "distances": res.distances.tolist(),
+                  "nearest_class": {c: {"class": n, "distance": d} for c, (n, d) in nearest.items()},
+                  "closest_pairs": [{"a": a, "b": b, "distance": d} for a, b, d in res.confusable_pairs(pairs)],
+                  "heatmap": str(heatmap) if heatmap else None}
+    if as_json:
+        _emit_json(report)
+        return
+    typer.echo(f"Centroids of {len(res.classes)} classes of {labels_field!r} in {name!r} ({space}, {metric} "
+               f"distance).")
+    width = max(len(c) for c in res.classes)
+    for c, n in zip(res.classes, report["counts"]):
+        near, d = nearest[c]
+        typer.echo(f"  {c:<{width}}  {n:>7,} samples  nearest: {near} ({d:.4f})")
+    typer.echo("Closest class pairs:")
+    for p in report["closest_pairs"]:
+        typer.echo(f"  {p['a']} - {p['b']}  {p['distance']:.4f}")
+    if heatmap is not None:
+        typer.echo(f"Heatmap: {heatmap}")
+
+
+@app.command("compare-embeddings")
+def compare_embeddings_command(
+    name: Annotated[str, typer.Argument(help="The dataset.", metavar="DATASET")],
+    sets: Annotated[str, typer.Option(
+        "--sets", metavar="A,B,...", help="Stored embeddings sets or model names, comma-separated (a model's "
+                                          "set is computed and stored once).")],
+    labels_field: Annotated[Optional[str], typer.Option(
+        metavar="FIELD", help="The class of each sample, for kNN accuracy and label agreement; '' for none.")]
+    = "ground_truth",
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours.")] = 10,
+    metric: Annotated[str, typer.Option(help="cosine, euclidean or dotproduct.")] = "cosine",
+    layout: Annotated[str, typer.Option(help="The 2-D layout whose trustworthiness is measured: pca, umap or "
+                                             "tsne.")] = "pca",
+    trust_samples: Annotated[int, typer.Option(min=10, help="Rows in the trustworthiness subsample.")] = 2000,
+    seed: Annotated[int, typer.Option(help="For the subsample, the queries and the layout.")] = 51,
+    brain_key: Annotated[Optional[str], typer.Option(metavar="KEY", help="Store the comparison under this key.")]
+    = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of that key.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare embedding sets of the same samples: pixels vs a model, layer vs layer.
+
+    For each set: leave-one-out kNN label accuracy, the fraction of each
+    sample's k neighbours that share its label, and the trustworthiness
+    of a 2-D layout; between sets: the fraction of neighbours they share.
+
+    Examples:
+
+        embedlens compare-embeddings mnist --sets pixels,efficientnet_lite0
+        embedlens compare-embeddings mnist --sets pixels,efficientnet-lite0 --labels-field ground_truth -k 10 --json
+    """
+    names = _split_list(sets) or []
+    if len(names) < 2:
+        raise _fail(f"--sets needs at least two embeddings sets or models, comma-separated; got {sets!r}")
+    with _user_errors():
+        ds = el.load_dataset(name)
+        res = el.compare_embeddings(ds, names, labels_field=labels_field or None, k=k, metric=metric, layout=layout,
+                                    trust_samples=trust_samples, seed=seed, brain_key=brain_key,
+                                    overwrite=overwrite, progress=progress)
+        m = res.metrics
+        report = {"dataset": name, "brain_key": brain_key, "sets": res.sets, "k": res.config["k"], "metric": metric,
+                  "labels_field": labels_field or None, "layout": layout,
+                  "per_set": {s: m[s] for s in res.sets}, "agreement": m["agreement"]}
+    if as_json:
+        _emit_json(report)
+        return
+
+    def num(v: Any) -> str:
+        return "     -" if v is None else f"{v:6.3f}"
+
+    width = max(len(s) for s in res.sets)
+    typer.echo(f"Compared {len(res.sets)} embeddings sets of {name!r} ({len(res.keys):,} samples, k = "
+               f"{report['k']}, {metric}).")
+    typer.echo(f"  {'set':<{width}}  kNN acc  agree  trust({layout})")
+    for s in res.sets:
+        r = m[s]
+        typer.echo(f"  {s:<{width}}  {num(r['knn_accuracy'])}  {num(r['label_agreement'])}  "
+                   f"{num(r['trustworthiness'])}")
+    typer.echo("Shared neighbours between sets:")
+    for i, a in enumerate(res.sets):
+        for b in res.sets[i + 1:]:
+            typer.echo(f"  {a} - {b}  {num(m['agreement'][a][b]).strip()}")
 
 
 @app.command("runs")

@@ -185,7 +185,8 @@ def compute_class_centroids(samples: "SampleCollection", embeddings: Any = None,
         ``"embedding"`` (default): centroids of the embeddings. Or the brain key of a visualization run:
         centroids of its points (restricted to ``samples``), as drawn in its plot.
     metric : {"euclidean", "cosine"}
-        Distance between centroids: ``||a - b||`` or ``1 - cos(a, b)``.
+        Distance between centroids: ``||a - b||`` or ``1 - cos(a, b)`` (``"dotproduct"`` is refused: no
+        distance; ``centroids @ centroids.T`` is one line of numpy).
     brain_key : str, optional
         Store the results under this key.
 
@@ -198,7 +199,11 @@ def compute_class_centroids(samples: "SampleCollection", embeddings: Any = None,
     from .visualization import VisualizationResults, _row_values
 
     if metric not in CENTROID_METRICS:
-        raise InvalidInputError(f"metric must be one of {', '.join(CENTROID_METRICS)}, got {metric!r}")
+        from .neighbors import DOTPRODUCT_NOT_A_DISTANCE
+
+        why = (f": the table is of distances (the confusable pairs are the closest), and {DOTPRODUCT_NOT_A_DISTANCE}"
+               if metric == "dotproduct" else "")
+        raise InvalidInputError(f"metric must be one of {', '.join(CENTROID_METRICS)}, got {metric!r}{why}")
     if not isinstance(space, str):
         raise WrongTypeError(f"space must be 'embedding' or a visualization brain key, got {type(space).__name__}")
     dataset = samples._dataset
