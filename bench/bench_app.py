@@ -358,8 +358,8 @@ def thumbnails_vs_dots(browser, rounds: int = 3) -> list[dict]:
 PROBE = """(sel) => { const P = window.__probe = {count: null, row: null, countAt: 0, rowAt: 0, up: 0, on: true};
     window.addEventListener('pointerup', () => { P.up = performance.now(); }, true);
     window.addEventListener('mouseup', () => { if (!P.up) P.up = performance.now(); }, true);
-    const read = (q) => { if (q === 'atlas-count') { const d = [...document.querySelectorAll('div')].find(
-          (e) => e.children.length === 1 && /\\/ [\\d,]+ points/.test(e.innerText)); return d ? d.innerText : null; }
+    const read = (q) => { if (q === 'atlas-count') { const d = [...document.querySelectorAll('div')].filter(
+          (e) => /^[\\d,]+ \\/ [\\d,]+ points$/.test(e.innerText.trim()))[0]; return d ? d.innerText : null; }
         if (q === 'atlas-row') { const r = document.querySelectorAll('tr')[1]; return r ? r.innerText : null; }
         const e = document.querySelector(q); return e ? (e.dataset.id || e.textContent) : null; };
     const tick = () => { if (!P.on) return; const t = performance.now();
@@ -489,8 +489,7 @@ def side_by_side(n: int, pts: np.ndarray, labels: np.ndarray, browser, runs: int
                 t0 = time.perf_counter()
                 if app == "embedlens":
                     page.goto(session.url)
-                    page.wait_for_selector("#plot-canvas")
-                    page.evaluate("window.__embedlens.plot.setImagesInPlot(false)")
+                    page.wait_for_selector("#plot-canvas")  # images in the plot stay on, as a user has them
                     clip = page.locator("#plot-box").bounding_box()
                     background = (0x16, 0x18, 0x1d)
                 else:
@@ -655,7 +654,8 @@ def main() -> None:
                          "server_ms": t["lassoAnswered"] - t["lassoSent"],
                          "grid_ms": t["gridUpdated"] - t["lassoAnswered"]})
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_app.png"))
-            page.mouse.dblclick(*poly[0])  # clear
+            # clear (a double-click on a point now opens it in the modal)
+            page.evaluate("window.__embedlens.plot.clearSelection(true)")
             page.wait_for_timeout(1000)
 
             # pan and zoom
