@@ -171,9 +171,12 @@ def test_dotproduct_graph_is_the_numpy_ranking_of_x_dot_y():
 
 def test_dotproduct_is_no_metric_but_a_known_one():
     from embedlens import InvalidInputError
-    from embedlens.brain.neighbors import DISTANCE_METRICS, check_metric
+    from embedlens.brain.neighbors import DISTANCE_METRICS, METRICS, check_metric
 
-    assert check_metric("dotproduct") == "dotproduct"
+    assert check_metric("dotproduct", METRICS) == "dotproduct"
+    # by default only true distances pass (a method that ranks by x . y says so): with the reason
+    with pytest.raises(InvalidInputError, match="'dotproduct' is not accepted here: a dot product is a similarity"):
+        check_metric("dotproduct")
     with pytest.raises(InvalidInputError, match="unknown metric 'manhattan': one of cosine, euclidean, dotproduct"):
         knn_graph(uniform(100), "u100", 5, "manhattan")
     with pytest.raises(InvalidInputError, match="'dotproduct' is not accepted here: no distance; one of cosine, "

@@ -27,7 +27,7 @@ import numpy as np
 from ..core.errors import InvalidInputError, WrongTypeError
 from ..core.runs import BrainResults, load_brain_results, register_type
 from .contract import brain_method
-from .neighbors import check_metric
+from .neighbors import METRICS, check_metric
 from .source import EmbeddingSource, _digest, resolve_embeddings
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def compare_embeddings(samples: "SampleCollection", embeddings_sets: Any, labels
     """
     from sklearn.manifold import trustworthiness
 
-    check_metric(metric)
+    check_metric(metric, METRICS)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if isinstance(trust_samples, bool) or not isinstance(trust_samples, (int, np.integer)) or trust_samples < 10:

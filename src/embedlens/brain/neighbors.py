@@ -8,8 +8,9 @@ kept as the distance ``-x . y`` so that "nearest first" means "largest dot produ
 That distance may be negative and is no metric: a row's largest dot product may be with another, longer
 row rather than with itself, so column 0 still holds the row itself but its distance is ``-x . x``, not 0,
 and methods that need a true distance (duplicates, uniqueness, UMAP, t-SNE) refuse it
-(:func:`check_metric` with ``allowed=DISTANCE_METRICS``). Up to
-``EXACT_MAX_POINTS`` rows the graph is exact: blocks of rows multiplied with BLAS, never the N x N
+(:func:`check_metric`'s default, ``allowed=DISTANCE_METRICS``).
+
+Up to ``EXACT_MAX_POINTS`` rows the graph is exact: blocks of rows multiplied with BLAS, never the N x N
 matrix. Above, ``"ivf"``: inverted lists searched as block matrix products.
 
 1. Lists. FAISS k-means puts ``sqrt(N)`` centroids (10 iterations on 32 sampled rows a centroid: coarse
@@ -92,22 +93,24 @@ class KnnGraph:
         return KnnGraph(self.indices[:, :k + 1], self.distances[:, :k + 1], self.metric, self.method, self.recall)
 
 
-def check_metric(metric: str, allowed: tuple[str, ...] = METRICS, why: str = "") -> str:
+#: Why methods that need a true distance refuse ``"dotproduct"`` (the reason in their error).
+DOTPRODUCT_NOT_A_DISTANCE = ("a dot product is a similarity, not a distance (it is not 0 for a row and itself, "
+                             "and a long vector can be more 'similar' to another than to itself); use 'cosine', "
+                             "the dot product of unit vectors")
+
+
+def check_metric(metric: str, allowed: tuple[str, ...] = DISTANCE_METRICS,
+                 why: str = DOTPRODUCT_NOT_A_DISTANCE) -> str:
     """``metric`` if it is one of ``allowed``, else an :class:`InvalidInputError` listing them.
 
-    ``why``: the reason a known metric is refused here (e.g. why ``"dotproduct"`` is no distance for a method).
+    By default only true distances pass: a method that ranks by ``x . y`` says so with
+    ``allowed=METRICS``. ``why``: the reason a known metric is refused here.
     """
     if metric not in allowed:
         if metric in METRICS and why:
             raise InvalidInputError(f"metric {metric!r} is not accepted here: {why}; one of {', '.join(allowed)}")
         raise InvalidInputError(f"unknown metric {metric!r}: one of {', '.join(allowed)}")
     return metric
-
-
-#: Why methods that need a true distance refuse ``"dotproduct"`` (the reason in their error).
-DOTPRODUCT_NOT_A_DISTANCE = ("a dot product is a similarity, not a distance (it is not 0 for a row and itself, "
-                             "and a long vector can be more 'similar' to another than to itself); use 'cosine', "
-                             "the dot product of unit vectors")
 
 
 def to_distance(sim: np.ndarray, metric: str) -> np.ndarray:
@@ -493,7 +496,7 @@ def knn_graph(x: np.ndarray, fingerprint: str, k: int = 15, metric: str = "cosin
     ``method``: ``"exact"``, ``"ivf"`` (approximate: :func:`ivf_graph`), or ``"auto"`` (exact up to
     ``EXACT_MAX_POINTS`` rows). A cached graph with at least ``k`` neighbours is reused.
     """
-    check_metric(metric)
+    check_metric(metric, METRICS)
     if k < 1:
         raise InvalidInputError(f"k must be at least 1, got {k}")
     k = min(k, len(x) - 1)

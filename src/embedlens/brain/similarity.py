@@ -28,7 +28,8 @@ from ..core.fields import check_name, dumps
 from ..core.query import SortBySimilarity
 from . import duplicates as _dups
 from ..core.embeddings import release
-from .neighbors import DISTANCE_METRICS, DOTPRODUCT_NOT_A_DISTANCE, build_ivf, check_metric, prepare, to_distance
+from .neighbors import (DISTANCE_METRICS, DOTPRODUCT_NOT_A_DISTANCE, METRICS, build_ivf, check_metric, prepare,
+                        to_distance)
 from ..core.runs import (
     BrainResults, _runs_dir, check_new_key, get_brain_info, has_brain_run, list_brain_runs, register_type,
     update_run_state,
@@ -126,7 +127,7 @@ def compute_similarity(samples: "SampleCollection", embeddings: Any = None, mode
     >>> index.find_duplicates(); index.duplicates_view()
     """
     check_new_key(samples, brain_key, overwrite)
-    check_metric(metric)
+    check_metric(metric, METRICS)
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
     if samples._is_patches:
