@@ -90,6 +90,63 @@ def test_prototype_scores_rank_exactly_as_x_dot_w(ds, trained):
     assert "prototype_scores" not in ds.get_field_schema()
 
 
+def test_sort_by_similarity_to_a_prototype_with_dotproduct_ranks_as_x_dot_w(ds, trained):
+    """The issue's example: a dotproduct similarity index queried with the prototype W[c] ranks as X @ W[c]."""
+    from embedlens.brain.similarity import compute_similarity
+
+    net, _, _ = trained
+    fe = el.feature_extractor(net, transform=_pixels, classes=NAMES)
+    r = compute_prototypes(ds, head=fe, progress=False)
+    name = r.config["embeddings_field"]
+    x = np.asarray(ds.get_embeddings(name)).astype(np.float64)
+    compute_similarity(ds, embeddings=name, metric="dotproduct", brain_key="dot", progress=False)
+    pos = {i: k for k, i in enumerate(ds.values("id"))}
+    for c, cname in enumerate(NAMES):
+        w = fe.head.weights[c]
+        dots = x @ w.astype(np.float64)
+        view = ds.sort_by_similarity(w, brain_key="dot", dist_field="d")
+        got = np.array([pos[i] for i in view.values("id")])
+        tol = 1e-5 * np.abs(dots).max()  # float32 rounding of a product
+        assert sorted(got.tolist()) == list(range(len(x)))
+        assert (np.diff(dots[got]) <= tol).all()  # descending x . W[c]; near-equal products in either order
+        want = np.lexsort((np.arange(len(x)), -dots))
+        gap = np.diff(dots[want]) < -tol
+        clear = np.r_[True, gap] & np.r_[gap, True]
+        np.testing.assert_array_equal(got[clear], want[clear])  # every row without a near-tie in its place
+        assert clear.mean() > 0.9
+        np.testing.assert_allclose(view.values("d"), -dots[got], rtol=1e-5, atol=tol)
+        # ... the same top 20 as the prototype score field (which adds the bias: the same order)
+        top = view.limit(20).values("id")
+        assert set(top) == set(r.sort_by(cname).limit(20).values("id"))
+
+
+def test_sort_by_prototype_reads_the_field_from_the_run(ds):
+    w = np.random.default_rng(0).normal(size=(3, 64))
+    compute_prototypes(ds, head=(w, np.zeros(3), ["roses", "tulips", "sea lion"]), embeddings="px",
+                       brain_key="flowers", scores_field="flower_scores")
+    view = ds.match_tags("test").sort_by_prototype("flowers", "roses")
+    same = ds.match_tags("test").sort_by("flower_scores.roses", reverse=True)
+    assert view.to_dicts() == same.to_dicts() and view.values("id") == same.values("id")
+    x = np.asarray(ds.get_embeddings("px"), dtype=np.float64)
+    pos = {i: k for k, i in enumerate(ds.values("id"))}
+    scores = (x @ w[1])[[pos[i] for i in ds.sort_by_prototype("flowers", "tulips", reverse=False).values("id")]]
+    assert (np.diff(scores) >= 0).all() and len(scores) == len(ds)
+    assert view.to_dicts()[-1]["_stage"] == "SortBy"  # a plain sort_by: a saved view needs no run
+    ds.delete_brain_run("flowers")
+    assert "flower_scores" not in ds.get_field_schema()
+    with pytest.raises(el.NotFoundError, match="no brain run 'flowers'"):
+        ds.sort_by_prototype("flowers", "roses")
+    compute_prototypes(ds, head=(w, np.zeros(3), ["roses", "tulips", "sea lion"]), embeddings="px",
+                       brain_key="flowers", scores_field="flower_scores")
+    with pytest.raises(el.NotFoundError, match=r"no class 'lilies' in prototype run 'flowers'; classes: \['roses'"):
+        ds.sort_by_prototype("flowers", "lilies")
+    with pytest.raises(el.InvalidInputError, match=r"load_brain_results\('flowers'\).sort_by\('sea lion'\)"):
+        ds.sort_by_prototype("flowers", "sea lion")
+    el.compute_visualization(ds, embeddings="px", method="pca", brain_key="pca")
+    with pytest.raises(el.InvalidInputError, match="'pca' is a visualization run, not a compute_prototypes run"):
+        ds.sort_by_prototype("pca", "roses")
+
+
 def test_a_predictions_run_is_a_head_too(ds):
     pred = el.compute_predictions(ds, embeddings="px", pred_field="pred", folds=3, progress=False)
     r = compute_prototypes(ds, predictions_run="pred", brain_key="pp", scores_field="pp")
@@ -130,6 +187,66 @@ def test_prototypes_drawn_as_arrows_in_the_lda_plane(ds, trained):
     umap_like = el.compute_visualization(ds, points=np.zeros((len(ds), 2)))
     with pytest.raises(el.InvalidInputError, match="linear plane"):
         r.visualize(umap_like)
+
+
+def _arrow_ends_inside_the_axes(plot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrow ends and the axes' limits: matplotlib's drawn limits; plotly's autorange, which spans its traces."""
+    if plot.backend == "matplotlib":
+        ax = plot.figure.axes[0]
+        plot.figure.canvas.draw()
+        ends = np.array([a.xy for a in ax.texts if getattr(a, "arrow_patch", None) is not None], dtype=float)
+        return ends, np.array([ax.get_xlim()[0], ax.get_ylim()[0]]), np.array([ax.get_xlim()[1], ax.get_ylim()[1]])
+    ends = np.array([[a.x, a.y] for a in plot.figure.layout.annotations], dtype=float)
+    xs = np.concatenate([np.asarray(t.x, float) for t in plot.figure.data])
+    ys = np.concatenate([np.asarray(t.y, float) for t in plot.figure.data])
+    return ends, np.array([xs.min(), ys.min()]), np.array([xs.max(), ys.max()])
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_arrows_stay_inside_the_axes_of_a_flat_cloud(ds, backend):
+    """Prototypes along the 1st and 8th principal axes of the digits: the 8th spans far less than the 95% reach
+    of the points, so arrows scaled to that reach ran past the axes; now every end is inside them."""
+    x = np.asarray(ds.get_embeddings("px"), dtype=np.float64)
+    viz = el.compute_visualization(ds, embeddings="px", method="pca", components=(1, 8), brain_key="pca")
+    v1, v2 = viz.projection[:, 0], viz.projection[:, 1]
+    w = np.stack([v1, -v1, v2, -v2, 0.5 * (v1 + v2)])
+    r = compute_prototypes(ds, head=(w, None, ["+pc1", "-pc1", "+pc8", "-pc8", "diag"]), embeddings="px",
+                           brain_key="axes")
+    plot = r.visualize("pca", backend=backend)
+    ends, lo, hi = _arrow_ends_inside_the_axes(plot)
+    assert len(ends) == 5
+    assert (ends >= lo - 1e-9).all() and (ends <= hi + 1e-9).all(), (ends, lo, hi)
+    pts = viz.points[:, :2].astype(np.float64)
+    # the rule: inside the points' own box (centred points: the origin is inside it) and as long as the box
+    # allows -- one arrow touches its edge; directions and ratios are kept
+    box_lo, box_hi = pts.min(0), pts.max(0)
+    assert (box_lo < 0).all() and (box_hi > 0).all()
+    assert (ends >= box_lo - 1e-9).all() and (ends <= box_hi + 1e-9).all()
+    assert np.isclose(ends, box_lo).any() or np.isclose(ends, box_hi).any()
+    reach = np.quantile(np.linalg.norm(pts, axis=1), 0.95)
+    assert plot.arrow_scale * np.linalg.norm(viz.project(w, directions=True)[:, :2], axis=1).max() <= reach + 1e-9
+    np.testing.assert_allclose(ends, viz.project(w, directions=True)[:, :2] * plot.arrow_scale, atol=1e-9)
+    assert x.shape[1] == w.shape[1]
+
+
+def test_arrow_scale_keeps_arrows_in_the_box_of_points_anywhere():
+    from embedlens.brain.prototypes import arrow_scale
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        pts = rng.normal(size=(300, 2)) * rng.uniform(0.01, 10, 2)  # flat clouds, any shape
+        pts -= pts.mean(axis=0)  # centred, as PCA and LDA points are
+        arrows = rng.normal(size=(6, 2)) * rng.uniform(0.01, 10, 2)
+        ends = arrows * arrow_scale(arrows, pts)
+        lo, hi = pts.min(0), pts.max(0)
+        tol = 1e-9 * np.abs(pts).max()
+        assert (ends >= lo - tol).all() and (ends <= hi + tol).all()
+        # off-centre: every end still inside the box extended to the origin, where it points into it
+        off = pts + rng.normal(0, 5, 2)
+        ends = arrows * arrow_scale(arrows, off)
+        lo, hi = np.minimum(off.min(0), 0), np.maximum(off.max(0), 0)
+        inward = ((arrows > 0) & (hi > 0)) | ((arrows < 0) & (lo < 0))
+        assert ((ends >= lo - tol) & (ends <= hi + tol) | ~inward).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -264,7 +264,12 @@ def plotly_figure(spec: dict[str, Any], kwargs: dict[str, Any]) -> ScatterPlot:
                                      marker={"size": 16, "symbol": "diamond", "line": {"width": 2, "color": "black"},
                                              "color": [by_name.get(c, "black") for c in ov["names"]]}))
             trace_ids.append([])
-        else:  # arrows from the origin
+        else:  # arrows from the origin: the origin drawn, the ends as unseen points, so the autorange spans both
+            xy = np.asarray(ov["xy"], dtype=float).reshape(-1, 2)
+            fig.add_trace(go.Scatter(x=np.r_[0.0, xy[:, 0]], y=np.r_[0.0, xy[:, 1]], mode="markers", name="origin",
+                                     showlegend=False, hoverinfo="skip",
+                                     marker={"size": [6] + [0] * len(xy), "color": "black"}))
+            trace_ids.append([])
             for name, (x, y) in zip(ov["names"], ov["xy"]):
                 colour = by_name.get(name, "black")
                 fig.add_annotation(x=float(x), y=float(y), ax=0.0, ay=0.0, xref="x", yref="y", axref="x",
@@ -355,8 +360,16 @@ def matplotlib_figure(spec: dict[str, Any], kwargs: dict[str, Any]) -> ScatterPl
                             zorder=6)
                 ax.text(x, y, f" {name}", color=colour, fontsize=10, fontweight="bold", zorder=6)
             ax.scatter([0], [0], color="black", s=25, zorder=7)
+            ax.update_datalim(np.r_[[[0.0, 0.0]], xy.reshape(-1, 2)])  # the autoscaled axes span every arrow
+            ax.autoscale_view()
     if spec.get("thumbnails"):
         _mpl_thumbnails(ax, pts, spec, colours)
+        for ov in spec["overlays"]:  # the limits it set must span the arrows: from the origin to their ends
+            if ov["type"] == "arrows":
+                xy = np.r_[[[0.0, 0.0]], np.asarray(ov["xy"], dtype=float).reshape(-1, 2)]
+                (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+                ax.set_xlim(min(x0, xy[:, 0].min()), max(x1, xy[:, 0].max()))
+                ax.set_ylim(min(y0, xy[:, 1].min()), max(y1, xy[:, 1].max()))
     if spec["kind"] == "categorical":
         ax.legend(title=spec["labels_title"], markerscale=2, loc="best", fontsize="small")
     ax.set_title(kwargs.pop("title", spec["title"]))

@@ -28,8 +28,34 @@ if TYPE_CHECKING:
     from .visualization import VisualizationResults
 
 #: The longest arrow reaches this quantile of the points' distances from the origin (all arrows share one
-#: scale factor, so their relative lengths are the prototypes' relative lengths in the plane).
+#: scale factor, so their relative lengths are the prototypes' relative lengths in the plane), unless an
+#: arrow would then leave the points' box: see :func:`arrow_scale`.
 ARROW_QUANTILE = 0.95
+
+
+def arrow_scale(arrows: np.ndarray, points: np.ndarray, quantile: float = ARROW_QUANTILE) -> float:
+    """The one factor every arrow (from the origin to ``arrows[i]``) is multiplied by in the plot.
+
+    ``s = min(s_reach, s_box)``: ``s_reach = q / max_i |a_i|`` with ``q`` the ``quantile`` of the points'
+    distances from the origin (the longest arrow reaches as far as most points), and ``s_box`` the largest
+    factor that keeps every arrow's end inside the points' bounding box extended to contain the origin,
+    ``[min(0, min x), max(0, max x)] x [min(0, min y), max(0, max y)]``: per coordinate, ``hi / a`` for a
+    positive ``a`` and ``lo / a`` for a negative one. PCA and LDA points are centred, so the origin is
+    inside the box and every arrow ends inside it, however flat the cloud. Only when the origin is on the
+    box's edge (points not centred) can an arrow point out of it: that coordinate sets no limit, and the
+    plot's axes grow to the arrow's end (the plots always span the origin and every arrow's end).
+    """
+    arrows = np.asarray(arrows, dtype=np.float64)[:, :2]
+    pts = np.asarray(points, dtype=np.float64)[:, :2]
+    longest = float(np.linalg.norm(arrows, axis=1).max()) if len(arrows) else 0.0
+    if longest == 0 or not len(pts):
+        return 1.0
+    reach = float(np.quantile(np.linalg.norm(pts, axis=1), quantile))
+    lo, hi = np.minimum(pts.min(axis=0), 0.0), np.maximum(pts.max(axis=0), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(arrows > 0, hi / arrows, np.where(arrows < 0, lo / arrows, np.inf))
+    room = room[room > 0]  # 0: the origin on the box's edge and the arrow pointing out (see above)
+    return min(reach / longest, float(room.min()) if room.size else np.inf)
 
 
 @register_type
@@ -88,8 +114,9 @@ class PrototypeResults(BrainResults):
         embeddings; without one, a plane is fitted now and not stored: LDA when ``labels_field`` is
         given (the classes' best separating plane, as the course notebook does), else PCA. The arrows
         are ``project(W, directions=True)`` (rotated, not centred: prototypes are directions), all
-        multiplied by one factor so the longest reaches the ``ARROW_QUANTILE`` (95%) quantile of the
-        points' distances from the origin; the factor is ``plot.arrow_scale``. Arrows take the colour of
+        multiplied by one factor (:func:`arrow_scale`, ``plot.arrow_scale``): the longest reaches the
+        ``ARROW_QUANTILE`` (95%) quantile of the points' distances from the origin, or less so that every
+        arrow ends inside the points' box (extended to the origin), which the axes span. Arrows take the colour of
         the class of the same name in ``labels`` (default: ``labels_field``, or the LDA run's labels).
         Other keywords are those of ``VisualizationResults.visualize``.
         """
@@ -115,9 +142,7 @@ class PrototypeResults(BrainResults):
             raise InvalidInputError(f"the visualization was fitted on {viz.projection.shape[0]}-d embeddings; the "
                                     f"head's prototypes are {self._arrays['weights'].shape[1]}-d")
         arrows = viz.project(self._arrays["weights"], directions=True)[:, :2]
-        reach = float(np.quantile(np.linalg.norm(viz.points[:, :2].astype(np.float64), axis=1), ARROW_QUANTILE))
-        longest = float(np.linalg.norm(arrows, axis=1).max())
-        scale = reach / longest if longest > 0 else 1.0
+        scale = arrow_scale(arrows, viz.points)
         if labels is None:
             labels = labels_field or viz.config.get("labels_field")
         overlay = {"type": "arrows", "names": self.classes, "xy": (arrows * scale).tolist()}
@@ -256,4 +281,4 @@ def compute_prototypes(samples: "SampleCollection", head: Any = None, prediction
     return results
 
 
-__all__ = ["ARROW_QUANTILE", "Head", "PrototypeResults", "compute_prototypes", "resolve_head"]
+__all__ = ["ARROW_QUANTILE", "Head", "arrow_scale", "PrototypeResults", "compute_prototypes", "resolve_head"]

@@ -322,6 +322,35 @@ class SampleCollection:
     def sort_by(self, field_or_expr: str | ViewExpression, reverse: bool = False) -> "DatasetView":
         return self._view(Q.SortBy(field_or_expr, reverse))
 
+    def sort_by_prototype(self, brain_key: str, label: str, reverse: bool = True) -> "DatasetView":
+        """The samples by their score for class ``label`` of the prototype run ``brain_key``, highest first.
+
+        Exactly ``sort_by(f"{scores_field}.{label}", reverse=reverse)``: the score field and the classes
+        are read from the run's record, so ``ds.sort_by_prototype("prototypes", "roses")`` needs neither
+        the field's name nor the run's results (the score is ``x . W[c] + b[c]``, see
+        ``compute_prototypes``). The view is a plain ``sort_by``: saved or reloaded, it needs no run.
+        ``reverse=True`` (default): the most prototypical first. A class whose name is not a plain
+        key (letters, digits, '_') cannot be a field path: rank by it with the run's results,
+        ``load_brain_results(brain_key).sort_by(label)``.
+        """
+        from .fields import check_key
+        from .runs import get_brain_info
+
+        info = get_brain_info(self._dataset, brain_key)
+        if info["type"] != "prototypes":
+            raise InvalidInputError(f"brain run {brain_key!r} is a {info['type']} run, not a compute_prototypes run")
+        config = info["config"]
+        classes = [str(c) for c in config.get("classes", [])]
+        if str(label) not in classes:
+            raise NotFoundError(f"no class {label!r} in prototype run {brain_key!r}; classes: {classes}")
+        try:
+            check_key(str(label))
+        except InvalidInputError:
+            raise InvalidInputError(f"class {label!r} is not a plain key (letters, digits, '_') and cannot be a field "
+                                    f"path; rank by it with load_brain_results({brain_key!r}).sort_by({label!r})"
+                                    ) from None
+        return self.sort_by(f"{config['scores_field']}.{label}", reverse=reverse)
+
     def shuffle(self, seed: int | None = None) -> "DatasetView":
         return self._view(Q.Shuffle(seed))
 
