@@ -280,6 +280,9 @@ def _nearest_lists(rows, n: int, centroids: np.ndarray, p: int, metric: str = "e
 
     By L2, except for ``"dotproduct"``: the lists whose centroids have the largest ``c . x`` first, as FAISS'
     inner-product IVF probes (a row's largest dot products lie towards long rows, not around the row).
+    Measured (tests/test_knn.py's data, k = 15, 2 busy cores): probing by ``c . x``
+    took 2.4 vs 4.4 CPU s (digits-64d x8, recall 0.987 vs 0.985) and 2.6 vs 16.4 CPU s (manifold-256d 20k,
+    0.983 vs 0.990) against L2 probes; the lists themselves stay L2 (balanced).
     """
     import faiss
 
