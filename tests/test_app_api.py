@@ -98,7 +98,7 @@ def test_datasets_state_and_summary(client, digits):
     assert gt == digits.count_values("ground_truth.label")
     numeric = {f["name"]: f for f in s["numeric"]}
     assert (numeric["index"]["min"], numeric["index"]["max"]) == digits.bounds("index")
-    assert s["actions"] == {"duplicates": [], "unique": [], "mistakes": [], "hardness": []}
+    assert s["actions"] == {"duplicates": [], "unique": [], "mistakes": [], "hardness": [], "novelty": []}
 
 
 def test_samples_pages_follow_the_view(client, digits):
@@ -831,3 +831,208 @@ def test_session_plots_attach_links_a_plot_both_ways(digits):
         assert session.plots.pop("mine") is other and session.plots.keys() == ["plot1"]
     finally:
         session.close()
+
+
+# ---------------------------------------------------------------------------------------------- the grid by point
+
+
+def test_rows_of_points_are_the_grid_tiles_of_those_points_in_order(client, state, digits):
+    """POST /api/points/{key}/rows: the tiles of the given points, in the order asked, the same tiles the
+    server's grid gives for them; at most 1000 points; bad bodies 4xx; the selection untouched."""
+    results = digits.load_brain_results("pca")
+    idx = np.array([17, 3, 1500, 42], dtype="<u4")
+    r = client.post("/api/points/pca/rows", content=idx.tobytes(), headers=BIN)
+    assert r.status_code == 200
+    tiles = r.json()["samples"]
+    assert [t["id"] for t in tiles] == [results.sample_ids[i] for i in idx]
+    same = {t["id"]: t for t in client.get("/api/samples", params={"limit": 1000}).json()["samples"]}
+    same.update({t["id"]: t for t in client.get("/api/samples", params={"offset": 1000, "limit": 1000})
+                 .json()["samples"]})
+    assert tiles == [same[t["id"]] for t in tiles]
+    assert tiles[0]["labels"][0]["label"] == digits[tiles[0]["id"]].ground_truth.label
+    assert state.selected == [] and state.lasso is None  # a read: the selection comes by the lasso route
+    assert client.post("/api/points/pca/rows", content=b"", headers=BIN).json()["samples"] == []
+    too_many = np.arange(1001, dtype="<u4").tobytes()
+    for body, status in ((b"abc", 400), (np.array([1797], "<u4").tobytes(), 400), (too_many, 400)):
+        assert client.post("/api/points/pca/rows", content=body, headers=BIN).status_code == status
+    assert client.post("/api/points/nope/rows", content=idx.tobytes(), headers=BIN).status_code == 404
+    assert client.post("/api/points/pca/rows", content=idx.tobytes(),
+                       headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_rows_of_object_points_are_object_tiles(boxes):
+    st = AppState(boxes)
+    with TestClient(create_app(st)) as c:
+        results = boxes.load_brain_results("objects")
+        idx = np.array([5, 0, 2], dtype="<u4")
+        tiles = c.post("/api/points/objects/rows", content=idx.tobytes(), headers=BIN).json()["samples"]
+        assert [t["id"] for t in tiles] == [results.keys[i] for i in idx]
+        assert [t["sample_id"] for t in tiles] == [results.sample_ids[i] for i in idx]
+        assert all(len(t["boxes"]) == 1 and t["boxes"][0]["id"] == t["id"] for t in tiles)
+
+
+def test_lasso_counts_without_a_scan_match_the_grid(client, state, digits):
+    """The grid count of a lasso over the whole dataset is the lasso's own (no table scan); with a view
+    or a legend filter it is still len(grid_view())."""
+    idx = np.arange(0, 1797, 7, dtype="<u4")
+    st = client.post("/api/points/pca/lasso", content=idx.tobytes(), headers=BIN).json()
+    assert st["grid_count"] == len(idx) == len(state.grid_view()) and st["ordered"] is False
+    client.post("/api/view", json={"stages": digits.match_tags("test").to_dicts()})
+    st = client.post("/api/points/pca/lasso", content=idx.tobytes(), headers=BIN).json()
+    assert st["grid_count"] == len(state.grid_view()) < len(idx)
+    client.post("/api/view", json={"stages": digits.sort_by("index").to_dicts()})
+    assert client.get("/api/state").json()["ordered"] is True
+    client.post("/api/view", json={"stages": []})
+
+
+# ---------------------------------------------------------------------------------------------- export and clone
+
+
+def test_export_parquet_holds_what_python_reads(client, state, digits):
+    """GET /api/export.parquet: ids, filepaths, tags and the sidebar's fields of the selection (or the
+    grid), re-read with pyarrow and compared with Python's values of the same samples."""
+    import pyarrow.parquet as pq
+
+    assert client.get("/api/export.parquet", params={"what": "selection"}).status_code == 400  # nothing selected
+    ids = digits.values("id")[200:207][::-1]
+    client.post("/api/selection", json={"ids": ids})
+    r = client.get("/api/export.parquet", params={"what": "selection"})
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    assert r.headers["content-disposition"].endswith('digits-selection.parquet"')
+    table = pq.read_table(io.BytesIO(r.content)).to_pydict()
+    want = digits.select(ids, ordered=True)
+    assert table["id"] == ids and table["filepath"] == want.values("filepath")
+    assert table["tags"] == want.values("tags")
+    assert table["ground_truth.label"] == want.values("ground_truth.label")
+    assert table["index"] == want.values("index")
+    # the grid: the whole view, or what a view keeps
+    client.post("/api/view", json={"stages": digits.match_tags("test").to_dicts()})
+    table = pq.read_table(io.BytesIO(client.get("/api/export.parquet", params={"what": "view"}).content))
+    assert table.column("id").to_pylist() == digits.match_tags("test").values("id")
+    client.post("/api/view", json={"stages": []})
+    assert client.get("/api/export.parquet", params={"what": "all"}).status_code == 422
+
+
+def test_export_parquet_of_objects_lists_their_samples(boxes):
+    import pyarrow.parquet as pq
+
+    st = AppState(boxes)
+    with TestClient(create_app(st)) as c:
+        st.set_view(boxes.to_patches("boxes"))
+        table = pq.read_table(io.BytesIO(c.get("/api/export.parquet", params={"what": "view"}).content)).to_pydict()
+        patches = boxes.to_patches("boxes")
+        assert table["id"] == patches.values("id") and table["sample_id"] == patches.values("sample_id")
+        assert table["boxes.label"] == patches.values("boxes.label")
+        st.set_view(None)
+        table = pq.read_table(io.BytesIO(c.get("/api/export.parquet", params={"what": "view"}).content)).to_pydict()
+        assert table["boxes.labels"] == [v or [] for v in boxes.values("boxes.detections.label")]
+        assert table["score"] == boxes.values("score")
+
+
+def test_clone_the_selection_or_the_grid_into_a_new_dataset(client, state, digits):
+    """POST /api/clone: a new dataset with the selected samples (or the grid's), their fields and tags, in
+    SQLite; a name in use -> 409 naming it, an invalid name -> 400, nothing created."""
+    ids = digits.values("id")[30:35]
+    client.post("/api/selection", json={"ids": ids})
+    try:
+        r = client.post("/api/clone", json={"name": "digits-five", "what": "selection"})
+        assert r.status_code == 200 and r.json() == {"name": "digits-five", "count": 5, "what": "selection"}
+        five = el.load_dataset("digits-five")
+        assert sorted(five.values("id")) == sorted(ids)
+        assert five.select(ids, ordered=True).values("ground_truth.label") == \
+            digits.select(ids, ordered=True).values("ground_truth.label")
+        assert client.get("/api/datasets").json()["datasets"].count("digits-five") == 1
+        r = client.post("/api/clone", json={"name": "digits-five", "what": "view"})
+        assert r.status_code == 409 and "digits-five" in r.json()["detail"]
+        assert len(el.load_dataset("digits-five")) == 5  # untouched
+        for bad in ("../up", "a b", "", "x" * 200):
+            assert client.post("/api/clone", json={"name": bad}).status_code in (400, 422)
+        assert "up" not in client.get("/api/datasets").json()["datasets"]
+        client.post("/api/view", json={"stages": digits.match_tags("test").to_dicts()})
+        r = client.post("/api/clone", json={"name": "digits-test", "what": "view"}).json()
+        assert r["count"] == 360 and sorted(el.load_dataset("digits-test").values("id")) == \
+            sorted(digits.match_tags("test").values("id"))
+        client.post("/api/selection/clear", json={})
+        assert client.post("/api/clone", json={"name": "digits-none", "what": "selection"}).status_code == 400
+    finally:
+        client.post("/api/view", json={"stages": []})
+        for name in ("digits-five", "digits-test"):
+            if name in el.list_datasets():
+                el.load_dataset(name).delete()
+
+
+# ---------------------------------------------------------------------------------------------- train vs production
+
+
+@pytest.fixture(scope="module")
+def split(module_home, digits):
+    """A copy of the digits whose "test" samples are compared with its "train" samples (brain key "cmp"),
+    with a PCA layout of every sample under "pca"."""
+    ds = digits.clone("digits-split")
+    compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
+    res = el.compare_datasets(ds.match_tags("train"), ds.match_tags("test"), model="pixels", brain_key="cmp",
+                              channels="embedding", progress=False)
+    return ds, res
+
+
+def test_colour_by_split_novelty_and_compare_clusters(split):
+    """The plot can be coloured by the samples' tags (the split), by the comparison's novelty (numbers,
+    missing for the reference) and by its clusters, each cluster named with its reference/target shares."""
+    ds, res = split
+    st = AppState(ds)
+    with TestClient(create_app(st)) as c:
+        fields = c.get("/api/points/pca/meta").json()["color_fields"]
+        assert {"path": "tags", "kind": "categorical"} in fields
+        assert {"path": "cmp_novelty", "kind": "numeric"} in fields
+        assert {"path": "cmp cluster", "kind": "categorical"} in fields
+        assert fields[0]["path"] == "ground_truth.label"  # the default colour stays the labels
+        sample_ids = ds.load_brain_results("pca").sample_ids
+        tags = dict(zip(ds.values("id"), ds.values("tags")))
+
+        def decode(path):
+            h = c.get("/api/points/pca/values", params={"field": path}).json()
+            raw = c.get("/api/points/pca/values.bin", params={"field": path}).content
+            return h, np.frombuffer(raw, dtype=h["dtype"])
+
+        h, codes = decode("tags")
+        assert sorted(h["categories"]) == ["test", "train"]
+        assert [h["categories"][k] for k in codes] == [", ".join(tags[i]) for i in sample_ids]
+        h, novelty = decode("cmp_novelty")
+        by_id = dict(zip(res.keys, np.asarray(res.novelty, np.float32)))
+        assert h["kind"] == "numeric" and h["missing"] == 1437  # the reference has no novelty
+        want = np.array([by_id.get(i, np.nan) for i in sample_ids], np.float32)
+        np.testing.assert_array_equal(novelty, want)
+        h, codes = decode("cmp cluster")
+        assert h["missing"] == 0 and len(h["categories"]) == len(res.clusters)
+        cluster_of = dict(zip(res.keys, res.target_clusters.tolist()))
+        cluster_of.update(zip(res.reference_ids, res.reference_clusters.tolist()))
+        shares = {cl["cluster"]: cl for cl in res.clusters}
+        for k in range(0, len(sample_ids), 97):
+            name = h["categories"][codes[k]]
+            cl = shares[cluster_of[sample_ids[k]]]
+            assert name.startswith(f"cluster {cl['cluster']:02d} · ref {cl['reference_share']:.1%} · "
+                                   f"target {cl['target_share']:.1%}")
+        assert c.get("/api/points/pca/values", params={"field": "nope cluster"}).status_code == 400
+
+
+def test_most_novel_action_shows_the_comparison_top(split):
+    """Show > Most novel: the view is the comparison's top(n), its stage named by the action, each tile
+    with its novelty; without a comparison run the action is refused with the method to run."""
+    ds, res = split
+    st = AppState(ds)
+    with TestClient(create_app(st)) as c:
+        assert c.get("/api/summary").json()["actions"]["novelty"] == ["cmp"]
+        r = c.post("/api/action", json={"name": "novelty", "count": 25})
+        assert r.status_code == 200 and r.json() == {"action": "novelty", "brain_key": "cmp", "count": 25}
+        msg = c.get("/api/state").json()
+        assert msg["action"] == {"name": "novelty", "brain_key": "cmp"} and msg["ordered"]
+        want = res.top(25).values("id")
+        tiles = c.get("/api/samples", params={"limit": 100}).json()["samples"]
+        assert [t["id"] for t in tiles] == want
+        by_id = dict(zip(res.keys, np.asarray(res.novelty, float).tolist()))
+        assert [t["score"] for t in tiles] == [{"field": "cmp_novelty", "value": by_id[i]} for i in want]
+        assert c.post("/api/action", json={"name": "novelty", "brain_key": "pca"}).status_code == 404
+        assert c.post("/api/action", json={"name": "novelty", "count": 0}).status_code == 422
+    with TestClient(create_app(AppState(el.load_dataset("digits")))) as c:
+        r = c.post("/api/action", json={"name": "novelty"})
+        assert r.status_code == 400 and "compare_datasets" in r.json()["detail"]

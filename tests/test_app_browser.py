@@ -110,6 +110,9 @@ def collect_errors(pg) -> list[str]:
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     pg.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    # which request failed (the console names only its status)
+    pg.on("response", lambda r: errors.append(f"response: {r.status} {r.request.method} {r.url}")
+          if r.status >= 400 else None)
     return errors
 
 
@@ -785,3 +788,147 @@ def test_chips_scores_disabled_reasons_modal_tagging_and_keys(page, session, dig
     assert el.load_dataset("digits").load_saved_view("from-the-page").values("id") == [top.first().id]
     digits.delete_saved_view("from-the-page")
     digits.untag_samples("t-modal")
+
+
+def test_keyboard_moves_the_grid_focus_opens_selects_and_tags(page, session, digits):
+    """Arrows move the grid's focus by a tile or a row; Enter opens the focused tile, arrows step in the
+    modal and the grid's focus follows, Esc closes it; f selects and unselects the focused tile; t goes
+    to the tag box; Esc clears the selection."""
+    ids = digits.values("id")
+    page.mouse.move(5, 5)  # away from the plot: f acts on the grid's focus, not on a hovered point
+    cols = page.evaluate("""() => { const tops = [...document.querySelectorAll('#grid-spacer .tile')]
+        .map(t => t.style.top); return tops.filter(t => t === tops[0]).length; }""")
+    assert cols > 1
+    page.keyboard.press("ArrowRight")  # the first tile in sight takes the focus
+    assert page.evaluate("window.__embedlens.grid.focused") == 0
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowLeft")
+    want = 2 + cols - 1
+    assert page.evaluate("window.__embedlens.grid.focused") == want
+    assert page.locator("#grid-spacer .tile.focused").get_attribute("data-id") == ids[want]
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")  # stays on the first row
+    assert page.evaluate("window.__embedlens.grid.focused") == 1
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#modal:not([hidden])")
+    page.wait_for_function(f"window.__embedlens.modal.detail && window.__embedlens.modal.detail.id === '{ids[1]}'")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"window.__embedlens.modal.detail.id === '{ids[2]}'")
+    assert page.evaluate("window.__embedlens.grid.focused") == 2
+    page.keyboard.press("Escape")
+    assert page.locator("#modal").is_hidden() and session.selected == []
+    page.keyboard.press("f")
+    page.wait_for_function("window.__embedlens.selectedPoints().length === 1", timeout=30_000)
+    assert session.selected == [ids[2]]
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("f")
+    page.wait_for_function("window.__embedlens.selectedPoints().length === 2", timeout=30_000)
+    assert session.selected == [ids[2], ids[3]]
+    page.keyboard.press("f")  # again: unselected
+    page.wait_for_function("window.__embedlens.selectedPoints().length === 1", timeout=30_000)
+    assert session.selected == [ids[2]]
+    page.keyboard.press("t")
+    assert page.evaluate("document.activeElement.id") == "tag-input"
+    page.keyboard.type("kbd")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('tagged 1')", timeout=30_000)
+    assert digits.select([ids[2]]).values("tags")[0].count("kbd") == 1
+    page.locator("#tag-input").blur()
+    page.keyboard.press("Escape")
+    page.wait_for_function("window.__embedlens.selectedPoints().length === 0", timeout=30_000)
+    assert session.selected == []
+    digits.untag_samples("kbd")
+
+
+def test_each_tab_keeps_its_own_dataset_and_a_reload_restores_it(page, browser, session, digits, scenes):
+    """Two tabs on two datasets: switching one leaves the other where it was; the dataset is in each
+    tab's address, so a reload brings the tab back to its own; Python sees the tab that changed last."""
+    ds, _ = scenes
+    other = browser.new_context(viewport=VIEWPORT).new_page()
+    errors = collect_errors(other)
+    try:
+        open_page(other, session)
+        other.select_option("#dataset-select", ds.name)
+        other.wait_for_function(f"window.__embedlens.state().dataset === '{ds.name}' && "
+                                "window.__embedlens.plot.key === 'objects' && window.__embedlens.plot.header",
+                                timeout=60_000)
+        other.wait_for_function(f"window.__embedlens.gridTotal() === {len(ds)}", timeout=30_000)
+        other.wait_for_function(f"location.search.includes('dataset={ds.name}') && "
+                                "location.search.includes('run=objects')", timeout=30_000)
+        assert session.dataset.name == ds.name  # the tab that changed last
+        # the first tab still shows the digits, its grid, its plot and its dataset menu
+        assert page.evaluate("window.__embedlens.state().dataset") == "digits"
+        assert page.evaluate("window.__embedlens.gridTotal()") == 1797
+        assert page.evaluate("window.__embedlens.plot.key") == "umap"
+        assert page.input_value("#dataset-select") == "digits"
+        page.reload()
+        wait_ready(page)
+        assert page.evaluate("window.__embedlens.state().dataset") == "digits" and "dataset=digits" in page.url
+        other.reload()
+        wait_ready(other)
+        other.wait_for_function(f"window.__embedlens.state().dataset === '{ds.name}' && "
+                                "window.__embedlens.plot.key === 'objects'", timeout=60_000)
+        other.wait_for_function(f"window.__embedlens.gridTotal() === {len(ds)}", timeout=30_000)
+        assert other.input_value("#dataset-select") == ds.name
+        assert page.evaluate("window.__embedlens.gridTotal()") == 1797
+    finally:
+        other.context.close()
+        session.dataset = digits  # every tab back on the digits for the next tests
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def split(module_home, digits):
+    """A copy of the digits, its "test" samples compared with its "train" samples (brain key "cmp")."""
+    from embedlens.brain.visualization import compute_visualization
+
+    ds = digits.clone("digits-split")
+    compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
+    res = el.compare_datasets(ds.match_tags("train"), ds.match_tags("test"), model="pixels", brain_key="cmp",
+                              channels="embedding", progress=False)
+    return ds, res
+
+
+def test_train_vs_production_colours_and_most_novel(page, session, digits, split):
+    """Issue 14 in the page: colour by split (tags), by novelty (the reference missing) and by the
+    comparison's clusters with their reference/target shares in the legend; Show > Most novel lists the
+    comparison's top samples with their novelty, its stage removable."""
+    ds, res = split
+    session.dataset = ds
+    try:
+        page.wait_for_function(f"window.__embedlens.state().dataset === '{ds.name}' && "
+                               "window.__embedlens.plot.key === 'pca' && window.__embedlens.plot.header",
+                               timeout=60_000)
+        page.select_option("#color-select", "tags")
+        page.wait_for_function("'train' in window.__embedlens.legendCounts()")
+        assert page.evaluate("window.__embedlens.legendCounts()") == {"test": [0, 360], "train": [0, 1437]}
+        page.select_option("#color-select", "cmp_novelty")
+        page.wait_for_function("document.querySelector('#legend').textContent.includes('missing')")
+        assert "1,437 missing" in page.locator("#legend").text_content()
+        page.select_option("#color-select", "cmp cluster")
+        page.wait_for_function("Object.keys(window.__embedlens.legendCounts()).some(n => n.startsWith('cluster 00'))")
+        names = list(page.evaluate("window.__embedlens.legendCounts()"))
+        assert len(names) == len(res.clusters)
+        for cl in res.clusters:
+            want = f"cluster {cl['cluster']:02d} · ref {cl['reference_share']:.1%} · target {cl['target_share']:.1%}"
+            assert any(n.startswith(want) for n in names), (want, names)
+        shot(page, "compare-clusters")
+        page.fill("#action-count", "25")
+        page.click("#action-novelty")
+        page.wait_for_function("window.__embedlens.gridTotal() === 25", timeout=30_000)
+        page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
+        top = res.top(25).values("id")
+        ids = page.evaluate("window.__embedlens.gridIds()")
+        assert ids == top[:len(ids)]
+        stage = page.locator("#view-stages .stage")
+        assert stage.last.text_content().startswith("most novel (cmp): 25 samples")
+        novelty = dict(zip(res.keys, np.asarray(res.novelty, float).tolist()))
+        chip = page.locator(f"#grid-spacer .tile[data-id='{top[0]}'] .chip.score")
+        assert chip.text_content().startswith("novel ")
+        assert chip.get_attribute("title").startswith(f"cmp_novelty = {novelty[top[0]]}")
+        stage.last.locator("button").click()
+        page.wait_for_function("window.__embedlens.gridTotal() !== 25", timeout=30_000)
+    finally:
+        session.dataset = digits

@@ -65,6 +65,8 @@ def routes(ds) -> list[tuple[str, str, object]]:
         ("POST", "/api/sort_by_similarity", {"ids": [sid], "k": 5}), ("POST", "/api/action", {"name": "unique"}),
         ("POST", "/api/points/pca/lasso", np.arange(3, dtype="<u4").tobytes()),
         ("POST", "/api/points/pca/indices", {"ids": [sid]}),
+        ("POST", "/api/points/pca/rows", np.arange(3, dtype="<u4").tobytes()),
+        ("GET", "/api/export.parquet?what=view", None), ("POST", "/api/clone", {"name": "hostile-clone"}),
     ]
 
 
@@ -104,7 +106,7 @@ def test_beyond_loopback_every_route_and_the_websocket_need_the_token(digits, gi
         with httpx.Client(base_url=base, timeout=30) as c:
             table = routes(digits)
             refused = [(m, p) for m, p, b in table if call(c, m, p, b).status_code == 401]
-            assert len(refused) == len(table) == 30
+            assert len(refused) == len(table) == 33
             assert "hostile" not in sqlite_tags(digits, sid)  # the refused POST /api/tag wrote nothing
             wrong = [p for m, p, b in table if call(c, m, p, b, params={"token": token[:-1] + "x"}).status_code != 401]
             assert wrong == []
@@ -127,6 +129,8 @@ def test_beyond_loopback_every_route_and_the_websocket_need_the_token(digits, gi
     finally:
         session.close()
         digits.untag_samples("hostile")
+        if "hostile-clone" in el.list_datasets():  # the clone the token let through
+            el.load_dataset("hostile-clone").delete()
 
 
 def test_serving_beyond_loopback_without_a_token_needs_the_explicit_opt_out(digits, capsys):

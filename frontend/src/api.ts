@@ -20,6 +20,8 @@ export interface StateMessage {
   lasso?: { brain_key: string; points: number; samples: number } | null;
   /** The grid keeps to the classes the plot's legend shows. */
   legend_filter?: boolean;
+  /** The view lists its samples in an order of its own (sorted, ranked, objects), not the dataset's. */
+  ordered?: boolean;
   /** The action that made the view (duplicates, unique, mistakes, hardness, similarity). */
   action?: { name: string; brain_key?: string | null } | null;
   /** This page's client id, and the page whose selection Python sees. */
@@ -93,7 +95,7 @@ export interface Summary {
   numeric: NumericField[];
   stages: Stage[];
   /** The page's "show ..." actions and the brain runs each can use (empty: not available). */
-  actions: Record<"duplicates" | "unique" | "mistakes" | "hardness", string[]>;
+  actions: Record<"duplicates" | "unique" | "mistakes" | "hardness" | "novelty", string[]>;
 }
 
 export interface RunInfo {

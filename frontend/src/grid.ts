@@ -9,6 +9,9 @@ const GAP = 6;
 const CAPTION = 38;
 const OVERSCAN_ROWS = 2;
 
+/** Where the grid's pages come from, when not from the server's grid (GET /api/samples). */
+export type PageSource = (offset: number, limit: number) => Promise<SamplesPage>;
+
 export interface GridEvents {
   select(tile: Tile, additive: boolean): void;
   open(tile: Tile): void;
@@ -26,7 +29,10 @@ export class Grid {
   private tileW = MIN_TILE;
   private rowH = MIN_TILE + CAPTION + GAP;
   private frame = 0;
+  private source: PageSource | null = null;
   total = 0;
+  /** The tile the arrow keys move (-1: none), by its index in the grid. */
+  focused = -1;
   /** performance.now() when the last reset() had its first rows in the DOM (read by tests and bench). */
   renderedAt = 0;
 
@@ -45,12 +51,25 @@ export class Grid {
     this.layout();
   }
 
+  /** Take pages from `source` (null: the server's grid) from the next reset() on. */
+  setSource(source: PageSource | null): void {
+    this.source = source;
+  }
+
+  /** Whether pages come from a source of the page's own (the plot's selection) rather than the server's grid. */
+  get ownSource(): boolean {
+    return this.source !== null;
+  }
+
   /** Load the grid again from the server; `keepScroll` keeps the position (tags or selection changed). */
   async reset(keepScroll = false): Promise<void> {
     const gen = ++this.generation;
     this.pages = new Map();
     this.pending = new Set();
-    if (!keepScroll) this.scroll.scrollTop = 0;
+    if (!keepScroll) {
+      this.scroll.scrollTop = 0;
+      this.focused = -1;
+    }
     const first = this.firstVisibleIndex();
     const page = Math.floor(first / PAGE);
     try {
@@ -82,7 +101,8 @@ export class Grid {
     const pending = this.pending;
     pending.add(page);
     try {
-      const res = await getJSON<SamplesPage>(`/api/samples?offset=${page * PAGE}&limit=${PAGE}`);
+      const res = this.source ? await this.source(page * PAGE, PAGE)
+        : await getJSON<SamplesPage>(`/api/samples?offset=${page * PAGE}&limit=${PAGE}`);
       if (gen !== this.generation) return;
       this.pages.set(page, res.samples);
       if (res.total !== this.total) {
@@ -156,6 +176,7 @@ export class Grid {
     node.style.width = `${this.tileW}px`;
     node.style.height = `${this.tileW + CAPTION}px`;
     node.dataset.index = String(i);
+    if (i === this.focused) node.classList.add("focused");
     if (!tile) {
       node.classList.add("loading");
       node.dataset.id = "";
@@ -216,9 +237,49 @@ export class Grid {
       caption.appendChild(span);
     }
     node.appendChild(caption);
-    node.addEventListener("click", (ev) => this.events.select(tile, ev.shiftKey || ev.metaKey || ev.ctrlKey));
+    node.addEventListener("click", (ev) => {
+      this.setFocus(i, false);
+      this.events.select(tile, ev.shiftKey || ev.metaKey || ev.ctrlKey);
+    });
     node.addEventListener("dblclick", () => this.events.open(tile));
     return node;
+  }
+
+  /** Move the keyboard focus by `dx` tiles and `dy` rows (the first tile in sight when none has it). */
+  moveFocus(dx: number, dy: number): void {
+    if (!this.total) return;
+    let to = this.focused < 0 ? this.firstVisibleIndex() : this.focused + dx + dy * this.cols;
+    if (dy && (to < 0 || to >= this.total)) to = this.focused; // no row above the first, none below the last
+    this.setFocus(Math.max(0, Math.min(this.total - 1, to)));
+  }
+
+  /** Give tile `i` the keyboard focus, scrolled into sight (`scroll`). */
+  setFocus(i: number, scroll = true): void {
+    this.focused = i;
+    for (const [k, node] of this.nodes) node.classList.toggle("focused", k === i);
+    if (scroll) {
+      const top = Math.floor(i / this.cols) * this.rowH;
+      if (top < this.scroll.scrollTop) this.scroll.scrollTop = top;
+      else if (top + this.rowH > this.scroll.scrollTop + this.scroll.clientHeight) {
+        this.scroll.scrollTop = top + this.rowH - this.scroll.clientHeight;
+      }
+      this.schedule();
+    }
+  }
+
+  /** The focused tile, when its page is loaded. */
+  focusedTile(): Tile | undefined {
+    if (this.focused < 0) return undefined;
+    const page = Math.floor(this.focused / PAGE);
+    return this.pages.get(page)?.[this.focused - page * PAGE];
+  }
+
+  /** Focus the tile with id `id`, when its page is loaded (the modal stepped to it). */
+  focusId(id: string): void {
+    for (const [page, tiles] of this.pages) {
+      const k = tiles.findIndex((t) => t.id === id);
+      if (k >= 0) return this.setFocus(page * PAGE + k);
+    }
   }
 
   /** Mark tiles selected or not, by tile id, in the loaded pages and the DOM (no request). */
@@ -261,6 +322,7 @@ export function shortName(field: string): string {
                                           mistakenness: "mistake", uniqueness: "unique", hardness: "hard" };
   const base = field.split(".")[0];
   if (known[base]) return known[base];
+  if (base.endsWith("_novelty")) return "novel"; // a comparison run's <brain_key>_novelty
   const parts = base.split("_").filter(Boolean);
   return parts.length > 1 ? parts.map((w) => w[0]).join("") : base.slice(0, 6);
 }

@@ -18,7 +18,7 @@ import {
   type Summary,
   type Tile,
 } from "./api";
-import { Grid } from "./grid";
+import { Grid, type PageSource } from "./grid";
 import { Modal } from "./modal";
 import { Plot } from "./plot";
 import { Sidebar } from "./sidebar";
@@ -37,7 +37,10 @@ let similarityRuns = 0;
 /** Answers to older selection requests are dropped: only the latest selection reaches the grid. */
 let selectionSeq = 0;
 let restored = false;
-const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0 };
+const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0, rowsAnswered: 0 };
+/** The selection made in the plot, on its way to the server: what needs the server's selection (tag,
+ * export, similarity...) waits for it. */
+let selectionPosted: Promise<unknown> = Promise.resolve();
 
 function selectionKeys(msg: StateMessage): Set<string> | null {
   const ids = msg.grid_patches ? msg.selected_labels : msg.selected;
@@ -72,7 +75,11 @@ const modal = new Modal(
     prev: $("modal-prev"), next: $("modal-next"), tag: $<HTMLInputElement>("modal-tag"),
     tagButton: $("modal-tag-btn"), select: $("modal-select"), selected: $("modal-selected") },
   {
-    neighbour: (tile, step) => grid.neighbour(tile.id, step),
+    neighbour: (tile, step) => {
+      const next = grid.neighbour(tile.id, step);
+      if (next) grid.focusId(next.id); // the grid's focus follows the modal
+      return next;
+    },
     error: fail,
     tag: (tile, tag) => tagOne(tile, tag),
     toggle: (tile) => selectTile(tile, true),
@@ -127,14 +134,17 @@ const sidebar = new Sidebar(
 
 function showCounts(msg: StateMessage): void {
   state = msg;
-  selectedCount = msg.selected_count ?? 0;
-  const grid_count = msg.grid_count ?? 0;
-  const view = msg.view?.count ?? 0;
-  $("counts").textContent = msg.dataset
-    ? `${msg.dataset} · ${grid_count.toLocaleString()} shown` +
-      (msg.lasso ? ` (lasso: ${msg.lasso.points.toLocaleString()} points)` : ` of ${view.toLocaleString()} in view`)
+  renderCounts(msg.grid_count ?? 0, msg.lasso?.points ?? null, msg.selected_count ?? 0, msg.selected_labels_count ?? 0);
+}
+
+/** The header's and the selection's counts: `lassoPoints` null when the grid is the view, not a lasso. */
+function renderCounts(gridCount: number, lassoPoints: number | null, samples: number, objects: number): void {
+  selectedCount = samples;
+  const view = state?.view?.count ?? 0;
+  $("counts").textContent = state?.dataset
+    ? `${state.dataset} · ${gridCount.toLocaleString()} shown` +
+      (lassoPoints !== null ? ` (lasso: ${lassoPoints.toLocaleString()} points)` : ` of ${view.toLocaleString()} in view`)
     : "no dataset";
-  const objects = msg.selected_labels_count ?? 0;
   $("selection-count").textContent = objects
     ? `${objects.toLocaleString()} objects selected`
     : selectedCount ? `${selectedCount.toLocaleString()} selected` : "no selection";
@@ -251,18 +261,34 @@ async function syncPlotSelection(): Promise<void> {
   if (plot.key === key) plot.setSelection(new Uint32Array(idx));
 }
 
+/** The datasets to choose from, and this tab's. */
+async function loadDatasets(): Promise<void> {
+  const { datasets, current } = await getJSON<{ datasets: string[]; current: string | null }>("/api/datasets");
+  sidebar.setDatasets(datasets, current);
+}
+
 /** A whole new state (first message, another dataset, refresh): reload everything. */
 async function applyFresh(msg: StateMessage): Promise<void> {
   showCounts(msg);
+  setGridPoints(null);
   baseStages = msg.view?.stages ?? [];
   sidebar.clearFilters();
   selected = selectionKeys(msg);
-  const datasets = getJSON<{ datasets: string[]; current: string | null }>("/api/datasets").then(
-    ({ datasets, current }) => sidebar.setDatasets(datasets, current),
-  );
-  if (!msg.dataset) return datasets;
+  if (!msg.dataset) return loadDatasets();
   const url = restored ? null : new URLSearchParams(location.search);
   restored = true;
+  const dataset = url?.get("dataset");
+  if (dataset && dataset !== msg.dataset) {
+    // this tab's own dataset, from its address (the server starts a new tab on Python's)
+    try {
+      msg = await postJSON<StateMessage>("/api/dataset", { name: dataset });
+      showCounts(msg);
+      baseStages = msg.view?.stages ?? [];
+      selected = selectionKeys(msg);
+    } catch (e) {
+      fail(e);
+    }
+  }
   if (url?.get("view")) {
     // this tab's own view, from its address
     try {
@@ -274,8 +300,9 @@ async function applyFresh(msg: StateMessage): Promise<void> {
     }
   }
   // the grid's page is asked for first: the server answers one request at a time
-  await Promise.all([refreshGrid(false), datasets, loadSummary(), loadSimilarity()]);
+  await Promise.all([refreshGrid(false), loadDatasets(), loadSummary(), loadSimilarity()]);
   await loadRuns(url);
+  writeUrl();
 }
 
 async function refreshGrid(keepScroll: boolean): Promise<void> {
@@ -302,12 +329,14 @@ function onLive(msg: StateMessage): void {
         await applyFresh(msg);
         break;
       case "view":
+        setGridPoints(null);
         baseStages = msg.view?.stages ?? [];
         sidebar.clearFilters();
         await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
         writeUrl();
         break;
       case "selection":
+        setGridPoints(null);
         selected = selectionKeys(msg);
         await Promise.all([refreshGrid(true), syncPlotSelection()]);
         break;
@@ -326,6 +355,7 @@ async function setView(stages: Stage[]): Promise<void> {
   try {
     const msg = await postJSON<StateMessage>("/api/view", { stages });
     showCounts(msg);
+    setGridPoints(null);
     await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
     writeUrl();
   } catch (e) {
@@ -342,13 +372,17 @@ async function selectTile(tile: Tile, additive: boolean): Promise<void> {
     } else if (selected.has(id)) selected.delete(id);
     else selected.add(id);
     if (selected) grid.markSelected((key) => selected!.has(key));
+    await selectionPosted;
     const res = await postJSON<{ selected_count: number }>("/api/selection", {
       ids: [id],
       mode: additive ? "toggle" : "replace",
       labels: tile.id !== tile.sample_id,
     });
     selectedCount = res.selected_count;
-    if (selected === null) await refreshGrid(true);
+    if (selected === null || grid.ownSource) {
+      setGridPoints(null);
+      await refreshGrid(true);
+    }
     const msg = await getJSON<StateMessage>("/api/state");
     showCounts(msg);
     await syncPlotSelection();
@@ -359,22 +393,80 @@ async function selectTile(tile: Tile, additive: boolean): Promise<void> {
 
 // A selection travels as uint32 indices, or as one bit per point of the plot when that is smaller (more
 // than 1 point in 32 selected): a lasso of 500k of 1M points is 125 kB instead of 2 MB.
+function selectionBody(): [ArrayBufferView, Record<string, string>] {
+  return plot.selCount * 32 <= plot.count
+    ? [plot.selectedIndices(), {}] : [plot.selectedBits(), { "X-Embedlens-Encoding": "bitmask" }];
+}
+
+/** The points the grid shows for the plot's selection: the selected ones of the classes the legend shows
+ * (the plot selects only points in the view). */
+function gridPointsNow(): Uint32Array {
+  const idx = plot.selectedIndices();
+  const codes = plot.codes;
+  const hidden = plot.hidden;
+  return codes && hidden.size ? idx.filter((i) => !hidden.has(codes[i])) : idx;
+}
+
+/** Whether the grid can list the plot's selection by point, in the plot's order: a view in the dataset's
+ * order (not sorted, ranked or of objects), so that the order is the one the server would give. */
+function gridByPoints(): boolean {
+  return !!plot.key && !!state?.dataset && !state.ordered && !state.patches && plot.selCount > 0;
+}
+
+/** Pages of the grid straight from point indices (POST /api/points/{key}/rows): a lookup of a page of
+ * ids, whatever the size of the selection. */
+function pointsSource(key: string, indices: Uint32Array): PageSource {
+  return async (offset, limit) => {
+    const part = indices.subarray(offset, offset + limit);
+    const res = part.length
+      ? await postBinary<{ samples: Tile[] }>(`/api/points/${encodeURIComponent(key)}/rows`, part)
+      : { samples: [] };
+    for (const t of res.samples) t.selected = true; // they are the selection
+    return { total: indices.length, offset, limit, samples: res.samples };
+  };
+}
+
+/** The grid lists these points of the plot (null: the server's grid). */
+function setGridPoints(key: string | null, indices: Uint32Array | null = null): void {
+  grid.setSource(key && indices ? pointsSource(key, indices) : null);
+}
+
+/** Show the plot's selection in the grid at once, from the points the page holds: counts computed here,
+ * the first rows asked for by point index. */
+async function showSelectionByPoints(key: string): Promise<void> {
+  const indices = gridPointsNow();
+  setGridPoints(key, indices);
+  const objects = plot.meta?.patches_field ? plot.selCount : 0;
+  renderCounts(indices.length, plot.selCount, plot.selCount, objects);
+  await refreshGrid(false);
+  timings.rowsAnswered = timings.gridUpdated;
+}
+
 async function sendSelection(): Promise<void> {
   const key = plot.key;
   if (!key) return;
   const seq = ++selectionSeq;
+  const direct = gridByPoints();
   try {
-    timings.lassoSent = performance.now();
-    const n = plot.selCount;
-    const [body, extra]: [ArrayBufferView, Record<string, string>] = n * 32 <= plot.count
-      ? [plot.selectedIndices(), {}] : [plot.selectedBits(), { "X-Embedlens-Encoding": "bitmask" }];
-    const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, body, extra);
+    if (direct) await showSelectionByPoints(key);
+    else setGridPoints(null);
     if (seq !== selectionSeq) return;
-    timings.lassoAnswered = performance.now();
-    showCounts(msg);
-    selected = selectionKeys(msg);
-    await refreshGrid(false);
-    writeUrl();
+    // the server learns the selection once (Python's Session sees it); with the grid already showing it,
+    // its answer only brings the counts the server made
+    timings.lassoSent = performance.now();
+    const [body, extra] = selectionBody();
+    const post = postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, body, extra);
+    selectionPosted = post.catch(() => undefined);
+    const answered = async (msg: StateMessage) => {
+      if (seq !== selectionSeq) return;
+      timings.lassoAnswered = performance.now();
+      showCounts(msg);
+      selected = selectionKeys(msg);
+      if (!direct) await refreshGrid(false);
+      writeUrl();
+    };
+    if (direct) void post.then(answered).catch(fail);
+    else await answered(await post);
   } catch (e) {
     fail(e);
   }
@@ -386,12 +478,15 @@ async function sendShown(): Promise<void> {
   if (!key) return;
   const seq = ++selectionSeq;
   try {
+    // a selection listed by point: the legend narrows it here, at once
+    if (grid.ownSource && gridByPoints()) await showSelectionByPoints(key);
+    else setGridPoints(null);
     const bits = plot.shownBits();
     const msg = await postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/shown`,
                                                bits ?? new Uint8Array(0));
     if (seq !== selectionSeq) return;
     showCounts(msg);
-    await refreshGrid(false);
+    if (!grid.ownSource) await refreshGrid(false);
     writeUrl();
   } catch (e) {
     fail(e);
@@ -400,7 +495,10 @@ async function sendShown(): Promise<void> {
 
 async function clearSelection(): Promise<void> {
   try {
+    ++selectionSeq; // an answer to a lasso still on its way no longer counts
+    await selectionPosted;
     await postJSON("/api/selection/clear", {});
+    setGridPoints(null);
     selected = new Set();
     plot.setSelection([]);
     writeUrl();
@@ -420,6 +518,7 @@ async function tagSelection(remove: boolean): Promise<void> {
   }
   try {
     // Objects lassoed in an object-level plot are tagged themselves (label tags), as in a patches view.
+    await selectionPosted;
     const labels = (state?.selected_labels_count ?? 0) > 0;
     const res = await postJSON<Record<string, number>>(remove ? "/api/untag" : "/api/tag", { tags: [tag], labels });
     status(`${remove ? "untagged" : "tagged"} ${res[remove ? "untagged" : "tagged"]} ${labels ? "objects" : "samples"}: ${tag}`);
@@ -433,6 +532,7 @@ async function tagSelection(remove: boolean): Promise<void> {
 async function viewReplaced(): Promise<void> {
   const st = await getJSON<StateMessage>("/api/state");
   showCounts(st);
+  setGridPoints(null);
   baseStages = st.view?.stages ?? [];
   sidebar.clearFilters();
   await Promise.all([loadSummary(), refreshGrid(false), updateMask()]);
@@ -443,6 +543,7 @@ async function runAction(name: string): Promise<void> {
   try {
     const count = Math.floor(Number($<HTMLInputElement>("action-count").value)) || 100;
     status(`finding ${name}…`);
+    await selectionPosted;
     const res = await postJSON<{ count: number; brain_key: string }>("/api/action", { name, count });
     status(`${name}: ${res.count.toLocaleString()} samples (${res.brain_key})`);
     await viewReplaced();
@@ -481,6 +582,7 @@ $("similarity-btn").addEventListener("click", async () => {
     const k = Number($<HTMLInputElement>("similarity-k").value) || undefined;
     const brain_key = $<HTMLSelectElement>("similarity-run").value || undefined;
     const reverse = $<HTMLInputElement>("similarity-reverse").checked;
+    await selectionPosted;
     const msg = await postJSON<{ count: number }>("/api/sort_by_similarity", { k, brain_key, reverse });
     status(`sorted by similarity: ${msg.count} samples`);
     await viewReplaced();
@@ -491,20 +593,43 @@ $("similarity-btn").addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ export, the hover card, the modal, keys
 
-async function exportCsv(): Promise<void> {
+/** Download the selection (or the grid, when nothing is selected) as CSV or Parquet. */
+async function exportFile(format: "csv" | "parquet"): Promise<void> {
   try {
+    await selectionPosted;
     const what = selectedCount ? "selection" : "view";
-    const res = await fetch(`/api/export.csv?what=${what}`, { headers: requestHeaders() });
+    const res = await fetch(`/api/export.${format}?what=${what}`, { headers: requestHeaders() });
     if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => ({})))?.detail ?? res.statusText);
     const url = URL.createObjectURL(await res.blob());
     const a = document.createElement("a");
     a.href = url;
-    a.download = `${state?.dataset ?? "embedlens"}-${what}.csv`;
+    a.download = `${state?.dataset ?? "embedlens"}-${what}.${format}`;
     document.body.appendChild(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
-    status(`exported the ${what} as CSV`);
+    status(`exported the ${what} as ${format === "csv" ? "CSV" : "Parquet"}`);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+/** Copy the selection (or the grid) into a new dataset, named in the sidebar. */
+async function cloneToDataset(): Promise<void> {
+  const input = $<HTMLInputElement>("clone-name");
+  const name = input.value.trim();
+  if (!name) {
+    status("type a name for the new dataset first", true);
+    input.focus();
+    return;
+  }
+  try {
+    await selectionPosted;
+    const what = selectedCount ? "selection" : "view";
+    status(`cloning the ${what} into ${name}…`);
+    const res = await postJSON<{ name: string; count: number }>("/api/clone", { name, what });
+    status(`new dataset ${res.name}: ${res.count.toLocaleString()} samples (el.load_dataset("${res.name}"))`);
+    await loadDatasets();
   } catch (e) {
     fail(e);
   }
@@ -519,6 +644,7 @@ async function saveView(): Promise<void> {
     return;
   }
   try {
+    await selectionPosted;
     const what = selectedCount ? "selection" : "view";
     const res = await postJSON<{ name: string; count: number }>("/api/save_view", { name, what });
     status(`saved view ${res.name}: ${res.count.toLocaleString()} samples (load_saved_view("${res.name}"))`);
@@ -587,21 +713,42 @@ async function tagOne(tile: Tile, tag: string): Promise<void> {
   }
 }
 
-$("export-csv").addEventListener("click", () => void exportCsv());
+$("export-csv").addEventListener("click", () => void exportFile("csv"));
+$("export-parquet").addEventListener("click", () => void exportFile("parquet"));
+$("clone-btn").addEventListener("click", () => void cloneToDataset());
+$("clone-name").addEventListener("keydown", (ev) => {
+  if ((ev as KeyboardEvent).key === "Enter") void cloneToDataset();
+});
 $("save-view-btn").addEventListener("click", () => void saveView());
 $("save-view-name").addEventListener("keydown", (ev) => {
   if ((ev as KeyboardEvent).key === "Enter") void saveView();
 });
 
+/** Arrow keys: the grid's focus by a tile or a row. */
+const ARROWS: Record<string, [number, number]> = {
+  ArrowRight: [1, 0], ArrowLeft: [-1, 0], ArrowDown: [0, 1], ArrowUp: [0, -1],
+};
+
+// Keys of the page (the modal has its own while it is open): arrows move the grid's focus, Enter opens the
+// focused tile, f selects or unselects the point under the mouse (else the focused tile), t goes to the tag
+// box, Esc clears the selection.
 document.addEventListener("keydown", (ev) => {
   const typing = ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement;
   if (modal.open || ev.defaultPrevented || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-  if (ev.key === "Escape") void clearSelection();
+  if (ARROWS[ev.key]) {
+    ev.preventDefault();
+    grid.moveFocus(...ARROWS[ev.key]);
+  } else if (ev.key === "Enter" && !(ev.target instanceof HTMLButtonElement)) {
+    const tile = grid.focusedTile();
+    if (tile) void modal.show(tile);
+  } else if (ev.key === "Escape") void clearSelection();
   else if (ev.key === "t") {
     ev.preventDefault();
     $("tag-input").focus();
-  } else if (ev.key === "f" && plot.hovered >= 0) {
-    plot.selectPoints(Uint32Array.of(plot.hovered), "toggle");
+  } else if (ev.key === "f") {
+    const tile = grid.focusedTile();
+    if (plot.hovered >= 0) plot.selectPoints(Uint32Array.of(plot.hovered), "toggle");
+    else if (tile) void selectTile(tile, true);
   }
 });
 
@@ -639,6 +786,7 @@ function writeUrl(): void {
   if (!restored) return;
   const p = new URLSearchParams(location.search);
   const set = (name: string, value: string | null) => (value ? p.set(name, value) : p.delete(name));
+  set("dataset", state?.dataset ?? null);
   const stages = JSON.stringify(state?.view?.stages ?? []);
   set("view", stages !== "[]" && stages.length <= MAX_URL_PART ? stages : null);
   set("run", plot.key);

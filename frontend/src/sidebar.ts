@@ -248,6 +248,7 @@ export function describeStage(st: Stage, action: { name: string; brain_key?: str
   const from = action?.brain_key ? ` (${action.brain_key})` : "";
   if (st._stage === "Select" && action?.name === "duplicates") return `duplicate groups${from}: ${n(k.sample_ids)} samples`;
   if (st._stage === "Select" && action?.name === "unique") return `most unique${from}: ${n(k.sample_ids)} samples`;
+  if (st._stage === "Select" && action?.name === "novelty") return `most novel${from}: ${n(k.sample_ids)} samples`;
   switch (st._stage) {
     case "Match":
     case "FilterLabels":

@@ -19,7 +19,7 @@ JSON routes (under ``/api``)::
     POST /api/tag  {tags, ids?, labels?}     tag the selection (or ids); /api/untag the same
     GET  /api/runs                           visualization runs; /api/similarity_runs
     POST /api/sort_by_similarity {ids?, k?, brain_key?, reverse?}
-    POST /api/action {name, brain_key?, count?}   show duplicates / unique / mistakes / hardness
+    POST /api/action {name, brain_key?, count?}   show duplicates / unique / mistakes / hardness / novelty
     GET  /api/points/{key}                   binary: float32 little-endian x, y interleaved
     GET  /api/points/{key}/meta              JSON header: count, bounds, colour-by fields
     GET  /api/points/{key}/ids               JSON: the point keys and their sample ids
@@ -29,10 +29,14 @@ JSON routes (under ``/api``)::
                                              answers the new state (as GET /api/state)
     GET  /api/points/{key}/lasso             binary: uint32 indices of the current lasso
     POST /api/points/{key}/indices {ids?}    binary: uint32 indices of the points of these samples
+    POST /api/points/{key}/rows              binary body: uint32 point indices (<= 1000) -> the grid tiles of
+                                             those points, in that order (the first rows after a lasso)
     POST /api/points/{key}/shown             binary body: a bitmask of the points the legend shows (the
                                              grid keeps to them); empty: every class
     GET  /api/points/{key}/point/{index}     JSON: a point's own id and its sample's (hover card)
     GET  /api/export.csv?what=selection|view CSV of ids and filepaths
+    GET  /api/export.parquet?what=...        Parquet of ids, filepaths, tags and the sidebar's fields
+    POST /api/clone {name, what}             a new dataset of the selection or the grid (409: name taken)
     POST /api/save_view {name, what, overwrite?}   save the selection or the grid as a named view
     GET  /media/thumb/{id}, /media/full/{id} the image of a sample of the dataset (looked up by id)
 
@@ -56,13 +60,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ..core.errors import EmbedlensError, InvalidInputError, NotFoundError
 from .guard import MAX_BINARY_BODY, MAX_JSON_BODY, Guard
-from .state import AppState, NotFound
+from .state import MAX_PAGE, AppState, NameTaken, NotFound
 
 STATIC_DIR = Path(__file__).with_name("static")
 CLIENT_HEADER = "x-embedlens-client"
 #: Ids in one JSON body (a 1 MiB body holds about 38,000).
 MAX_IDS = 50_000
 MAX_OFFSET = (1 << 63) - 1  # SQLite's OFFSET is a signed 64-bit integer
+#: Points in one POST /api/points/{key}/rows body (a grid page at most).
+MAX_ROWS_POINTS = MAX_PAGE
 _PLACEHOLDER = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
     '<rect width="64" height="64" fill="#2b2f36"/><path d="M18 44l10-12 8 9 6-7 8 10z" fill="#5b6270"/>'
@@ -124,8 +130,13 @@ class SaveViewBody(BaseModel):
     overwrite: bool = False
 
 
+class CloneBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    what: Literal["selection", "view"] = "view"
+
+
 class ActionBody(BaseModel):
-    name: Literal["duplicates", "unique", "mistakes", "hardness"]
+    name: Literal["duplicates", "unique", "mistakes", "hardness", "novelty"]
     brain_key: str | None = Field(default=None, max_length=200)
     count: int = Field(default=100, ge=1, le=1_000_000)
 
@@ -155,7 +166,7 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
     # ------------------------------------------------------------------ errors
 
     async def user_error(_: Request, e: BaseException) -> JSONResponse:
-        status = 404 if isinstance(e, NotFoundError) else 400
+        status = 404 if isinstance(e, NotFoundError) else 409 if isinstance(e, NameTaken) else 400
         return JSONResponse({"detail": str(e) or type(e).__name__}, status_code=status)
 
     async def not_implemented(_: Request, e: BaseException) -> JSONResponse:
@@ -299,6 +310,15 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
         return await run_in_threadpool(lasso_and_state)
 
+    @app.post("/api/points/{brain_key}/rows")
+    async def points_rows(brain_key: str, request: Request):
+        """The body: little-endian uint32 point indices (at most 1000): the grid tiles of those points, in
+        that order (the page's first rows after a lasso, asked for before the lasso itself is sent)."""
+        body = await request.body()
+        if len(body) > 4 * MAX_ROWS_POINTS:
+            raise InvalidInputError(f"at most {MAX_ROWS_POINTS} point indices per request")
+        return await run_in_threadpool(state.point_rows, brain_key, decode_points(body, False, 0))
+
     @app.post("/api/points/{brain_key}/shown")
     async def points_shown(brain_key: str, request: Request):
         """The body: a bitmask over the plot's points (as for the lasso) of those the legend shows; an
@@ -322,6 +342,17 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
         return Response(state.export_csv(what), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
                                  "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/api/export.parquet")
+    def export_parquet(what: Literal["selection", "view"] = "selection"):
+        name = f"{state.dataset.name if state.dataset else 'embedlens'}-{what}.parquet"
+        return Response(state.export_parquet(what), media_type="application/vnd.apache.parquet",
+                        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+    @app.post("/api/clone")
+    def clone(body: CloneBody):
+        return state.clone_to_dataset(body.name, body.what)
 
     @app.post("/api/save_view")
     def save_view(body: SaveViewBody):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.collection import SampleCollection
-from ..core.dataset import Dataset, list_datasets, load_dataset
+from ..core.dataset import Dataset, _check_dataset_name, list_datasets, load_dataset
 from ..core.expressions import F
 from ..core.labels import Label
 from ..images import cached_thumbnails
@@ -38,12 +38,19 @@ MAX_IDS_IN_MESSAGE = 5000
 #: Boxes drawn over one grid tile; the sample modal draws all of them.
 MAX_BOXES = 50
 #: What the page's "show ..." buttons do, and the brain run each needs.
-ACTIONS = {"duplicates": "similarity", "unique": "uniqueness", "mistakes": "mistakenness", "hardness": "hardness"}
+ACTIONS = {"duplicates": "similarity", "unique": "uniqueness", "mistakes": "mistakenness", "hardness": "hardness",
+           "novelty": "comparison"}
+#: The colour-by option of a comparison run's clusters: "<brain_key> cluster".
+CLUSTER_SUFFIX = " cluster"
 LABEL_FIELD_TYPES = ("Classification", "Detection", "Detections")
 
 
 class NotFound(NotFoundError):
     """A sample, dataset or run that the request names does not exist (HTTP 404)."""
+
+
+class NameTaken(InvalidInputError):
+    """A new dataset's name is already a dataset's (HTTP 409)."""
 
 
 def check_ids(ids: Any, what: str = "ids") -> list[str]:
@@ -203,8 +210,8 @@ class AppState:
         self.lock = threading.RLock()
         self.hub = Hub()
         self.revision = 0
-        self._runs: dict[str, RunData] = {}
-        self.dataset: Dataset | None = None
+        #: loaded visualization runs by (dataset folder, brain key): tabs may show different datasets
+        self._runs: dict[tuple[str, str], RunData] = {}
         #: the view Python set (or the one the app started with): where a new page starts
         self.base_view: SampleCollection | None = None
         #: each page's slot by client id; None: requests that name no page (scripts, tests)
@@ -276,14 +283,25 @@ class AppState:
 
     # ------------------------------------------------------------------ dataset and view
 
+    @property
+    def dataset(self) -> Dataset | None:
+        """The dataset the calling page shows (each tab may show its own; Python: the page that changed
+        last, or the one Python set)."""
+        with self.lock:
+            view = self._slot().view
+            return view._dataset if view is not None else None
+
     def _set_collection(self, collection: SampleCollection) -> None:
+        """Show ``collection``: Python's call sets it for every page (and for pages still to come); a page's
+        request for its own page only, the other tabs keeping their datasets."""
         if not isinstance(collection, SampleCollection):
             raise WrongTypeError(f"expected a dataset or view, got {type(collection).__name__}")
-        self.dataset = collection._dataset
-        self.base_view = collection
-        # another dataset: every page starts again from it
-        self._slots = {key: Slot(collection) for key in self._slots}
-        self._runs.clear()
+        if CLIENT.get() == PYTHON:
+            self.base_view = collection
+            self._slots = {key: Slot(collection) for key in self._slots}
+            self._runs.clear()
+        else:
+            self._slots[self._key()] = Slot(collection)
 
     def require(self) -> tuple[Dataset, SampleCollection]:
         if self.dataset is None or self.view is None:
@@ -370,8 +388,17 @@ class AppState:
         with self.lock:
             slot = self._slot()
             if slot.grid_count[0] != self.revision:
-                slot.grid_count = (self.revision, len(self.grid_view()))
+                slot.grid_count = (self.revision, self._count_grid())
             return slot.grid_count[1]
+
+    def _count_grid(self) -> int:
+        _, view = self.require()
+        points = self.grid_points()
+        if points is not None and not view._stages:
+            # the whole dataset is in view: every lassoed point's sample (object) is in the grid, so the count
+            # is the lasso's own, without a scan of the table with 100k ids
+            return len(points.keys) if points.patches_field else len(points.sample_ids)
+        return len(self.grid_view())
 
     # ------------------------------------------------------------------ messages to the pages
 
@@ -398,6 +425,9 @@ class AppState:
                                     if len(self.selected_labels) <= MAX_IDS_IN_MESSAGE else None),
                 "lasso": lasso,
                 "legend_filter": slot.shown is not None,
+                # the grid lists the view in an order of its own (sorted, shuffled, ranked by an action), not
+                # in the dataset's: the page then pages a lasso through the server instead of by point order
+                "ordered": bool(slot.action) or has_own_order(self.view),
                 "action": {k: v for k, v in slot.action.items() if not k.startswith("_")} if slot.action else None,
                 "client": self._key(),
                 "selected_by": self.active,
@@ -409,18 +439,18 @@ class AppState:
             return self.state_message(reason, origin)
 
     def notify(self, reason: str, origin: str | None = None) -> None:
-        """Tell the pages: a page's own view or selection goes to that page only (other tabs keep theirs,
-        and Python now reads its slot); changes from Python, to tags or of dataset go to every page."""
+        """Tell the pages: a page's own view, selection or dataset goes to that page only (other tabs keep
+        theirs, and Python now reads its slot); changes from Python and to tags go to every page."""
         caller = CLIENT.get()
         with self.lock:
             self.revision += 1
-            if caller != PYTHON and reason in ("selection", "view"):
+            if caller != PYTHON and reason in ("selection", "view", "dataset"):
                 self.active = caller
         for listener in list(self.listeners):
             listener(reason)
         if not self.hub.count:
             return
-        if caller != PYTHON and reason in ("selection", "view"):
+        if caller != PYTHON and reason in ("selection", "view", "dataset"):
             if caller is not None:
                 self.hub.publish(self.state_message(reason, origin), only=caller)
             return
@@ -470,29 +500,64 @@ class AppState:
             grid = self.grid_view()
             total = self.grid_count()
             page = grid.skip(offset).limit(limit) if offset else grid.limit(limit)
-            schema = page.get_field_schema()
-            label_fields = [n for n, t in schema.items() if t in LABEL_FIELD_TYPES]
-            patches = page._is_patches
-            rows = list(page)  # one query: a lasso's id filter is costly to run again per column
-            sample_ids = [s["sample_id"] if patches else s.id for s in rows]
-            # made now, in parallel, so the tiles' requests are file reads
-            thumbs = self._thumbnails(sample_ids, self.dataset.verified_media(sample_ids))
-            # an object tile is selected when the object is, a sample tile when the sample is
-            selected = {d["label_id"] for d in self.selected_labels} if patches else set(self.selected)
-            score = ranking(self.view)
-            groups = (self._slot().action or {}).get("_groups") or {}
-            samples = []
-            for s, sid, thumb in zip(rows, sample_ids, thumbs):
-                chips, boxes = [], []
-                for name in label_fields:
-                    chips.extend(_chips(name, s.get(name)))
-                    boxes.extend(_boxes(name, s.get(name)))
-                samples.append({
-                    "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
-                    "missing": thumb is None, "tags": list(s.tags or []), "labels": chips, "boxes": boxes,
-                    "selected": s.id in selected, "score": score(s), "group": groups.get(s.id),
-                })
+            samples = self._tiles(page)
             return {"total": total, "offset": offset, "limit": limit, "samples": samples}
+
+    def _tiles(self, page: SampleCollection) -> list[dict]:
+        """The grid tiles of the samples (objects, in a patches view) of ``page``, in its order."""
+        schema = page.get_field_schema()
+        label_fields = [n for n, t in schema.items() if t in LABEL_FIELD_TYPES]
+        patches = page._is_patches
+        rows = list(page)  # one query: a lasso's id filter is costly to run again per column
+        sample_ids = [s["sample_id"] if patches else s.id for s in rows]
+        # made now, in parallel, so the tiles' requests are file reads
+        thumbs = self._thumbnails(sample_ids, self.dataset.verified_media(sample_ids))
+        # an object tile is selected when the object is, a sample tile when the sample is
+        selected = {d["label_id"] for d in self.selected_labels} if patches else set(self.selected)
+        score = ranking(self.view)
+        action = self._slot().action or {}
+        groups = action.get("_groups") or {}
+        if action.get("_scores"):  # an action that ranks by a score of its run (novelty)
+            field, values = action["_scores"]["field"], action["_scores"]["values"]
+            score = lambda sample: ({"field": field, "value": values[sample.id]}  # noqa: E731
+                                    if sample.id in values else None)
+        samples = []
+        for s, sid, thumb in zip(rows, sample_ids, thumbs):
+            chips, boxes = [], []
+            for name in label_fields:
+                chips.extend(_chips(name, s.get(name)))
+                boxes.extend(_boxes(name, s.get(name)))
+            samples.append({
+                "id": s.id, "sample_id": sid, "thumb": f"/media/thumb/{sid}", "full": f"/media/full/{sid}",
+                "missing": thumb is None, "tags": list(s.tags or []), "labels": chips, "boxes": boxes,
+                "selected": s.id in selected, "score": score(s), "group": groups.get(s.id),
+            })
+        return samples
+
+    def point_rows(self, brain_key: str, indices: np.ndarray) -> dict:
+        """Grid tiles of the plot's points ``indices`` (at most :data:`MAX_PAGE`), in that order: an object's
+        tile for a point of an object-level run, else its sample's.
+
+        The page asks for these right after a lasso or a box, with the first points of the selection it
+        computed itself, so that the grid shows rows before the server has taken in the whole selection
+        (POST ``/api/points/{key}/lasso``, sent next); the cost is a lookup of at most ``MAX_PAGE`` ids,
+        whatever the size of the selection.
+        """
+        idx = np.asarray(indices)
+        if idx.size > MAX_PAGE:
+            raise InvalidInputError(f"at most {MAX_PAGE} points per request, got {idx.size}")
+        with self.lock:
+            dataset, _ = self.require()
+            run = self.run(brain_key)
+            if idx.size and int(idx.max()) >= run.count:
+                raise InvalidInputError(f"point indices must be in [0, {run.count}); got {int(idx.max())}")
+            pf = run.results.patches_field
+            ids = (run.keys if pf else run.sample_ids)[idx].tolist()
+            coll = dataset.to_patches(pf) if pf else dataset
+            tiles = {t["id"]: t for t in self._tiles(coll.select(list(dict.fromkeys(ids)), ordered=True))} \
+                if ids else {}
+            return {"key": brain_key, "count": int(idx.size),
+                    "samples": [tiles[i] for i in ids if i in tiles]}
 
     def sample(self, sample_id: str) -> dict:
         check_ids([sample_id], "sample id")
@@ -517,17 +582,32 @@ class AppState:
         if not isinstance(sample_id, str) or not ID_RE.fullmatch(sample_id):
             raise NotFound("no such sample")
         with self.lock:
-            dataset, _ = self.require()
-            if not dataset.select([sample_id]).values("id"):
+            self.require()
+            # an <img> sends no page header: the sample is looked up in the datasets the pages show, the
+            # calling page's first (each tab may show its own dataset)
+            for dataset in self._shown_datasets():
+                if dataset.select([sample_id]).values("id"):
+                    break
+            else:
                 raise NotFound("no such sample")
             path = dataset.verified_media([sample_id])[0]
-            return self._thumbnails([sample_id], [path])[0] if kind == "thumb" else path
+            return self._thumbnails([sample_id], [path], dataset)[0] if kind == "thumb" else path
 
-    def _thumbnails(self, sample_ids: list[str], paths: list[str | None]) -> list[str | None]:
+    def _shown_datasets(self) -> list[Dataset]:
+        """The datasets some page shows, the calling page's first."""
+        out = {str(self.dataset.path): self.dataset} if self.dataset is not None else {}
+        for slot in self._slots.values():
+            if slot.view is not None:
+                out.setdefault(str(slot.view._dataset.path), slot.view._dataset)
+        return list(out.values())
+
+    def _thumbnails(self, sample_ids: list[str], paths: list[str | None],
+                    dataset: Dataset | None = None) -> list[str | None]:
         """Cached thumbnails of the verified images ``paths`` (None stays None), made in parallel."""
         todo = [(k, (sid, p)) for k, (sid, p) in enumerate(zip(sample_ids, paths)) if p is not None]
         out: list[str | None] = [None] * len(paths)
-        for (k, _), thumb in zip(todo, cached_thumbnails(self.dataset.thumbnails_dir, [item for _, item in todo])):
+        folder = (dataset or self.dataset).thumbnails_dir
+        for (k, _), thumb in zip(todo, cached_thumbnails(folder, [item for _, item in todo])):
             out[k] = thumb
         return out
 
@@ -675,6 +755,56 @@ class AppState:
                 writer.writerows(zip(coll.values("id"), coll.values("filepath")))
             return out.getvalue()
 
+    def export_columns(self, what: str) -> dict[str, list]:
+        """The columns of an export of the selection or the grid: ``id`` (objects: ``id, sample_id``),
+        ``filepath``, ``tags``, then the fields the sidebar lists: numbers, strings and booleans as they are,
+        a label field as its label (``<field>.label``; a Detections field as the list of its labels,
+        ``<field>.labels``). Arrays, dicts and other fields stay out."""
+        with self.lock:
+            coll = self.export_collection(what)
+            cols: dict[str, list] = {"id": coll.values("id")}
+            if coll._is_patches:
+                cols["sample_id"] = coll.values("sample_id")
+            cols["filepath"] = coll.values("filepath")
+            cols["tags"] = [list(t or []) for t in coll.values("tags")]
+            for name, ftype in coll.get_field_schema().items():
+                if name in ("id", "filepath", "tags", "metadata", "sample_id", "_rowid"):
+                    continue
+                if ftype in ("int", "float", "str", "bool"):
+                    cols[name] = coll.values(name)
+                elif ftype in ("Classification", "Detection"):
+                    cols[f"{name}.label"] = coll.values(f"{name}.label")
+                elif ftype == "Detections":
+                    cols[f"{name}.labels"] = [list(v or []) for v in coll.values(f"{name}.detections.label")]
+            return cols
+
+    def export_parquet(self, what: str) -> bytes:
+        """The selection or the grid's samples as a Parquet file of :meth:`export_columns`."""
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = self.export_columns(what)
+        out = io.BytesIO()
+        pq.write_table(pa.table(cols), out)
+        return out.getvalue()
+
+    def clone_to_dataset(self, name: Any, what: str) -> dict:
+        """A new dataset ``name`` holding the selected samples (``what="selection"``) or the grid's
+        (``"view"``), with their fields and embeddings (``SampleCollection.clone``). A name in use raises
+        :class:`NameTaken`; a grid of objects cannot be cloned (clone samples instead)."""
+        _check_dataset_name(name)  # Dataset's own rule, before any work
+        with self.lock:
+            self.require()
+            if name in list_datasets():
+                raise NameTaken(f"dataset {name!r} already exists: choose another name")
+            coll = self.export_collection(what)
+            if coll._is_patches:
+                raise InvalidInputError("a grid of objects cannot be cloned into a dataset; select samples instead")
+            new = coll.clone(name)
+            return {"name": new.name, "count": len(new), "what": what}
+
     def save_view(self, name: Any, what: str, overwrite: bool = False) -> dict:
         """Save the selection or the grid's samples as the dataset's saved view ``name``."""
         if not isinstance(name, str) or not TAG_RE.fullmatch(name) or not name.strip():
@@ -755,11 +885,13 @@ class AppState:
 
     def apply_action(self, name: str, brain_key: str | None = None, count: int = 100,
                      origin: str | None = None) -> dict:
-        """Show the duplicates, the most unique, the likeliest mistakes or the hardest samples.
+        """Show the duplicates, the most unique, the likeliest mistakes, the hardest or the most novel samples.
 
         ``duplicates`` replaces the view by the similarity index's duplicate groups (finding them with the
-        default rule when the index has none yet); the others sort the current view by the run's score,
-        highest first, and keep ``count``. ``brain_key`` picks the run (default: the newest).
+        default rule when the index has none yet); ``novelty`` by the comparison run's ``top(count)``, the
+        most novel target samples (``compare_datasets``), each tile showing its novelty; the others sort
+        the current view by the run's score, highest first, and keep ``count``. ``brain_key`` picks the run
+        (default: the newest).
         """
         if name not in ACTIONS:
             raise InvalidInputError(f"unknown action {name!r}; one of: {', '.join(ACTIONS)}")
@@ -772,14 +904,23 @@ class AppState:
             available = self._action_runs(dataset)[name]
             if not available:
                 need = {"duplicates": "compute_similarity", "unique": "compute_uniqueness or compute_similarity",
-                        "mistakes": "compute_mistakenness", "hardness": "compute_hardness"}[name]
+                        "mistakes": "compute_mistakenness", "hardness": "compute_hardness",
+                        "novelty": "compare_datasets"}[name]
                 raise InvalidInputError(f"no brain run for {name!r} on dataset {dataset.name!r}: run {need} first")
             key = brain_key if brain_key is not None else available[-1]
             if key not in available:
                 raise NotFound(f"brain run {key!r} cannot show {name!r}; runs that can: {', '.join(available)}")
             info = dataset.get_brain_info(key)
             action: dict = {"name": name, "brain_key": key}
-            if info["type"] == "similarity":
+            if info["type"] == "comparison":
+                from ..brain import compare  # noqa: F401  (registers the results class)
+
+                results = dataset.load_brain_results(key)
+                new = results.top(count)
+                # the tiles show the novelty that ranked them
+                action["_scores"] = {"field": results.novelty_field,
+                                     "values": dict(zip(results.keys, np.asarray(results.novelty, float).tolist()))}
+            elif info["type"] == "similarity":
                 index = dataset.load_brain_results(key)
                 if name == "duplicates":
                     if index.neighbors_map is None:
@@ -824,7 +965,8 @@ class AppState:
 
         with self.lock:
             dataset, _ = self.require()
-            cached = self._runs.get(brain_key)
+            cache_key = (str(dataset.path), brain_key)
+            cached = self._runs.get(cache_key)
             if cached is not None:
                 return cached
             if not isinstance(brain_key, str) or not dataset.has_brain_run(brain_key):
@@ -835,7 +977,7 @@ class AppState:
             pts = np.asarray(results.points, dtype=np.float32)[:, :2]
             run = RunData(brain_key, results, np.asarray(results.keys), np.asarray(results.sample_ids),
                           np.ascontiguousarray(pts, dtype="<f4").tobytes())
-            self._runs[brain_key] = run
+            self._runs[cache_key] = run
             return run
 
     def run_meta(self, brain_key: str) -> dict:
@@ -851,6 +993,9 @@ class AppState:
                     "layout": "x,y interleaved", "color_fields": self.color_fields(run)}
 
     def color_fields(self, run: RunData) -> list[dict]:
+        """What the plot can be coloured by: label fields (their label), strings and booleans, numbers,
+        ``tags`` (a sample's tags joined with ", ": the split of train / production) and each comparison
+        run's clusters (``"<brain_key> cluster"``, the legend naming each cluster's shares)."""
         schema = self.dataset.get_field_schema() if self.dataset is not None else {}
         pf = run.results.patches_field
         out = []
@@ -863,6 +1008,10 @@ class AppState:
                 out.append({"path": name, "kind": "categorical"})
             elif ftype in ("int", "float"):
                 out.append({"path": name, "kind": "numeric"})
+        out.append({"path": "tags", "kind": "categorical"})
+        if self.dataset is not None:
+            out += [{"path": key + CLUSTER_SUFFIX, "kind": "categorical"}
+                    for key in self.dataset.list_brain_runs(type="comparison")]
         return out
 
     def run_values(self, brain_key: str, path: str) -> tuple[dict, bytes]:
@@ -874,11 +1023,33 @@ class AppState:
             allowed = {f["path"]: f["kind"] for f in self.color_fields(run)}
             if path not in allowed:
                 raise InvalidInputError(f"cannot colour by {path!r}; one of: {', '.join(allowed) or 'none'}")
-            vals = run.results.values(path)
+            if path == "tags":
+                vals = [", ".join(t) if t else None for t in run.results.values("tags")]
+            elif path.endswith(CLUSTER_SUFFIX) and path not in self.dataset.get_field_schema():
+                vals = self._cluster_values(run, path[:-len(CLUSTER_SUFFIX)])
+            else:
+                vals = run.results.values(path)
             header, data = encode_values(vals, allowed[path])
             header.update(key=brain_key, field=path, count=run.count)
             run.values[path] = (header, data)
             return header, data
+
+    def _cluster_values(self, run: RunData, compare_key: str) -> list[str | None]:
+        """Each point's cluster in comparison run ``compare_key``, named with its shares (the legend shows
+        them): ``"cluster 03 · ref 12.0% · target 30.5% · over"``; None for samples in neither set."""
+        from ..brain import compare  # noqa: F401  (registers the results class)
+
+        results = self.dataset.load_brain_results(compare_key)
+        names = {}
+        for c in results.clusters:
+            shift = f" · {c['shift']}" if c.get("shift") in ("over", "under") else ""
+            names[int(c["cluster"])] = (f"cluster {int(c['cluster']):02d} · ref {c['reference_share']:.1%} · "
+                                        f"target {c['target_share']:.1%}{shift}")
+        of: dict[str, str] = {}
+        if results.config["reference"].get("same_dataset"):
+            of.update(zip(results.reference_ids, (names.get(int(c)) for c in results.reference_clusters)))
+        of.update(zip(results.keys, (names.get(int(c)) for c in results.target_clusters)))
+        return [of.get(sid) for sid in run.sample_ids.tolist()]
 
     def run_ids(self, brain_key: str) -> dict:
         with self.lock:
@@ -924,9 +1095,24 @@ class AppState:
         """Forget cached runs and values (after new brain runs or edits from Python) and reload the pages."""
         with self.lock:
             self._runs.clear()
-            if self.dataset is not None:
-                self.dataset.reload()
+            shown = {id(slot.view._dataset): slot.view._dataset for slot in self._slots.values() if slot.view is not None}
+            for dataset in shown.values():
+                dataset.reload()
         self.notify("refresh", origin)
+
+
+#: Stages that give a view an order other than the dataset's.
+ORDERING_STAGES = ("SortBy", "SortBySimilarity", "Shuffle", "Take", "ToPatches")
+
+
+def has_own_order(view: SampleCollection) -> bool:
+    """Whether ``view`` lists its samples in an order other than the dataset's (a sort, a shuffle, an
+    ordered select, objects)."""
+    for stage in view._stages:
+        name = type(stage).__name__
+        if name in ORDERING_STAGES or (name == "Select" and stage.kwargs.get("ordered")):
+            return True
+    return bool(view._is_patches)
 
 
 def ranking(view: SampleCollection) -> Callable[[Any], dict | None]:
