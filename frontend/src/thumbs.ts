@@ -333,10 +333,8 @@ export class ThumbLayer {
             if (generation === this.generation) this.ids = r.sample_ids;
             return r.sample_ids;
           },
-          () => {
-            this.idsPromise = null;
-            return null;
-          },
+          // kept as failed until the next run: the points stay dots rather than asking again every frame
+          () => null,
         );
       }
       const ids = await this.idsPromise;
