@@ -1,7 +1,11 @@
 """Dataset comparison benchmarks: novelty AUROC against plain baselines, the shift test's p-values, and scale.
 
-Run: ``.venv/bin/python bench/bench_compare.py [--models pixels,efficientnet-lite0] [--scale 100000]
-[--seeds 20] [--home DIR]`` (``--scale 0`` skips the scale case). Results: ``bench/results/compare.json``.
+Run: ``.venv/bin/python bench/bench_compare.py [--models pixels,efficientnet-lite0]
+[--photo-models efficientnet-lite0] [--channels auto] [--scale 100000] [--seeds 20] [--home DIR]``
+(``--scale 0`` skips the scale case, an empty ``--photo-models`` the photo scenarios). Results:
+``bench/results/compare.json``. ``compare_datasets`` runs with ``channels=--channels`` (default "auto": the
+embeddings and the perceptual descriptors of the pixels); ``auroc_distance_only`` is the AUROC of the
+embedding's kNN distance alone (``novelty_distance``: the novelty of embedlens before the channels).
 
 1. Shift scenarios on MNIST-5,000 (reference: the 4,000 ``train`` digits), each model's embeddings stored
    once: the target is 800 ``test`` digits plus 200 other test digits rotated 90 degrees, blurred (Gaussian,
@@ -13,7 +17,12 @@ Run: ``.venv/bin/python bench/bench_compare.py [--models pixels,efficientnet-lit
    on the reference, Mahalanobis distance (``LedoitWolf`` covariance of the reference). The shift test's
    p-value and effect for each scenario.
 2. False positives: ``--seeds`` random halves of ``train`` (2,000 vs 2,000) must read "no shift": the
-   fraction of p-values below 0.01 (the default ``alpha``) and below 0.05.
+   fraction of p-values below 0.01 (the default ``alpha``) and below 0.05, and the mean fraction of the
+   target with novelty >= 0.9 and >= 0.99 (0.10 and 0.01 when calibrated).
+2b. Photos (``--photo-models``): 128-px RGB tiles of 12 of scikit-image's photos as the reference (100 a
+   photo); the target is 400 other tiles of the same photos plus 100 of: tiles of the 6 other photos
+   ("new photos"), MNIST test digits scaled to 128 px ("digits"), inverted tiles ("inverted"); and
+   ``--seeds`` random halves of the reference for false positives.
 3. Scale: ``--scale`` x ``--scale`` synthetic 512-d unit vectors (100 clusters; the target has 10% of its rows
    from 5 clusters the reference lacks), two datasets, in a fresh process: CPU s, wall s and peak memory of
    ``compare_datasets`` (nothing cached), against sklearn's brute ``NearestNeighbors.kneighbors`` of the
@@ -39,6 +48,8 @@ SHIFTS = ("rotated", "blurred", "inverted", "noisy", "photos")
 PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "moon", "page", "text", "brick", "grass",
           "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "cat", "horse", "clock")
 PER_SHIFT = 200
+#: ``compare_datasets(channels=...)`` of every run (``--channels``; child processes read the environment).
+CHANNELS = os.environ.get("BENCH_COMPARE_CHANNELS", "auto")
 
 
 def _el(home: Path):
@@ -61,11 +72,11 @@ def shifted_image(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.nd
     return np.clip(img.astype(np.int16) + rng.normal(0, 100, img.shape), 0, 255).astype(np.uint8)
 
 
-def photo_tiles(count: int, size: int, mode: str, rng: np.random.Generator) -> list:
+def photo_tiles(count: int, size: int, mode: str, rng: np.random.Generator, names: tuple = PHOTOS) -> list:
     from PIL import Image
     from skimage import data
 
-    photos = [Image.fromarray(getattr(data, n)()).convert(mode) for n in PHOTOS]
+    photos = [Image.fromarray(getattr(data, n)()).convert(mode) for n in names]
     tiles = []
     for i in range(count):
         p = photos[i % len(photos)]
@@ -132,16 +143,19 @@ def scenario(el, ds, name: str, reference, target, positives: set[str] | None, m
 
     emb = _set(model)
     t = time.perf_counter()
-    res = el.compare_datasets(reference, target, embeddings=emb, brain_key="bench", overwrite=True)
+    res = el.compare_datasets(reference, target, embeddings=emb, brain_key="bench", overwrite=True,
+                              channels=CHANNELS, progress=False)
     row = {"model": model, "scenario": name, "reference": len(res.reference_ids), "target": len(res.keys),
            "compare_s": round(time.perf_counter() - t, 2), "p_value": res.shift["p_value"],
            "p_knn": res.shift["p_knn"], "p_novelty": res.shift["p_novelty"],
            "effect": round(res.shift["effect"], 3), "shift": res.shift["shift"],
            "novel_fraction": res.summary()["novel_fraction"],
-           "clusters_over": res.summary()["clusters_over"], "clusters_under": res.summary()["clusters_under"]}
+           "clusters_over": res.summary()["clusters_over"], "clusters_under": res.summary()["clusters_under"],
+           "channels": "+".join(res.config["channels"]["used"])}
     if positives:
         y = np.array([i in positives for i in res.keys])
         row["auroc_novelty"] = round(float(roc_auc_score(y, res.novelty)), 4)
+        row["auroc_distance_only"] = round(float(roc_auc_score(y, res.novelty_distance)), 4)
         ref_x = np.asarray(reference.get_embeddings(emb), np.float32)
         tgt_x = np.asarray(target.select(res.keys, ordered=True).get_embeddings(emb), np.float32)
         for base, scores in baselines(ref_x, tgt_x).items():
@@ -174,19 +188,83 @@ def quality(el, ds, model: str, seeds: int) -> list[dict]:
                                                 max(1, len(members)), 3)
     rows.append(row)
     print(row, flush=True)
-    ids = train.values("id")
-    p_values = []
+    rows.append(random_splits(el, ds, train, model, seeds, "train"))
+    return rows
+
+
+def random_splits(el, ds, collection, model: str, seeds: int, name: str) -> dict:
+    """``seeds`` random halves of ``collection`` compared: p-values and the novelty's calibration."""
+    ids = collection.values("id")
+    p_values, high, top = [], [], []
     for seed in range(seeds):
         perm = np.random.default_rng(seed).permutation(len(ids))
         half = len(ids) // 2
         res = el.compare_datasets(ds.select([ids[i] for i in perm[:half]]), ds.select([ids[i] for i in perm[half:]]),
-                                  embeddings=_set(model), brain_key="bench", overwrite=True)
+                                  embeddings=_set(model), brain_key="bench", overwrite=True, channels=CHANNELS,
+                                  progress=False)
         p_values.append(res.shift["p_value"])
-    rows.append({"model": model, "scenario": f"random halves of train, {seeds} seeds",
-                 "fpr_at_0.01": float(np.mean(np.array(p_values) < 0.01)),
-                 "fpr_at_0.05": float(np.mean(np.array(p_values) < 0.05)),
-                 "min_p": float(min(p_values)), "p_values": [round(p, 4) for p in p_values]})
-    print(rows[-1], flush=True)
+        high.append(float((res.novelty >= 0.9).mean()))
+        top.append(float((res.novelty >= 0.99).mean()))
+    row = {"model": model, "scenario": f"random halves of {name}, {seeds} seeds",
+           "fpr_at_0.01": float(np.mean(np.array(p_values) < 0.01)),
+           "fpr_at_0.05": float(np.mean(np.array(p_values) < 0.05)),
+           "min_p": float(min(p_values)), "novelty_ge_0.9": round(float(np.mean(high)), 4),
+           "novelty_ge_0.99": round(float(np.mean(top)), 4), "p_values": [round(p, 4) for p in p_values]}
+    print(row, flush=True)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- photos
+
+HELD_OUT = PHOTOS[2::3]  # 6 photos the reference never sees
+PHOTO_SHIFTS = ("new photos", "digits", "inverted")
+
+
+def build_photos(home: Path, models: list[str], per_photo: int = 100, clean: int = 400, per_shift: int = 100):
+    """Tiles of the photos (tags ``reference``, ``target``, ``shift:<kind>``), embedded by each model."""
+    el = _el(home)
+    from PIL import Image, ImageOps
+
+    if el.dataset_exists("photo-shifts"):
+        ds = el.load_dataset("photo-shifts")
+    else:
+        rng = np.random.default_rng(1)
+        seen = tuple(p for p in PHOTOS if p not in HELD_OUT)
+        out = home / "photo-tiles"
+        out.mkdir(parents=True, exist_ok=True)
+        mnist = el.load_sample_dataset("mnist", progress=False).match_tags("test")
+        digits = [Image.open(p).convert("RGB").resize((128, 128), Image.BILINEAR)
+                  for p in mnist.take(per_shift, seed=1).values("filepath")]
+        groups = {"reference": photo_tiles(per_photo * len(seen), 128, "RGB", rng, seen),
+                  "target": photo_tiles(clean, 128, "RGB", rng, seen),
+                  "shift:new photos": photo_tiles(per_shift, 128, "RGB", rng, HELD_OUT),
+                  "shift:digits": digits,
+                  "shift:inverted": [ImageOps.invert(t) for t in photo_tiles(per_shift, 128, "RGB", rng, seen)]}
+        samples = []
+        for tag, images in groups.items():
+            for j, img in enumerate(images):
+                path = out / f"{tag.replace(':', '_').replace(' ', '_')}_{j:04d}.png"
+                img.save(path)
+                samples.append(el.Sample(str(path), tags=[tag] if tag in ("reference", "target") else [tag, "target"]))
+        ds = el.Dataset("photo-shifts")
+        ds.add_samples(samples)
+    for m in models:
+        t = time.perf_counter()
+        ds.compute_embeddings(m, embeddings_field=_set(m), progress=False)
+        print(f"embedded {len(ds):,} photo tiles with {m} in {time.perf_counter() - t:.0f} s", flush=True)
+    return el, ds
+
+
+def photo_quality(el, ds, model: str, seeds: int) -> list[dict]:
+    rows = []
+    ref, target = ds.match_tags("reference"), ds.match_tags("target")
+    clean = target.match_tags([f"shift:{k}" for k in PHOTO_SHIFTS], bool=False).values("id")
+    for kind in PHOTO_SHIFTS:
+        shifted = ds.match_tags(f"shift:{kind}").values("id")
+        row, _ = scenario(el, ds, f"photos: {kind}", ref, ds.select(clean + shifted), set(shifted), model)
+        rows.append(row)
+        print(row, flush=True)
+    rows.append(random_splits(el, ds, ref, model, seeds, "the photo tiles"))
     return rows
 
 
@@ -203,13 +281,48 @@ def prepare_scale(home: str, n: int) -> dict:
     novel = np.empty((n // 10, 512), np.float32)
     clustered_into(novel, n_clusters=5, seed=7)
     x[2 * n - len(novel):] = novel  # the last 10% of the target come from 5 clusters the reference lacks
-    for name, rows in (("big_ref", x[:n]), ("big_tgt", x[n:])):
+    desc = perceptual_rows(n)
+    for (name, rows), descriptors in zip((("big_ref", x[:n]), ("big_tgt", x[n:])), (desc[:n], desc[n:])):
         if el.dataset_exists(name):
             el.delete_dataset(name)
         ds = el.Dataset(name)
         ds.add_samples([el.Sample(f"/data/{name}/{i:07d}.png") for i in range(n)])
         ds.set_embeddings("emb", rows)
+        store_perceptual(ds, descriptors)
     return {"novel_rows": len(novel)}
+
+
+def perceptual_rows(n: int) -> np.ndarray:
+    """Synthetic perceptual descriptors of both sets, ``[2n, 189]``: clustered unit vectors of the descriptor's
+    size drawn like the embeddings (one distribution for the reference and the target, the target's last 10%
+    from 5 clusters the reference lacks)."""
+    from bench_scale import clustered_into
+
+    from embedlens.models.perceptual import PerceptualModel
+
+    dim = PerceptualModel().embedding_dim
+    rows = np.empty((2 * n, dim), np.float32)
+    clustered_into(rows, seed=10)
+    extra = np.empty((n // 10, dim), np.float32)
+    clustered_into(extra, n_clusters=5, seed=12)
+    rows[2 * n - len(extra):] = extra
+    return rows
+
+
+def store_perceptual(ds, rows: np.ndarray) -> None:
+    """Store ``rows`` as the "perceptual" set that ``channels="auto"`` reads (the files do not exist): what
+    is timed is the channel's kNN work on stored descriptors, as for the embeddings (computing a descriptor
+    costs about as much as decoding the image)."""
+    from embedlens.core.embeddings import embedding_set
+    from embedlens.models.perceptual import PerceptualModel
+
+    model = PerceptualModel()
+    n = len(rows)
+    store = embedding_set(ds, "perceptual")
+    store.create({"model": model.name, "fingerprint": model.fingerprint, "config": model.config,
+                  "dim": model.embedding_dim, "kind": "samples", "patches_field": None, "count": 0})
+    store.append(ds.values("id"), rows, np.zeros((n, 2), np.int64))
+    store.consolidate()
 
 
 def compare_case(home: str, n: int):
@@ -217,14 +330,15 @@ def compare_case(home: str, n: int):
     import faiss  # noqa: F401  (imported in the setup of a real session too)
 
     tgt = el.load_dataset("big_tgt")
-    res = el.compare_datasets("big_ref", tgt, embeddings="emb", brain_key="scale", overwrite=True, progress=False)
+    res = el.compare_datasets("big_ref", tgt, embeddings="emb", brain_key="scale", overwrite=True, progress=False,
+                              channels=CHANNELS)
     from sklearn.metrics import roc_auc_score
 
     y = np.arange(len(res.keys)) >= len(res.keys) - n // 10
     return {"p_value": res.shift["p_value"], "p_knn": res.shift["p_knn"], "p_novelty": res.shift["p_novelty"],
             "effect": round(res.shift["effect"], 3),
             "auroc_novelty": round(float(roc_auc_score(y, res.novelty)), 4), "knn": res.config["knn"],
-            "clusters_over": res.summary()["clusters_over"]}
+            "clusters_over": res.summary()["clusters_over"], "channels": res.config["channels"]}
 
 
 def sklearn_case(home: str, n: int, queries: int = 5000):
@@ -276,10 +390,14 @@ def _setup_sklearn(home: str, n: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="pixels,efficientnet-lite0")
+    ap.add_argument("--photo-models", default="efficientnet-lite0")
+    ap.add_argument("--channels", default="auto")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--scale", type=int, default=100_000)
     ap.add_argument("--home", default=str(ROOT / "home"))
     args = ap.parse_args()
+    global CHANNELS
+    CHANNELS = os.environ["BENCH_COMPARE_CHANNELS"] = args.channels  # the scale case runs in child processes
     home = Path(args.home)
     rows: list[dict] = []
     models = [m for m in args.models.split(",") if m]
@@ -288,6 +406,12 @@ def main() -> None:
         for m in models:
             rows += quality(el, ds, m, args.seeds)
             save("compare", rows)
+    photo_models = [m for m in args.photo_models.split(",") if m]
+    if photo_models:
+        el, ds = build_photos(home, photo_models)
+        for m in photo_models:
+            rows += photo_quality(el, ds, m, args.seeds)
+            save("compare", rows)
     if args.scale:
         rows += scale(home / "scale", args.scale)
         save("compare", rows)
@@ -295,10 +419,11 @@ def main() -> None:
         if selected:
             print(table(selected, columns))
 
-    cols = ["model", "scenario", "auroc_novelty", "auroc_nearest_reference", "auroc_isolation_forest",
+    cols = ["model", "scenario", "auroc_novelty", "auroc_distance_only", "auroc_nearest_reference", "auroc_isolation_forest",
             "auroc_mahalanobis", "p_value", "p_knn", "p_novelty", "effect", "shift", "novel_fraction", "clusters_over", "clusters_under"]
     show([r for r in rows if "model" in r and "p_value" in r], cols)
-    show([r for r in rows if "fpr_at_0.01" in r], ["model", "scenario", "fpr_at_0.01", "fpr_at_0.05", "min_p"])
+    show([r for r in rows if "fpr_at_0.01" in r], ["model", "scenario", "fpr_at_0.01", "fpr_at_0.05", "min_p",
+                                                    "novelty_ge_0.9", "novelty_ge_0.99"])
     show([r for r in rows if "compare_cpu_s" in r],
                 ["scenario", "compare_cpu_s", "compare_wall_s", "compare_peak_mib", "data_mib", "p_value",
                  "auroc_novelty", "sklearn_one_search_cpu_s_scaled"])
