@@ -971,7 +971,7 @@ def split(module_home, digits):
     ds = digits.clone("digits-split")
     compute_visualization(ds, model="pixels", method="pca", brain_key="pca", seed=0, progress=False)
     res = el.compare_datasets(ds.match_tags("train"), ds.match_tags("test"), model="pixels", brain_key="cmp",
-                              channels="embedding", progress=False)
+                              progress=False)
     return ds, res
 
 
