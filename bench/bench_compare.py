@@ -286,9 +286,15 @@ def prepare_scale(home: str, n: int) -> dict:
         if el.dataset_exists(name):
             el.delete_dataset(name)
         ds = el.Dataset(name)
-        ds.add_samples([el.Sample(f"/data/{name}/{i:07d}.png") for i in range(n)])
+        # empty files: a stored descriptor is reused while its file's stamp is unchanged, as in a real dataset
+        folder = Path(home) / "files" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [str(folder / f"{i:07d}.png") for i in range(n)]
+        for p in paths:
+            open(p, "wb").close()
+        ds.add_samples([el.Sample(p) for p in paths])
         ds.set_embeddings("emb", rows)
-        store_perceptual(ds, descriptors)
+        store_perceptual(ds, descriptors, paths)
     return {"novel_rows": len(novel)}
 
 
@@ -309,11 +315,12 @@ def perceptual_rows(n: int) -> np.ndarray:
     return rows
 
 
-def store_perceptual(ds, rows: np.ndarray) -> None:
-    """Store ``rows`` as the "perceptual" set that ``channels="auto"`` reads (the files do not exist): what
-    is timed is the channel's kNN work on stored descriptors, as for the embeddings (computing a descriptor
-    costs about as much as decoding the image)."""
+def store_perceptual(ds, rows: np.ndarray, paths: list[str]) -> None:
+    """Store ``rows`` as the "perceptual" set that ``channels="auto"`` reads, stamped with the (empty) files:
+    what is timed is the channel's lookup of stored descriptors and its kNN work, as for the embeddings
+    (computing a descriptor costs about as much as decoding the image)."""
     from embedlens.core.embeddings import embedding_set
+    from embedlens.embed.pipeline import file_stamp
     from embedlens.models.perceptual import PerceptualModel
 
     model = PerceptualModel()
@@ -321,7 +328,7 @@ def store_perceptual(ds, rows: np.ndarray) -> None:
     store = embedding_set(ds, "perceptual")
     store.create({"model": model.name, "fingerprint": model.fingerprint, "config": model.config,
                   "dim": model.embedding_dim, "kind": "samples", "patches_field": None, "count": 0})
-    store.append(ds.values("id"), rows, np.zeros((n, 2), np.int64))
+    store.append(ds.values("id"), rows, np.array([file_stamp(p) for p in paths], np.int64))
     store.consolidate()
 
 

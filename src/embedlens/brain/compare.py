@@ -1,7 +1,8 @@
 """Compare two sets of samples without labels: train vs production, out-of-distribution samples, drift.
 
 ``compare_datasets(reference, target)`` (the brain method ``compare_to_reference(target, reference)``)
-answers four questions from the embeddings alone, with four kNN searches and nothing of size N x M:
+answers four questions without labels, from the embeddings (and the pixels' perceptual descriptors), with
+four kNN searches (two more for the perceptual channel) and nothing of size N x M:
 
 1. **Which target samples are novel?** Measured in each *channel* (``channels="auto"``: the embeddings,
    and the perceptual descriptors of the pixels, :mod:`embedlens.models.perceptual`, cosine), by two
@@ -29,6 +30,9 @@ answers four questions from the embeddings alone, with four kNN searches and not
    classes (7s between 1s and 9s: 0.89 and 0.90), which the local ratio sees (0.98 on the pixels). Their
    combination scores >= 0.97 on all six shifts. Kth instead of mean distance and ``k`` from 1 to 50
    moved ``d_t``'s AUROC by at most +0.03 (k = 1) to -0.07 (k = 50); centring the embeddings lowered it.
+   The price: where one channel sees nothing, it dilutes the other (tiles of 6 photos the reference
+   lacks, among tiles of 12 it has: 0.89 against 0.93 for ``d_t`` alone); ``channels="embedding"`` is
+   the embeddings alone. At 100,000 x 100,000 the perceptual channel adds ~15 s of CPU to ~52 s.
 2. **Which reference samples does the target still cover?** The mirror image, calibrated on the target:
    ``e_r`` = mean distance of reference sample ``r`` to its ``k`` nearest target samples, ``e_t`` = the
    target's leave-one-out distances, and ``coverage_r = 1 - #{t : e_t < e_r} / (n_target + 1)`` in
