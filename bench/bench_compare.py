@@ -324,7 +324,6 @@ def store_perceptual(ds, rows: np.ndarray, paths: list[str]) -> None:
     from embedlens.models.perceptual import PerceptualModel
 
     model = PerceptualModel()
-    n = len(rows)
     store = embedding_set(ds, "perceptual")
     store.create({"model": model.name, "fingerprint": model.fingerprint, "config": model.config,
                   "dim": model.embedding_dim, "kind": "samples", "patches_field": None, "count": 0})
