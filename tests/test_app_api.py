@@ -1036,3 +1036,25 @@ def test_most_novel_action_shows_the_comparison_top(split):
     with TestClient(create_app(AppState(el.load_dataset("digits")))) as c:
         r = c.post("/api/action", json={"name": "novelty"})
         assert r.status_code == 400 and "compare_datasets" in r.json()["detail"]
+
+
+def test_each_tab_keeps_its_own_dataset_and_images_of_both_are_served(client, state, digits, boxes):
+    """POST /api/dataset from one page switches that page only; the other keeps its dataset, view and
+    runs; Python reads the page that changed last; images of either dataset are served (an <img> sends
+    no page header)."""
+    a, b = page_headers("tab-da"), page_headers("tab-db")
+    assert client.get("/api/state", headers=a).json()["dataset"] == "digits"
+    assert client.post("/api/dataset", json={"name": "boxes"}, headers=b).json()["dataset"] == "boxes"
+    assert client.get("/api/state", headers=a).json()["dataset"] == "digits"
+    assert client.get("/api/datasets", headers=a).json()["current"] == "digits"
+    assert client.get("/api/datasets", headers=b).json()["current"] == "boxes"
+    assert client.get("/api/samples", headers=a).json()["total"] == 1797
+    assert client.get("/api/samples", headers=b).json()["total"] == len(boxes)
+    assert [r["key"] for r in client.get("/api/runs", headers=a).json()["runs"]] == ["pca"]
+    assert [r["key"] for r in client.get("/api/runs", headers=b).json()["runs"]] == ["objects"]
+    assert state.dataset.name == "boxes" and state.selected_by == "tab-db"
+    for sid in (digits.first().id, boxes.first().id):
+        assert client.get(f"/media/thumb/{sid}").status_code == 200
+    # Python's own switch reaches every page
+    state.set_dataset("digits")
+    assert client.get("/api/state", headers=b).json()["dataset"] == "digits"
