@@ -98,3 +98,13 @@ def test_bad_input(ds, kwargs, match):
     with pytest.raises(el.EmbedlensError, match=match):
         compare_embeddings(ds, brain_key="never", trust_samples=100, **kwargs)
     assert "never" not in ds.list_brain_runs()
+
+
+def test_a_misspelt_set_fails_before_any_set_is_computed(ds):
+    """A name that is neither stored nor a model is refused with the stored sets named, before the sets
+    before it in the list are embedded (it used to embed 'pixels' first, then fail on the second name)."""
+    sets = ds.list_embeddings()
+    with pytest.raises(el.EmbedlensError, match=r"neither an embedding set .*stored: .*px.* nor a model"):
+        compare_embeddings(ds, [PixelsModel(size=(4, 4)), "efficientnet_lite"], brain_key="never",
+                           trust_samples=100)
+    assert ds.list_embeddings() == sets and "never" not in ds.list_brain_runs()

@@ -172,15 +172,29 @@ def _sources(samples: "SampleCollection", sets: Any, metric: str, progress: bool
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"embedding set names must be distinct, got {names}")
+    stored = dataset.list_embeddings()
+    # Every name is checked (models built) before any set is computed: a typo in the second name must not
+    # cost the first set's embedding run.
+    specs = [(name, _model_of(spec, stored, dataset.name) if isinstance(spec, str) and spec not in stored else spec)
+             for name, spec in items]
     out = {}
-    for name, spec in items:
-        if isinstance(spec, str) and spec in dataset.list_embeddings():
+    for name, spec in specs:
+        if isinstance(spec, (str, np.ndarray)):  # a stored set's name, or an array
             out[name] = resolve_embeddings(samples, spec, progress=progress)
-        elif isinstance(spec, np.ndarray):
-            out[name] = resolve_embeddings(samples, spec, progress=progress)
-        else:  # a model name or Model: its stored set, or computed and stored once
+        else:  # a Model: its stored set, or computed and stored once
             out[name] = resolve_embeddings(samples, model=spec, progress=progress)
     return out
+
+
+def _model_of(name: str, stored: list[str], dataset_name: str) -> Any:
+    """The model a set name that is not stored stands for, or an error naming the stored sets."""
+    from ..models import load_model
+
+    try:
+        return load_model(name)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{name!r} is neither an embedding set of dataset {dataset_name!r} (stored: "
+                                f"{', '.join(stored) or 'none'}) nor a model: {e}") from None
 
 
 def _common(sources: dict[str, EmbeddingSource]) -> dict[str, EmbeddingSource]:
