@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test demo test bench clean frontend browser
+.PHONY: install install-test demo test bench bench-app clean frontend browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ test: install-test frontend browser
 
 bench: install-test
 	$(PY) bench/run_all.py
+
+# The app side by side with Embedding Atlas 0.22, installed in its own virtualenv (.venv-atlas; its pins are
+# not ours), and images in the plot against plain dots.
+bench-app: install-test frontend browser
+	bash bench/atlas_env.sh
+	$(PY) bench/bench_app.py --cases main,thumbnails,atlas --runs 3
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/embedlens/app/static frontend/node_modules
