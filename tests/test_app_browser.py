@@ -707,6 +707,7 @@ def test_reload_restores_the_tab_and_tabs_keep_their_own_selection(page, session
     keys = digits.load_brain_results("umap").keys
     chosen = sorted(int(i) for i in inside if keys[i] in test_ids)
     page.wait_for_function(f"window.__embedlens.gridTotal() === {len(chosen)}", timeout=30_000)
+    page.wait_for_function("location.search.includes('sel=')", timeout=30_000)
     assert "view=" in page.url and "sel=" in page.url and "color=predictions.label" in page.url
     page.reload()
     wait_ready(page)

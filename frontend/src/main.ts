@@ -448,8 +448,10 @@ async function sendSelection(): Promise<void> {
   const seq = ++selectionSeq;
   const direct = gridByPoints();
   try {
-    if (direct) await showSelectionByPoints(key);
-    else setGridPoints(null);
+    if (direct) {
+      await showSelectionByPoints(key);
+      if (seq === selectionSeq) writeUrl(); // the address has the selection as soon as the grid does
+    } else setGridPoints(null);
     if (seq !== selectionSeq) return;
     // the server learns the selection once (Python's Session sees it); with the grid already showing it,
     // its answer only brings the counts the server made
