@@ -514,7 +514,9 @@ def test_objects_workflow_outlier_cluster_to_tagged_labels(page, session, digits
         drag_box(page, a, b)
         page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before} && "
                                f"window.__embedlens.gridTotal() === {len(planted)}", timeout=30_000)
-        assert page.evaluate("window.__embedlens.state().grid_patches")
+        # the grid shows the objects from the page's point indices; the server's state follows once the
+        # selection posted in the background is in
+        page.wait_for_function("window.__embedlens.state().grid_patches", timeout=30_000)
         page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')")
         assert set(page.evaluate("window.__embedlens.gridIds()")) == set(planted)
         # each tile is one object: its own box over its image

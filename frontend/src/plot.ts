@@ -467,18 +467,10 @@ export class Plot {
     sp.set({ pointSize: this.baseSize, opacity: n < 50_000 ? 0.9 : 0.6, colorBy: null, sizeBy: null, pointColor: BASE });
     await sp.draw({ x: this.xs, y: this.ys });
     this.timings.drawn = performance.now();
+    // resolves on the frame drawn with the new camera: the first frame of this run (no further redraw, which
+    // would cost another full draw, about a second for a million points in software GL)
     await sp.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
-    await new Promise<void>((resolve) => {
-      sp.subscribe(
-        "draw",
-        () => {
-          this.timings.firstFrame = performance.now();
-          resolve();
-        },
-        1,
-      );
-      (sp as any).redraw?.();
-    });
+    this.timings.firstFrame = performance.now();
     this.buildIndex();
     this.drawOverlay();
     this.thumbs.invalidate();
@@ -709,12 +701,17 @@ export class Plot {
   }
 
   /** Counts, legend and outline now; the server is told; the points are drawn once its answer (and the
-   * grid's first rows) are in. */
+   * grid's first rows) are in, and the frame showing those rows is on screen: redrawing a million points
+   * in software GL takes a second or more, and a frame waits for its WebGL work, so drawing them in the
+   * rows' frame would hold the rows back by as long. */
   private userSelected(): void {
     this.afterSelection(false);
     const seq = ++this.drawSeq;
     void Promise.resolve(this.events.selected()).finally(() => {
-      if (seq === this.drawSeq) this.drawSelection();
+      // rAF runs before the next frame is painted; a task queued from it runs after that paint
+      requestAnimationFrame(() => setTimeout(() => {
+        if (seq === this.drawSeq) this.drawSelection();
+      }, 0));
     });
   }
 
