@@ -93,3 +93,21 @@ def digits_px_clean(digits_px):
     ds.delete_brain_runs()
     for f in set(ds.get_field_schema()) - fields:
         ds.delete_sample_field(f)
+
+
+# ---- the browser tests' Chromium: Debian's, headless, never a downloaded one ------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (the modules skip themselves when it is absent)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

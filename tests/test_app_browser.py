@@ -25,8 +25,6 @@ pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM),
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 860}
 
 
@@ -93,16 +91,6 @@ def session(digits):
     s = launch_app(digits, port=0, auto=False)
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def collect_errors(pg) -> list[str]:

@@ -18,8 +18,6 @@ pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                  reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
               pytest.mark.usefixtures("in_module_home")]
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 860}
 TOKEN = "thumbs-test-token-0123456789"
 
@@ -53,16 +51,6 @@ def session(digits):
     s = launch_app(digits, port=0, auto=False, auth_token=TOKEN)
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -336,19 +336,19 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
     def points_point(brain_key: str, index: int):
         return state.point(brain_key, index)
 
-    @app.get("/api/export.csv")
-    def export_csv(what: Literal["selection", "view"] = "selection"):
-        name = f"{state.dataset.name if state.dataset else 'embedlens'}-{what}.csv"
-        return Response(state.export_csv(what), media_type="text/csv",
+    def download(content: Any, what: str, suffix: str, media_type: str) -> Response:
+        name = f"{state.dataset.name if state.dataset else 'embedlens'}-{what}.{suffix}"
+        return Response(content, media_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
                                  "X-Content-Type-Options": "nosniff"})
 
+    @app.get("/api/export.csv")
+    def export_csv(what: Literal["selection", "view"] = "selection"):
+        return download(state.export_csv(what), what, "csv", "text/csv")
+
     @app.get("/api/export.parquet")
     def export_parquet(what: Literal["selection", "view"] = "selection"):
-        name = f"{state.dataset.name if state.dataset else 'embedlens'}-{what}.parquet"
-        return Response(state.export_parquet(what), media_type="application/vnd.apache.parquet",
-                        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
-                                 "X-Content-Type-Options": "nosniff"})
+        return download(state.export_parquet(what), what, "parquet", "application/vnd.apache.parquet")
 
     @app.post("/api/clone")
     def clone(body: CloneBody):
