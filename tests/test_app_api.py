@@ -3,6 +3,7 @@ path traversal, auth tokens, live updates over the WebSocket, and a live server 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import sqlite3
@@ -758,9 +759,10 @@ def test_export_csv_save_view_and_point_lookup(client, state, digits):
     client.post("/api/selection", json={"ids": ids})
     r = client.get("/api/export.csv", params={"what": "selection"})
     assert r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
-    rows = [line.split(",") for line in r.text.strip().splitlines()]
-    assert rows[0] == ["id", "filepath"] and [row[0] for row in rows[1:]] == ids
-    assert [row[1] for row in rows[1:]] == digits.select(ids, ordered=True).values("filepath")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    want = digits.select(ids, ordered=True)
+    assert [row["id"] for row in rows] == ids and [row["filepath"] for row in rows] == want.values("filepath")
+    assert [row["ground_truth"] for row in rows] == want.values("ground_truth.label")
     assert len(client.get("/api/export.csv", params={"what": "view"}).text.strip().splitlines()) == 1798
     assert client.get("/api/export.csv", params={"what": "everything"}).status_code == 422
     r = client.post("/api/save_view", json={"name": "four", "what": "selection"})
@@ -903,7 +905,7 @@ def test_export_parquet_holds_what_python_reads(client, state, digits):
     want = digits.select(ids, ordered=True)
     assert table["id"] == ids and table["filepath"] == want.values("filepath")
     assert table["tags"] == want.values("tags")
-    assert table["ground_truth.label"] == want.values("ground_truth.label")
+    assert table["ground_truth"] == want.values("ground_truth.label")
     assert table["index"] == want.values("index")
     # the grid: the whole view, or what a view keeps
     client.post("/api/view", json={"stages": digits.match_tags("test").to_dicts()})
@@ -922,11 +924,30 @@ def test_export_parquet_of_objects_lists_their_samples(boxes):
         table = pq.read_table(io.BytesIO(c.get("/api/export.parquet", params={"what": "view"}).content)).to_pydict()
         patches = boxes.to_patches("boxes")
         assert table["id"] == patches.values("id") and table["sample_id"] == patches.values("sample_id")
-        assert table["boxes.label"] == patches.values("boxes.label")
+        assert table["boxes"] == patches.values("boxes.label")
         st.set_view(None)
         table = pq.read_table(io.BytesIO(c.get("/api/export.parquet", params={"what": "view"}).content)).to_pydict()
         assert table["boxes.labels"] == [v or [] for v in boxes.values("boxes.detections.label")]
         assert table["score"] == boxes.values("score")
+
+
+def test_downloads_hold_the_columns_of_a_table_export(client, state, digits, tmp_path):
+    """The page's CSV and Parquet of the grid are the files ``export(path, "csv")`` writes for the same
+    view (one column policy), and they import back with their labels."""
+    view = digits.match_tags("test")
+    client.post("/api/view", json={"stages": view.to_dicts()})
+    for fmt in ("csv", "parquet"):
+        got = client.get(f"/api/export.{fmt}", params={"what": "view"}).content
+        view.export(tmp_path / f"t.{fmt}", "csv")
+        assert got == (tmp_path / f"t.{fmt}").read_bytes(), fmt
+        (tmp_path / f"page.{fmt}").write_bytes(got)
+        back = el.Dataset(f"back-{fmt}")
+        back.add_dir(tmp_path / f"page.{fmt}", "csv", label_columns=["ground_truth"], progress=False)
+        assert back.values("filepath") == view.values("filepath")
+        assert back.values("ground_truth.label") == view.values("ground_truth.label")
+        assert back.values("tags") == view.values("tags")
+        el.delete_dataset(back.name)
+    client.post("/api/view", json={"stages": []})
 
 
 def test_clone_the_selection_or_the_grid_into_a_new_dataset(client, state, digits):

@@ -14,6 +14,7 @@ from PIL import Image
 
 import embedlens as el
 from embedlens.io import ImportSummary, export_samples, import_samples
+from embedlens.io.tables import table_columns
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -620,12 +621,15 @@ def test_table_round_trip(tmp_path, photos, ext):
     ds.set_values("count", [1, 2, None])
     ds.set_values("ok", [True, False, None])
     ds.set_values("note", ["hi there", "x", None])
-    ds.set_values("boxes", [el.Detections(), None, None])  # not a table column
+    ds.set_values("boxes", [el.Detections(detections=[el.Detection(label="cat", bounding_box=[0.1, 0.1, 0.5, 0.5]),
+                                                      el.Detection(label="ear", bounding_box=[0.2, 0.1, 0.1, 0.1])]),
+                            el.Detections(), None])
     ds.limit(2).tag_samples(["a", "b"])
 
     table = tmp_path / f"out{ext}"
     out = ds.export(table, "csv")
-    assert out["columns"] == ["filepath", "tags", "ground_truth", "score", "count", "ok", "note"]
+    assert out["columns"] == ["id", "filepath", "tags", "ground_truth", "score", "count", "ok", "note",
+                              "boxes.labels"]
     with pytest.raises(ValueError, match="exists; pass overwrite=True"):
         ds.export(table, "csv")
 
@@ -635,6 +639,39 @@ def test_table_round_trip(tmp_path, photos, ext):
         assert back.values(field) == ds.values(field), field
     schema = back.get_field_schema()
     assert [schema[f] for f in ("score", "count", "ok", "note")] == ["float", "int", "bool", "str"]
+    assert "boxes" not in schema  # a Detections field's labels without their boxes are not imported
+    assert set(back.values("id")).isdisjoint(ds.values("id"))  # ids are the dataset's own
+
+
+def test_table_columns_of_labels_and_objects(tmp_path, photos):
+    """One column policy: ids (and the objects' samples on a patches view), filepaths, tags as lists,
+    a Classification or Detection field's label under the field's name, a Detections field's labels."""
+    ds = el.Dataset("cols")
+    ds.add_images([photos["chelsea"], photos["coffee"]], progress=False)
+    ds.set_values("ground_truth", [el.Classification("cat"), el.Classification("cup")])
+    ds.set_values("boxes", [el.Detections(detections=[el.Detection(label="cat", bounding_box=[0.1, 0.1, 0.5, 0.5]),
+                                                      el.Detection(label="ear", bounding_box=[0.2, 0.1, 0.1, 0.1])]),
+                            None])
+    ds.set_values("meta", [{"a": 1}, None])  # a dict: not a table column
+    ds.limit(1).tag_samples(["x"])
+    columns, types = table_columns(ds)
+    assert columns == {"id": ds.values("id"), "filepath": ds.values("filepath"), "tags": [["x"], []],
+                       "ground_truth": ["cat", "cup"], "boxes.labels": [["cat", "ear"], []]}
+    assert types["tags"] == types["boxes.labels"] == "list" and types["ground_truth"] == "str"
+    assert list(table_columns(ds, "boxes")[0]) == ["id", "filepath", "tags", "boxes.labels"]
+
+    patches = ds.to_patches("boxes")
+    columns, _ = table_columns(patches)
+    assert list(columns) == ["id", "sample_id", "filepath", "tags", "boxes"]
+    assert columns["id"] == patches.values("id") and columns["boxes"] == ["cat", "ear"]
+    assert columns["sample_id"] == [ds.first().id] * 2
+
+    # a CSV cell joins a list with ',': a label holding one cannot go in a CSV (Parquet keeps the list)
+    ds.set_values("boxes", [el.Detections(detections=[el.Detection(label="a,b", bounding_box=[0, 0, 1, 1])]), None])
+    with pytest.raises(el.EmbedlensError, match=r"boxes label 'a,b' contains ','.*export Parquet"):
+        ds.export(tmp_path / "t.csv", "csv")
+    assert not (tmp_path / "t.csv").exists()
+    ds.export(tmp_path / "t.parquet", "csv")
 
 
 def test_direct_api_matches_methods(digits_tree, tmp_path):

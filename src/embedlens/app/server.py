@@ -34,8 +34,8 @@ JSON routes (under ``/api``)::
     POST /api/points/{key}/shown             binary body: a bitmask of the points the legend shows (the
                                              grid keeps to them); empty: every class
     GET  /api/points/{key}/point/{index}     JSON: a point's own id and its sample's (hover card)
-    GET  /api/export.csv?what=selection|view CSV of ids and filepaths
-    GET  /api/export.parquet?what=...        Parquet of ids, filepaths, tags and the sidebar's fields
+    GET  /api/export.csv?what=selection|view CSV of ids, filepaths, tags, labels and scalar fields
+    GET  /api/export.parquet?what=...        the same columns as Parquet (io.tables.table_columns)
     POST /api/clone {name, what}             a new dataset of the selection or the grid (409: name taken)
     POST /api/save_view {name, what, overwrite?}   save the selection or the grid as a named view
     GET  /media/thumb/{id}, /media/full/{id} the image of a sample of the dataset (looked up by id)
@@ -344,11 +344,11 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     @app.get("/api/export.csv")
     def export_csv(what: Literal["selection", "view"] = "selection"):
-        return download(state.export_csv(what), what, "csv", "text/csv")
+        return download(state.export_table(what, "csv"), what, "csv", "text/csv")
 
     @app.get("/api/export.parquet")
     def export_parquet(what: Literal["selection", "view"] = "selection"):
-        return download(state.export_parquet(what), what, "parquet", "application/vnd.apache.parquet")
+        return download(state.export_table(what, "parquet"), what, "parquet", "application/vnd.apache.parquet")
 
     @app.post("/api/clone")
     def clone(body: CloneBody):

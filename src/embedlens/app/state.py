@@ -28,6 +28,7 @@ from ..core.dataset import Dataset, _check_dataset_name, list_datasets, load_dat
 from ..core.expressions import F
 from ..core.labels import Label
 from ..images import cached_thumbnails
+from ..io.tables import table_bytes
 from ..core.errors import InvalidInputError, NotFoundError, WrongTypeError
 
 ID_RE = re.compile(r"[0-9a-f]{24}")
@@ -738,57 +739,12 @@ class AppState:
                 raise InvalidInputError("nothing is selected")
             return dataset.select(self.selected, ordered=True)
 
-    def export_csv(self, what: str) -> str:
-        """The selection or the grid's samples as CSV: ``id,filepath`` (objects: ``id,sample_id,filepath``)."""
-        import csv
-        import io
-
+    def export_table(self, what: str, fmt: str) -> bytes:
+        """The selection or the grid's samples (objects, in an object grid) as a ``"csv"`` or ``"parquet"``
+        file: the columns of :func:`embedlens.io.tables.table_columns`, the same as ``export(path, "csv")``
+        writes for the same collection (id, filepath, tags, label fields, scalar fields)."""
         with self.lock:
-            coll = self.export_collection(what)
-            out = io.StringIO()
-            writer = csv.writer(out, lineterminator="\n")
-            if coll._is_patches:
-                writer.writerow(["id", "sample_id", "filepath"])
-                writer.writerows(zip(coll.values("id"), coll.values("sample_id"), coll.values("filepath")))
-            else:
-                writer.writerow(["id", "filepath"])
-                writer.writerows(zip(coll.values("id"), coll.values("filepath")))
-            return out.getvalue()
-
-    def export_columns(self, what: str) -> dict[str, list]:
-        """The columns of an export of the selection or the grid: ``id`` (objects: ``id, sample_id``),
-        ``filepath``, ``tags``, then the fields the sidebar lists: numbers, strings and booleans as they are,
-        a label field as its label (``<field>.label``; a Detections field as the list of its labels,
-        ``<field>.labels``). Arrays, dicts and other fields stay out."""
-        with self.lock:
-            coll = self.export_collection(what)
-            cols: dict[str, list] = {"id": coll.values("id")}
-            if coll._is_patches:
-                cols["sample_id"] = coll.values("sample_id")
-            cols["filepath"] = coll.values("filepath")
-            cols["tags"] = [list(t or []) for t in coll.values("tags")]
-            for name, ftype in coll.get_field_schema().items():
-                if name in ("id", "filepath", "tags", "metadata", "sample_id", "_rowid"):
-                    continue
-                if ftype in ("int", "float", "str", "bool"):
-                    cols[name] = coll.values(name)
-                elif ftype in ("Classification", "Detection"):
-                    cols[f"{name}.label"] = coll.values(f"{name}.label")
-                elif ftype == "Detections":
-                    cols[f"{name}.labels"] = [list(v or []) for v in coll.values(f"{name}.detections.label")]
-            return cols
-
-    def export_parquet(self, what: str) -> bytes:
-        """The selection or the grid's samples as a Parquet file of :meth:`export_columns`."""
-        import io
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        cols = self.export_columns(what)
-        out = io.BytesIO()
-        pq.write_table(pa.table(cols), out)
-        return out.getvalue()
+            return table_bytes(self.export_collection(what), fmt)
 
     def clone_to_dataset(self, name: Any, what: str) -> dict:
         """A new dataset ``name`` holding the selected samples (``what="selection"``) or the grid's

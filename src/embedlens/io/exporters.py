@@ -23,7 +23,7 @@ Writer = Callable[..., dict[str, Any]]
 WRITERS: dict[str, tuple[Writer, tuple[str, ...], bool, bool]] = {
     "classification-tree": (write_tree, ("Classification",), True, False),
     "coco": (write_coco, ("Detections",), True, True),
-    "csv": (write_table, ("Classification",), False, True),
+    "csv": (write_table, ("Classification", "Detection", "Detections"), False, True),
 }
 
 
@@ -42,10 +42,11 @@ def export_samples(collection: Any, export_dir: str | os.PathLike, dataset_type:
     dataset_type : str
         ``"classification-tree"``: ``<export_dir>/<label>/<file>``, samples without a label skipped;
         ``"coco"``: ``<export_dir>/labels.json`` + ``data/``; ``"csv"``: one row per sample with
-        filepath, tags, each Classification field's label and each scalar field.
+        id, filepath, tags, each label field's label(s) and each scalar field (the columns of
+        :func:`embedlens.io.tables.table_columns`, which a ``"csv"`` import reads back).
     label_field : str, optional
         The field to export; defaults to the only field of the right type (Classification for trees,
-        Detections for COCO). For CSV it limits the Classification columns to that field.
+        Detections for COCO). For CSV it keeps only that label field's column.
     export_media : "copy", "symlink" or False
         How images get into the export. ``False`` (COCO only) writes no images and puts the originals'
         absolute paths in ``file_name``. Not used by CSV.

@@ -1,5 +1,8 @@
 """CSV and Parquet tables: one row per image, a filepath column, label columns and scalar columns.
 
+Exports (``export(path, "csv")`` and the app's downloads) write the columns of :func:`table_columns`,
+which :func:`read_table` reads back.
+
 A CSV has no types, so each column's type is inferred from its cells (bool, int, float, else str; an
 empty cell is None), or taken from the dataset's field of the same name when it already exists.
 Parquet columns keep their own types.
@@ -23,6 +26,8 @@ CSV_EXTENSIONS = (".csv",)
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 TAGS_COLUMN = "tags"
 IGNORED_COLUMNS = ("id", "metadata")  # built-in fields an exporting tool may add; not importable
+# A Detections field's labels in an export (table_columns): without their boxes they cannot be imported
+LABELS_SUFFIX = ".labels"
 
 
 @dataclass
@@ -42,8 +47,9 @@ def read_table(source: Any, *, label_field: str, schema: dict[str, str], filepat
     """Parse a CSV or Parquet file (chosen by extension) into candidates.
 
     ``label_columns`` (a list, or ``{column: field}``) become ``Classification`` fields; a ``tags``
-    column (comma-separated) becomes sample tags; ``id`` and ``metadata`` columns are ignored; every
-    other column becomes a scalar field of the same name. Relative paths are resolved against the
+    column (comma-separated, or a Parquet list) becomes sample tags; ``id``, ``metadata`` and
+    ``<field>.labels`` columns (a Detections field's labels in an export, see :func:`table_columns`) are
+    skipped; every other column becomes a scalar field of the same name. Relative paths are resolved against the
     table file's folder.
     """
     path = _table_path(source)
@@ -54,7 +60,7 @@ def read_table(source: Any, *, label_field: str, schema: dict[str, str], filepat
                          "the column holding the image paths")
     labels = _label_map(label_columns, table)
     scalars = [c for c in table.columns
-               if c not in labels and c not in (filepath_column, TAGS_COLUMN, *IGNORED_COLUMNS)]
+               if c not in labels and c not in (filepath_column, TAGS_COLUMN) and not _skipped(c)]
     _check_field_names(table.path, [*labels.values(), *scalars])
     index = {c: i for i, c in enumerate(table.columns)}
     parsers = {c: _parser(c, table, index[c], schema.get(c)) for c in scalars}
@@ -118,8 +124,16 @@ def _read_parquet(path: Path) -> _Table:
     return _drop_unnamed(_Table(path, columns, rows, [], typed=True))
 
 
+def _skipped(column: str) -> bool:
+    """Columns an export writes that do not import: ids the dataset gives, Detections labels without boxes."""
+    return column in IGNORED_COLUMNS or column.endswith(LABELS_SUFFIX)
+
+
 def _check_arrow_type(path: Path, name: str, t: Any) -> None:
     import pyarrow as pa
+
+    if _skipped(name):
+        return
 
     if pa.types.is_dictionary(t):  # pandas categoricals: to_pylist() decodes them
         t = t.value_type
@@ -266,10 +280,72 @@ def _tags(v: Any) -> list[str]:
 # ---------------------------------------------------------------------------------------------- export
 
 
+def table_columns(collection: Any, label_field: str | None = None) -> tuple[dict[str, list], dict[str, str]]:
+    """The columns of a table of ``collection``, one row per sample (per object on a patches view), and
+    each column's type (``"str"``, ``"int"``, ``"float"``, ``"bool"``, or ``"list"``: a list of strings).
+
+    The one column policy of every table export (``export(path, "csv")``, the app's CSV and Parquet
+    downloads), chosen so that :func:`read_table` reads the table back with its labels:
+
+    - ``id``; on a patches view also ``sample_id``, the object's sample (an import skips both);
+    - ``filepath``;
+    - ``tags``, a list (a CSV cell joins them with ``,``);
+    - each ``Classification`` or ``Detection`` field's label, in a column named after the field, so that
+      ``label_columns=[field]`` imports it back as a Classification;
+    - each ``Detections`` field's labels, a list, in column ``<field>.labels`` (a CSV cell joins them with
+      ``,``): boxes do not fit in a table cell (export ``"coco"`` for them), so an import skips it;
+    - each bool, int, float and str field as it is.
+
+    Other fields (metadata, lists, dicts, arrays) stay out. ``label_field``, if given, keeps only that
+    label field's column.
+    """
+    columns: dict[str, list] = {"id": collection.values("id")}
+    types = {"id": "str"}
+    if collection._is_patches:
+        columns["sample_id"], types["sample_id"] = collection.values("sample_id"), "str"
+    columns["filepath"], types["filepath"] = collection.values("filepath"), "str"
+    columns[TAGS_COLUMN], types[TAGS_COLUMN] = [list(t or []) for t in collection.values("tags")], "list"
+    for name, ftype in collection.get_field_schema().items():
+        if name in BUILTIN_FIELDS or name in columns:
+            continue
+        if ftype in ("Classification", "Detection", "Detections") and label_field not in (None, name):
+            continue
+        if ftype in ("Classification", "Detection"):
+            columns[name], types[name] = collection.values(f"{name}.label"), "str"
+        elif ftype == "Detections":
+            labels = collection.values(f"{name}.detections.label")
+            columns[name + LABELS_SUFFIX], types[name + LABELS_SUFFIX] = [list(v or []) for v in labels], "list"
+        elif ftype in SCALAR_TYPES:
+            columns[name], types[name] = collection.values(name), ftype
+    return columns, types
+
+
+def table_bytes(collection: Any, fmt: str, *, label_field: str | None = None) -> bytes:
+    """The file of :func:`table_columns` of ``collection``: ``fmt`` ``"csv"`` (UTF-8) or ``"parquet"``.
+
+    A CSV cell joins a list with ``,``, so a tag or label holding a ``,`` cannot go in a CSV (an
+    ``InvalidInputError`` names the sample; Parquet keeps lists as lists)."""
+    return _table_file(*table_columns(collection, label_field), fmt)
+
+
+def _table_file(columns: dict[str, list], types: dict[str, str], fmt: str) -> bytes:
+    import io
+
+    if fmt == "parquet":
+        out = io.BytesIO()
+        _write_parquet(out, columns, types)
+        return out.getvalue()
+    if fmt != "csv":
+        raise InvalidInputError(f"a table is 'csv' or 'parquet', got {fmt!r}")
+    text = io.StringIO()
+    _write_csv(text, _joined(columns, types))
+    return text.getvalue().encode("utf-8")
+
+
 def write_table(collection: Any, path: Path, *, label_field: str | None, media: str | None, overwrite: bool,
                 progress: bool) -> dict[str, Any]:
-    """Write one row per sample: filepath, tags (comma-joined), each Classification field's label and each
-    scalar field. ``label_field``, if given, limits the Classification columns to that field."""
+    """Write the table of :func:`table_columns` to ``path`` (``.csv``, or ``.parquet``/``.pq``).
+    ``label_field``, if given, keeps only that label field's column."""
     ext = path.suffix.lower()
     if ext not in CSV_EXTENSIONS + PARQUET_EXTENSIONS:
         raise InvalidInputError(f"'csv' export writes a .csv or .parquet file; got {path}")
@@ -277,49 +353,44 @@ def write_table(collection: Any, path: Path, *, label_field: str | None, media: 
         raise InvalidInputError(f"cannot export to {path}: it is a folder; 'csv' export writes a file")
     if path.exists() and not overwrite:
         raise InvalidInputError(f"{path} exists; pass overwrite=True to replace it")
-    columns, types = _columns(collection, label_field)
+    columns, types = table_columns(collection, label_field)
+    data = _table_file(columns, types, "parquet" if ext in PARQUET_EXTENSIONS else "csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    if ext in PARQUET_EXTENSIONS:
-        _write_parquet(tmp, columns, types)
-    else:
-        _write_csv(tmp, columns)
+    tmp.write_bytes(data)
     os.replace(tmp, path)  # readers never see half a table
-    n = len(columns["filepath"])
-    return {"exported": n, "skipped": 0, "export_dir": str(path), "paths": [str(path)], "columns": list(columns)}
+    return {"exported": len(columns["id"]), "skipped": 0, "export_dir": str(path), "paths": [str(path)],
+            "columns": list(columns)}
 
 
-def _columns(collection: Any, label_field: str | None) -> tuple[dict[str, list], dict[str, str]]:
-    tags = collection.values("tags")
-    ids = collection.values("id")
-    for sid, t in zip(ids, tags):
-        bad = next((x for x in t if "," in x), None)
-        if bad is not None:
-            raise InvalidInputError(f"cannot export sample {sid!r}: its tag {bad!r} contains ',', which joins tags")
-    columns: dict[str, list] = {"filepath": collection.values("filepath"), "tags": [",".join(t) for t in tags]}
-    types = {"filepath": "str", "tags": "str"}
-    for name, ftype in collection.get_field_schema().items():
-        if name in BUILTIN_FIELDS:
+def _joined(columns: dict[str, list], types: dict[str, str]) -> dict[str, list]:
+    """List columns as CSV cells: the items joined with ','; an item holding ',' is an error naming its sample."""
+    out = dict(columns)
+    for name, ftype in types.items():
+        if ftype != "list":
             continue
-        if ftype == "Classification" and label_field in (None, name):
-            columns[name], types[name] = collection.values(f"{name}.label"), "str"
-        elif ftype in SCALAR_TYPES:
-            columns[name], types[name] = collection.values(name), ftype
-    return columns, types
+        for sid, items in zip(columns["id"], columns[name]):
+            bad = next((x for x in items if "," in x), None)
+            if bad is not None:
+                what = "tag" if name == TAGS_COLUMN else f"{name[:-len(LABELS_SUFFIX)]} label"
+                raise InvalidInputError(f"cannot export {sid!r} to CSV: its {what} {bad!r} contains ',', which "
+                                        "joins a cell's items; export Parquet instead")
+        out[name] = [",".join(items) for items in columns[name]]
+    return out
 
 
-def _write_csv(path: Path, columns: dict[str, list]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(list(columns))
-        # None becomes an empty cell; floats are written with repr(), so they read back exactly
-        writer.writerows(zip(*columns.values()))
+def _write_csv(f: Any, columns: dict[str, list]) -> None:
+    writer = csv.writer(f)
+    writer.writerow(list(columns))
+    # None becomes an empty cell; floats are written with repr(), so they read back exactly
+    writer.writerows(zip(*columns.values()))
 
 
-def _write_parquet(path: Path, columns: dict[str, list], types: dict[str, str]) -> None:
+def _write_parquet(f: Any, columns: dict[str, list], types: dict[str, str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrow_types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+    arrow_types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string(),
+                   "list": pa.list_(pa.string())}
     table = pa.table({name: pa.array(values, type=arrow_types[types[name]]) for name, values in columns.items()})
-    pq.write_table(table, path)
+    pq.write_table(table, f)
