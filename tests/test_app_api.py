@@ -260,6 +260,17 @@ def test_lasso_sets_the_grid_and_the_selection(client, state, digits):
     assert st["lasso"] is None and st["selected_count"] == 0 and st["grid_count"] == 1797
 
 
+def test_object_points_come_with_their_boxes(boxes):
+    """/ids and /point/{i} of an object-level run give each object's box: the plot draws that crop."""
+    with TestClient(create_app(AppState(boxes))) as c:
+        results = boxes.load_brain_results("objects")
+        want = results.values("boxes.bounding_box")
+        ids = c.get("/api/points/objects/ids").json()
+        assert ids["keys"] == results.keys and ids["boxes"] == want
+        assert c.get("/api/points/objects/point/3").json() == {
+            "index": 3, "id": results.keys[3], "sample_id": results.sample_ids[3], "box": want[3]}
+
+
 def test_patches_lasso_selects_parent_samples_and_objects(boxes):
     st = AppState(boxes)
     with TestClient(create_app(st)) as c:

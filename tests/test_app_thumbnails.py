@@ -169,3 +169,73 @@ def test_legend_hidden_classes_get_no_images(page, digits):
     assert drawn and label0 not in drawn
     assert page.evaluate(f"{STATS}.drawnIndices.includes(0)") is False
     assert page.evaluate(ALPHA_AT, xy) == 0 or len(drawn) > 1  # a neighbour's image may overlap the spot
+
+
+# the colour of the thumbnail layer's pixel under a page position
+RGB_AT = """([x, y]) => { const c = document.getElementById('plot-thumbs'); const r = c.getBoundingClientRect();
+    const s = c.width / r.width;
+    return Array.from(c.getContext('2d').getImageData(Math.round((x - r.left) * s), Math.round((y - r.top) * s), 1, 1).data); }"""
+
+
+@pytest.fixture(scope="module")
+def halves(module_home):
+    """Six images, red on the left half and blue on the right, with one object on each half, and an
+    object-level run whose 12 points sit on a grid (few points: images from the first frame, none overlap)."""
+    import numpy as np
+    from PIL import Image
+
+    from embedlens.brain.visualization import compute_visualization
+
+    samples = []
+    for k in range(6):
+        img = np.zeros((60, 80, 3), dtype=np.uint8)
+        img[:, :40] = (255, 0, 0)
+        img[:, 40:] = (0, 0, 255)
+        path = module_home / f"halves-{k}.png"
+        Image.fromarray(img).save(path)
+        dets = [el.Detection(label="red", bounding_box=[0.0, 0.0, 0.5, 1.0]),
+                el.Detection(label="blue", bounding_box=[0.5, 0.0, 0.5, 1.0])]
+        samples.append(el.Sample(str(path), boxes=el.Detections(detections=dets)))
+    ds = el.Dataset("halves")
+    ds.add_samples(samples)
+    pts = np.array([[x, y] for y in range(3) for x in range(4)], dtype=np.float32)
+    compute_visualization(ds, patches_field="boxes", points=pts, brain_key="objects", progress=False)
+    return ds
+
+
+def test_an_object_point_is_drawn_as_its_crop(browser, halves):
+    """In an object-level run a point is an object: its image is its box's crop of the sample's image (all
+    red for the left object, all blue for the right one), not the whole two-coloured image."""
+    from embedlens.app import launch_app
+
+    s = launch_app(halves, port=0, auto=False, auth_token=TOKEN)
+    ctx = browser.new_context(viewport=VIEWPORT)
+    try:
+        pg = ctx.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        pg.goto(s.url)
+        pg.wait_for_function("window.__embedlens && window.__embedlens.ready", timeout=60_000)
+        pg.wait_for_function(f"{STATS}.mode === 'images' && {STATS}.onScreen === 12 && {STATS}.drawn === 12",
+                             timeout=60_000)
+        side = pg.evaluate(f"{STATS}.side")
+        labels = halves.load_brain_results("objects").values("boxes.label")
+        canvas = pg.locator("#plot-thumbs").bounding_box()
+        checked = []
+        for i, label in enumerate(labels):
+            x, y = pg.evaluate("(i) => { const [a, b] = window.__embedlens.plot.dataPoint(i);"
+                               " return window.__embedlens.toPage(a, b); }", i)
+            if not (canvas["x"] + side < x < canvas["x"] + canvas["width"] - side
+                    and canvas["y"] + side < y < canvas["y"] + canvas["height"] - side):
+                continue  # a point on the panel's edge: its image is partly outside the layer
+            checked.append(label)
+            # a quarter of an image left and right of the point's centre: both inside the drawn image
+            for dx in (-side / 4, side / 4):
+                r, _, b, a = pg.evaluate(RGB_AT, [x + dx, y])
+                assert a == 255, (i, dx)
+                assert (r > 200 and b < 60) if label == "red" else (b > 200 and r < 60), (i, label, dx, r, b)
+        assert checked.count("red") >= 2 and checked.count("blue") >= 2, checked
+        assert not errors, errors
+    finally:
+        ctx.close()
+        s.close()

@@ -6,7 +6,10 @@
 // (its "view" and "draw" events are published a task later), so the images move in the same frame as the
 // points and pan/zoom stays smooth. Thumbnails load lazily from /media/thumb/{sample_id}, a few requests at
 // a time, nearest the centre of the view first; a request whose point has left the view is aborted; decoded
-// bitmaps are cached (least recently used dropped first).
+// bitmaps are cached by point id (least recently used dropped first).
+//
+// In an object-level run each point is an object: its image is the crop of its sample's thumbnail by the
+// object's box (relative [x, y, w, h], as the grid draws it over the same thumbnail), cut when decoding.
 
 import { getJSON, requestHeaders } from "./api";
 
@@ -27,6 +30,22 @@ const DECODE_PX = 96;
 /** Runs up to this many points fetch every point's sample id at once (/ids: ~60 bytes of JSON a point);
  * larger ones ask per point (/point/{i}) for the points being shown. */
 const IDS_AT_ONCE_MAX = 200_000;
+
+/** What a point's image is: its sample's thumbnail, cropped by `box` for an object; cached under `key`. */
+interface PointRef {
+  /** The point's own id: the sample's, or the object's in an object-level run. */
+  key: string;
+  sampleId: string;
+  /** An object's box, relative [x, y, w, h]; null for a sample (or an object without a box). */
+  box: number[] | null;
+}
+
+/** The /ids answer: every point's id, its sample's id, and an object-level run's boxes. */
+interface RunIds {
+  keys: string[];
+  sample_ids: string[];
+  boxes?: (number[] | null)[];
+}
 
 /** What the layer needs from the plot, read on every frame. */
 export interface ThumbSource {
@@ -87,9 +106,9 @@ export class ThumbLayer {
   private readonly inFlight = new Map<number, AbortController>();
   private queue: number[] = [];
   private wanted = new Set<number>();
-  private ids: string[] | null = null;
-  private idsPromise: Promise<string[] | null> | null = null;
-  private readonly pointIds = new Map<number, string>();
+  private ids: RunIds | null = null;
+  private idsPromise: Promise<RunIds | null> | null = null;
+  private readonly pointRefs = new Map<number, PointRef>();
   private runKey: string | null = null;
   private generation = 0;
   private frame = 0;
@@ -192,12 +211,12 @@ export class ThumbLayer {
     // unselected images first, selected ones on top; dimmed while there is a selection
     const order = Array.from(shown).sort((i, j) => this.src.selectedState(i) - this.src.selectedState(j));
     for (const i of order) {
-      const sid = this.sampleIdNow(i);
-      const img = sid ? this.cache.get(sid) : undefined;
+      const key = this.refNow(i)?.key;
+      const img = key ? this.cache.get(key) : undefined;
       if (!img || img === "missing") continue;
       // touch: most recently used last
-      this.cache.delete(sid!);
-      this.cache.set(sid!, img);
+      this.cache.delete(key!);
+      this.cache.set(key!, img);
       const [x, y] = this.src.xy(i);
       const px = v.a * x + v.b * y + v.e;
       const py = v.c * x + v.d * y + v.f;
@@ -226,7 +245,7 @@ export class ThumbLayer {
     this.wanted.clear();
     this.ids = null;
     this.idsPromise = null;
-    this.pointIds.clear();
+    this.pointRefs.clear();
   }
 
   /** Ask for the thumbnails of `shown` not yet cached, nearest the centre first; drop what left the view. */
@@ -243,8 +262,8 @@ export class ThumbLayer {
     const todo: { i: number; d: number }[] = [];
     for (const i of shown) {
       if (this.inFlight.has(i)) continue;
-      const sid = this.sampleIdNow(i);
-      if (sid && this.cache.has(sid)) continue;
+      const key = this.refNow(i)?.key;
+      if (key && this.cache.has(key)) continue;
       let d = 0;
       if (v) {
         const [x, y] = this.src.xy(i);
@@ -276,32 +295,31 @@ export class ThumbLayer {
 
   private async load(i: number, ctrl: AbortController, generation: number): Promise<void> {
     try {
-      const sid = await this.sampleId(i, ctrl.signal);
-      if (!sid || generation !== this.generation || ctrl.signal.aborted) return;
-      if (this.cache.has(sid)) {
+      const ref = await this.pointRef(i, ctrl.signal);
+      if (!ref || generation !== this.generation || ctrl.signal.aborted) return;
+      if (this.cache.has(ref.key)) {
         this.invalidate();
         return;
       }
-      const res = await fetch(thumbUrl(sid), { headers: requestHeaders(), signal: ctrl.signal });
+      const res = await fetch(thumbUrl(ref.sampleId), { headers: requestHeaders(), signal: ctrl.signal });
       if (!res.ok || res.headers.get("X-Embedlens-Missing")) {
-        this.remember(sid, "missing");
+        this.remember(ref.key, "missing");
         this.stats.missing++;
         return;
       }
-      const blob = await res.blob();
-      const bmp = await createImageBitmap(blob, { resizeWidth: DECODE_PX, resizeQuality: "medium" });
+      const bmp = await decode(await res.blob(), ref.box);
       if (generation !== this.generation) {
         bmp.close();
         return;
       }
-      this.remember(sid, bmp);
+      this.remember(ref.key, bmp);
       this.stats.loaded++;
       this.invalidate();
     } catch (e) {
       // aborted (the point left the view), or an image the browser cannot decode: a dot stays
       if (!(e instanceof DOMException && e.name === "AbortError")) {
-        const sid = this.sampleIdNow(i);
-        if (sid) this.remember(sid, "missing");
+        const key = this.refNow(i)?.key;
+        if (key) this.remember(key, "missing");
         this.stats.missing++;
       }
     }
@@ -318,35 +336,58 @@ export class ThumbLayer {
     }
   }
 
-  private sampleIdNow(i: number): string | undefined {
-    return this.ids ? this.ids[i] : this.pointIds.get(i);
+  private refNow(i: number): PointRef | undefined {
+    return this.ids ? refOf(this.ids, i) : this.pointRefs.get(i);
   }
 
-  private async sampleId(i: number, signal: AbortSignal): Promise<string | undefined> {
+  private async pointRef(i: number, signal: AbortSignal): Promise<PointRef | undefined> {
     const key = this.runKey;
     if (!key) return undefined;
     if (this.src.count() <= IDS_AT_ONCE_MAX) {
       if (!this.idsPromise) {
         const generation = this.generation;
-        this.idsPromise = getJSON<{ sample_ids: string[] }>(`/api/points/${encodeURIComponent(key)}/ids`).then(
+        this.idsPromise = getJSON<RunIds>(`/api/points/${encodeURIComponent(key)}/ids`).then(
           (r) => {
-            if (generation === this.generation) this.ids = r.sample_ids;
-            return r.sample_ids;
+            if (generation === this.generation) this.ids = r;
+            return r;
           },
           // kept as failed until the next run: the points stay dots rather than asking again every frame
           () => null,
         );
       }
       const ids = await this.idsPromise;
-      return ids ? ids[i] : undefined;
+      return ids ? refOf(ids, i) : undefined;
     }
-    const known = this.pointIds.get(i);
+    const known = this.pointRefs.get(i);
     if (known) return known;
     const res = await fetch(`/api/points/${encodeURIComponent(key)}/point/${i}`, { headers: requestHeaders(), signal });
     if (!res.ok) return undefined;
-    const sid = ((await res.json()) as { sample_id: string }).sample_id;
-    this.pointIds.set(i, sid);
-    return sid;
+    const p = (await res.json()) as { id: string; sample_id: string; box?: number[] | null };
+    const ref = { key: p.id, sampleId: p.sample_id, box: p.box ?? null };
+    this.pointRefs.set(i, ref);
+    return ref;
+  }
+}
+
+function refOf(ids: RunIds, i: number): PointRef | undefined {
+  const sampleId = ids.sample_ids[i];
+  return sampleId === undefined ? undefined : { key: ids.keys[i], sampleId, box: ids.boxes?.[i] ?? null };
+}
+
+/** A thumbnail decoded at most DECODE_PX wide; with `box` (relative [x, y, w, h]), only that crop of it. */
+async function decode(blob: Blob, box: number[] | null): Promise<ImageBitmap> {
+  const opts: ImageBitmapOptions = { resizeWidth: DECODE_PX, resizeQuality: "medium" };
+  if (!box) return createImageBitmap(blob, opts);
+  const whole = await createImageBitmap(blob);
+  try {
+    const { width: w, height: h } = whole;
+    const x0 = Math.min(w - 1, Math.max(0, Math.floor(box[0] * w)));
+    const y0 = Math.min(h - 1, Math.max(0, Math.floor(box[1] * h)));
+    const x1 = Math.min(w, Math.max(x0 + 1, Math.ceil((box[0] + box[2]) * w)));
+    const y1 = Math.min(h, Math.max(y0 + 1, Math.ceil((box[1] + box[3]) * h)));
+    return await createImageBitmap(whole, x0, y0, x1 - x0, y1 - y0, opts);
+  } finally {
+    whole.close();
   }
 }
 

@@ -22,7 +22,7 @@ JSON routes (under ``/api``)::
     POST /api/action {name, brain_key?, count?}   show duplicates / unique / mistakes / hardness / novelty
     GET  /api/points/{key}                   binary: float32 little-endian x, y interleaved
     GET  /api/points/{key}/meta              JSON header: count, bounds, colour-by fields
-    GET  /api/points/{key}/ids               JSON: the point keys and their sample ids
+    GET  /api/points/{key}/ids               JSON: the point keys, their sample ids (objects: boxes)
     GET  /api/points/{key}/values?field=     JSON header of colour-by values; /values.bin the bytes
     GET  /api/points/{key}/mask              binary: uint8 per point, 1 = in the current view
     POST /api/points/{key}/lasso             binary body: uint32 point indices -> the grid shows them;
@@ -33,7 +33,7 @@ JSON routes (under ``/api``)::
                                              those points, in that order (the first rows after a lasso)
     POST /api/points/{key}/shown             binary body: a bitmask of the points the legend shows (the
                                              grid keeps to them); empty: every class
-    GET  /api/points/{key}/point/{index}     JSON: a point's own id and its sample's (hover card)
+    GET  /api/points/{key}/point/{index}     JSON: a point's own id and its sample's (hover card); an object: its box
     GET  /api/export.csv?what=selection|view CSV of ids, filepaths, tags, labels and scalar fields
     GET  /api/export.parquet?what=...        the same columns as Parquet (io.tables.table_columns)
     POST /api/clone {name, what}             a new dataset of the selection or the grid (409: name taken)

@@ -106,6 +106,8 @@ class RunData:
     sample_ids: np.ndarray
     xy: bytes
     values: dict[str, tuple[dict, bytes]] = field(default_factory=dict)
+    #: an object-level run's boxes, [N, 4] relative [x, y, w, h] (NaN: none), loaded when first asked for
+    boxes: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -719,12 +721,17 @@ class AppState:
         self.notify("selection", origin)
 
     def point(self, brain_key: str, index: int) -> dict:
-        """Point ``index`` of a plot: its own id and its sample's (for the plot's hover card)."""
+        """Point ``index`` of a plot: its own id and its sample's (for the plot's hover card and images);
+        an object's point also has its ``box``."""
         with self.lock:
             run = self.run(brain_key)
             if not 0 <= index < run.count:
                 raise NotFound(f"no point {index} in run {brain_key!r} ({run.count} points)")
-            return {"index": index, "id": str(run.keys[index]), "sample_id": str(run.sample_ids[index])}
+            out = {"index": index, "id": str(run.keys[index]), "sample_id": str(run.sample_ids[index])}
+            boxes = self.object_boxes(run)
+            if boxes is not None:
+                out["box"] = _box_json(boxes[index])
+            return out
 
     def export_collection(self, what: str) -> SampleCollection:
         """``"selection"``: the selected samples; ``"view"``: what the grid shows."""
@@ -1010,8 +1017,25 @@ class AppState:
     def run_ids(self, brain_key: str) -> dict:
         with self.lock:
             run = self.run(brain_key)
-            return {"key": brain_key, "keys": run.keys.tolist(), "sample_ids": run.sample_ids.tolist(),
-                    "patches_field": run.results.patches_field}
+            out = {"key": brain_key, "keys": run.keys.tolist(), "sample_ids": run.sample_ids.tolist(),
+                   "patches_field": run.results.patches_field}
+            boxes = self.object_boxes(run)
+            if boxes is not None:
+                out["boxes"] = [_box_json(b) for b in boxes]
+            return out
+
+    def object_boxes(self, run: RunData) -> np.ndarray | None:
+        """The boxes of an object-level run's points ([N, 4], relative [x, y, w, h], NaN where an object has
+        none), read once; None for a sample-level run. The plot draws each object as this crop of its
+        sample's thumbnail (the thumbnail keeps the image's aspect, so relative boxes apply to it)."""
+        pf = run.results.patches_field
+        if not pf:
+            return None
+        with self.lock:
+            if run.boxes is None:
+                vals = run.results.values(f"{pf}.bounding_box")
+                run.boxes = np.array([v if v else [np.nan] * 4 for v in vals], dtype=np.float64).reshape(-1, 4)
+            return run.boxes
 
     def view_mask(self, brain_key: str) -> bytes:
         """One byte per point: 1 where the point's sample (object) is in the current view."""
@@ -1126,6 +1150,10 @@ def _chips(name: str, value: Any) -> list[dict]:
         return [{"field": name, "label": f"{len(dets)} objects" + (f": {', '.join(map(str, names[:3]))}"
                                                                      if names else ""), "count": len(dets)}]
     return []
+
+
+def _box_json(box: np.ndarray) -> list[float] | None:
+    return None if np.isnan(box).any() else [float(v) for v in box]
 
 
 def _boxes(name: str, value: Any, limit: int = MAX_BOXES) -> list[dict]:
