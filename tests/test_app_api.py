@@ -610,6 +610,27 @@ def test_trusted_hosts_stop_dns_rebinding(state):
             assert ws.receive_json()["type"] == "hello"
 
 
+def test_a_reloaded_page_frees_its_old_slot(client, state, digits):
+    """A reload is a new page (a new client id) and the old one closing. The closed page's slot stays while
+    Python reads it (it changed last), and goes as soon as another page changes something; a request that
+    arrives after its page closed keeps no slot."""
+    ids = digits.values("id")[:5]
+    with client.websocket_connect("/ws") as ws:
+        old = ws.receive_json()["client_id"]
+        client.post("/api/selection", json={"ids": ids}, headers=page_headers(old))
+    assert state.selected_by == old and state.selected == ids  # Python still reads the closed page
+    with client.websocket_connect("/ws") as ws:
+        new = ws.receive_json()["client_id"]
+        client.post("/api/selection", json={"ids": ids[:2]}, headers=page_headers(new))
+        assert state.selected_by == new and state.selected == ids[:2]
+        assert old not in state._slots
+        # the old page's late request: answered, but it neither keeps a slot nor takes Python's reading
+        assert client.post("/api/selection", json={"ids": ids}, headers=page_headers(old)).status_code == 200
+        assert old not in state._slots and state.selected_by == new and state.selected == ids[:2]
+    assert new in state._slots  # the page Python reads, closed last
+    state.clear_selection()
+
+
 def test_page_not_built_message(state, tmp_path):
     with TestClient(create_app(state, static_dir=tmp_path)) as c:
         r = c.get("/")

@@ -38,6 +38,9 @@ MAX_PAGE = 1000
 MAX_IDS_IN_MESSAGE = 5000
 #: Boxes drawn over one grid tile; the sample modal draws all of them.
 MAX_BOXES = 50
+#: Closed pages' ids remembered (so that a request arriving after its page closed keeps no slot): 12 bytes
+#: each, a page's requests finish within seconds of its closing.
+MAX_CLOSED_PAGES = 10_000
 #: What the page's "show ..." buttons do, and the brain run each needs.
 ACTIONS = {"duplicates": "similarity", "unique": "uniqueness", "mistakes": "mistakenness", "hardness": "hardness",
            "novelty": "comparison"}
@@ -221,6 +224,9 @@ class AppState:
         self._slots: dict[str | None, Slot] = {None: Slot(None)}
         #: the page whose slot Python reads: the one that changed its view or selection last
         self.active: str | None = None
+        #: pages whose WebSocket closed (a reload or a closed tab comes back under a new id), oldest first:
+        #: their slots are dropped, and a request still arriving from one keeps no slot
+        self._closed: dict[str, None] = {}
         #: called with the reason after every change (the Session's linked plots listen here)
         self.listeners: list[Callable[[str], None]] = []
         if collection is not None:
@@ -237,7 +243,9 @@ class AppState:
         key = self._key()
         slot = self._slots.get(key)
         if slot is None:  # a page seen for the first time starts from Python's view, nothing selected
-            slot = self._slots[key] = Slot(self.base_view)
+            slot = Slot(self.base_view)
+            if key not in self._closed:  # a closed page's late request: answered, but nothing is kept
+                self._slots[key] = slot
         return slot
 
     def _targets(self) -> list[Slot]:
@@ -257,10 +265,23 @@ class AppState:
             CLIENT.reset(token)
 
     def forget_client(self, client: str) -> None:
-        """A page closed: drop its slot, unless Python reads it (it changed last)."""
+        """A page closed (or reloaded, which gives it a new id): drop its slot. The slot Python reads (the
+        page changed last) stays until another page changes something (:meth:`_activate`)."""
         with self.lock:
+            self._closed[client] = None
+            while len(self._closed) > MAX_CLOSED_PAGES:
+                self._closed.pop(next(iter(self._closed)))
             if client != self.active:
                 self._slots.pop(client, None)
+
+    def _activate(self, client: str | None) -> None:
+        """Python now reads page ``client``'s slot; the page it read before is dropped if it has closed.
+        A closed page's late request does not take Python's reading away from the open pages."""
+        if client in self._closed or client == self.active:
+            return
+        if self.active in self._closed:
+            self._slots.pop(self.active, None)
+        self.active = client
 
     @property
     def selected_by(self) -> str | None:
@@ -448,7 +469,7 @@ class AppState:
         with self.lock:
             self.revision += 1
             if caller != PYTHON and reason in ("selection", "view", "dataset"):
-                self.active = caller
+                self._activate(caller)
         for listener in list(self.listeners):
             listener(reason)
         if not self.hub.count:
