@@ -419,9 +419,10 @@ def test_box_select_zoom_and_autoscale(page, session, digits):
     a = (int(box["x"] + box["width"] * 0.3), int(box["y"] + box["height"] * 0.25))
     b = (int(box["x"] + box["width"] * 0.6), int(box["y"] + box["height"] * 0.55))
     (x0, y1), (x1, y0) = [page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", list(c)) for c in (a, b)]
-    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    before, answered = page.evaluate("window.__embedlens.timings.gridUpdated"), answered_since(page)
     drag_box(page, a, b)
     page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=30_000)
+    wait_answered(page, answered)
     inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
     got = sorted(page.evaluate("window.__embedlens.selectedPoints()"))
     # the rectangle is drawn in whole pixels: only points within a pixel of its edges may differ
@@ -611,6 +612,16 @@ def test_duplicates_show_groups_in_context_without_page_errors(page, session, di
         session.view = digits
 
 
+def answered_since(page):
+    """The page's clock for "the server has answered a selection post"; wait for a later value with
+    ``wait_answered`` before reading ``session.selected``: the grid shows a selection before the server has it."""
+    return page.evaluate("window.__embedlens.timings.lassoAnswered")
+
+
+def wait_answered(page, before):
+    page.wait_for_function(f"window.__embedlens.timings.lassoAnswered > {before}", timeout=30_000)
+
+
 def lasso_zeros_region(page, digits):
     """A lasso around the plot's middle (as the first test draws); the points inside and their labels."""
     from matplotlib.path import Path as PolyPath
@@ -619,9 +630,10 @@ def lasso_zeros_region(page, digits):
     box = page.locator("#plot-canvas").bounding_box()
     poly_px = lasso_polygon(box, [(-0.3, -0.05), (-0.02, -0.28), (0.3, -0.1), (0.15, 0.25), (-0.2, 0.2)])
     poly_data = [page.evaluate("([x, y]) => window.__embedlens.toData(x, y)", list(v)) for v in poly_px]
-    before = page.evaluate("window.__embedlens.timings.gridUpdated")
+    before, answered = page.evaluate("window.__embedlens.timings.gridUpdated"), answered_since(page)
     draw_lasso(page, poly_px)
     page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=30_000)
+    wait_answered(page, answered)  # callers read session.selected
     return np.flatnonzero(PolyPath(poly_data).contains_points(pts))
 
 
@@ -677,10 +689,12 @@ def test_hover_shows_a_card_click_selects_double_click_opens(page, session, digi
                                              [float(pts[j, 0]), float(pts[j, 1])])) - [x, y])) <= 8
     tip = page.locator("#plot-tip").text_content()
     assert keys[j] in tip and f"ground_truth.label: {labels[j]}" in tip
+    answered = answered_since(page)
     page.mouse.click(x, y)
     page.wait_for_function(f"window.__embedlens.gridTotal() === 1", timeout=30_000)
+    wait_answered(page, answered)
     assert page.evaluate("window.__embedlens.selectedPoints()") == [j] and session.selected == [keys[j]]
-    page.mouse.dblclick(x, y)
+    page.mouse.dblclick(x, y)  # its clicks select the point, and it opens the point they selected
     page.wait_for_function(f"window.__embedlens.modal.detail && window.__embedlens.modal.detail.id === '{keys[j]}'",
                            timeout=30_000)
     page.keyboard.press("Escape")

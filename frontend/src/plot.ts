@@ -118,6 +118,9 @@ export class Plot {
   timings: PlotTimings = { openStart: 0, pointsLoaded: 0, drawn: 0, firstFrame: 0, lassoEnd: 0, pointerUp: 0, selected: 0 };
   frames = 0;
   private clickTimer = 0;
+  /** The point the last click picked: a double-click opens it. A dblclick event's coordinates are whole
+   * pixels while pointer events' are fractional, so looking the point up again could pick a neighbour. */
+  private clicked = -1;
   private readonly overlay: HTMLCanvasElement;
   private readonly tip: HTMLElement;
   /** Thumbnails drawn at the points' positions when zoomed in (see thumbs.ts). */
@@ -167,7 +170,7 @@ export class Plot {
     ov.addEventListener("pointerup", (ev) => this.up(ev));
     ov.addEventListener("pointerleave", () => this.hover(null));
     ov.addEventListener("dblclick", (ev) => {
-      const i = this.nearest(ev.clientX, ev.clientY);
+      const i = this.clicked >= 0 ? this.clicked : this.nearest(ev.clientX, ev.clientY);
       if (i >= 0) this.events.open(i);
       else this.clearSelection(true);
     });
@@ -218,9 +221,10 @@ export class Plot {
     this.drag = null;
     if (!d) return;
     this.timings.pointerUp = performance.now();
+    this.clicked = -1;
     if (this.mode === "panZoom" && d.moved) return;
     if (!d.moved) {
-      const i = this.nearest(ev.clientX, ev.clientY);
+      const i = (this.clicked = this.nearest(ev.clientX, ev.clientY));
       if (i >= 0) this.selectPoints(Uint32Array.of(i), ev.shiftKey ? "toggle" : "replace");
       else if (!ev.shiftKey) this.clearSelection(true);
       return;
