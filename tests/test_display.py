@@ -54,3 +54,26 @@ def test_grid_of_photo_files_and_arrays(photos):
 def test_bad_input(args, match):
     with pytest.raises(el.EmbedlensError, match=match):
         el.show_grid(*args)
+
+
+def test_a_fresh_notebook_shows_the_figure_inline(tmp_path):
+    """A figure that is a cell's value is drawn as a PNG in a kernel that never ran ``%matplotlib inline``
+    nor imported pyplot (it printed ``<Figure size ... with 4 Axes>`` before)."""
+    import sys
+    from pathlib import Path
+
+    import nbformat
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "tutorials"))
+    import run as tutorials  # docs/tutorials/run.py: how the tutorials run
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import sys, numpy as np, embedlens as el\n"
+                                          "el.show_grid([np.full((8, 8), 40 * i, np.uint8) for i in range(4)], 4)"),
+                nbformat.v4.new_code_cell("'matplotlib.pyplot' in sys.modules")]
+    path = tmp_path / "fresh.ipynb"
+    nbformat.write(nb, path)
+    out = tutorials.execute(path, write=False)
+    shown = [o for o in out.cells[0].outputs if o.get("output_type") == "execute_result"]
+    assert shown and "image/png" in shown[0]["data"], out.cells[0].outputs
+    assert out.cells[1].outputs[0]["data"]["text/plain"] == "False"  # still no pyplot: no figure manager holds it

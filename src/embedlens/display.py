@@ -1,7 +1,8 @@
 """Images in a notebook: :func:`show_grid` draws a grid of images with captions.
 
-The figure is a matplotlib ``Figure`` made without pyplot, so it works headless (save it with
-``fig.savefig``) and a notebook shows it inline when it is a cell's value.
+The figure is a matplotlib ``Figure`` made without pyplot (:func:`new_figure`, as every figure embedlens
+draws), so it works headless (save it with ``fig.savefig``) and a notebook shows it inline when it is a
+cell's value.
 
 >>> import embedlens as el
 >>> ds = el.load_sample_dataset("digits")
@@ -24,6 +25,40 @@ if TYPE_CHECKING:
 
 #: Pixels of the longest side of each image drawn (read from the dataset's thumbnail cache, 256 px).
 GRID_PIXELS = 256
+
+
+def new_figure(**kwargs: Any) -> "Figure":
+    """A matplotlib ``Figure`` made without pyplot, shown inline when it is a notebook cell's value.
+
+    Without pyplot no figure manager holds it (no leak, no second copy drawn at the cell's end), but then
+    IPython has no PNG formatter for it until ``%matplotlib inline`` runs, and a fresh notebook printed
+    ``<Figure size 600x420 with 2 Axes>``. Under IPython this registers that formatter (as
+    ``%matplotlib inline`` does, keeping formats a user chose) the first time a figure is made.
+    """
+    from matplotlib.figure import Figure
+
+    _register_inline_figures()
+    return Figure(**kwargs)
+
+
+def _register_inline_figures() -> None:
+    import sys
+
+    if "IPython" not in sys.modules:  # not in a notebook or IPython shell: nothing to do
+        return
+    from IPython import get_ipython
+    from matplotlib.figure import Figure
+
+    shell = get_ipython()
+    formatter = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
+    if formatter is None:
+        return
+    try:
+        formatter.lookup_by_type(Figure)  # already registered (%matplotlib inline, or by us)
+    except KeyError:
+        from IPython.core.pylabtools import select_figure_formats
+
+        select_figure_formats(shell, {"png"})
 
 
 def show_grid(images: Any, n: int = 9, labels: Any = None, cols: int | None = None,
@@ -59,9 +94,7 @@ def show_grid(images: Any, n: int = 9, labels: Any = None, cols: int | None = No
         raise InvalidInputError(f"cols must be a positive integer, got {cols!r}")
     cols = min(int(cols), count)
     rows = math.ceil(count / cols)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize or (2.2 * cols, 2.2 * rows + (0.3 if title else 0)))
+    fig = new_figure(figsize=figsize or (2.2 * cols, 2.2 * rows + (0.3 if title else 0)))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

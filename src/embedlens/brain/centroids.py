@@ -88,10 +88,10 @@ class CentroidResults(BrainResults):
             return fig
         if backend != "matplotlib":
             raise InvalidInputError(f"unknown backend {backend!r}: 'plotly' or 'matplotlib'")
-        from matplotlib.figure import Figure
+        from ..display import new_figure
 
         side = max(4.0, 0.6 * len(names) + 2)
-        fig = Figure(figsize=figsize or (side + 1.5, side))
+        fig = new_figure(figsize=figsize or (side + 1.5, side))
         ax = fig.add_subplot()
         im = ax.imshow(d, cmap=cmap)
         ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 12 else 0)

@@ -82,10 +82,10 @@ class EmbeddingComparison(BrainResults):
 
     def report(self, figsize: tuple[float, float] | None = None) -> Any:
         """A matplotlib ``Figure``: the three numbers per set as grouped bars, and the agreement heatmap."""
-        from matplotlib.figure import Figure
+        from ..display import new_figure
 
         sets = self.sets
-        fig = Figure(figsize=figsize or (6 + 1.2 * len(sets), 4.2))
+        fig = new_figure(figsize=figsize or (6 + 1.2 * len(sets), 4.2))
         ax, hm = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
         width = 0.8 / len(METRIC_NAMES)
         for m, metric in enumerate(METRIC_NAMES):
@@ -127,9 +127,9 @@ class EmbeddingComparison(BrainResults):
         label_of = dict(zip(coll.values("id"), _labels_of(coll, self.config["labels_field"])))
         thumbs = dict(zip(ids, cached_thumbnails(self._samples._dataset.thumbnails_dir,
                                                  [(i, path_of[i]) for i in ids])))
-        from matplotlib.figure import Figure
+        from ..display import new_figure
 
-        fig = Figure(figsize=(1.6 * (n + 1), 1.8 * len(self.sets)))
+        fig = new_figure(figsize=(1.6 * (n + 1), 1.8 * len(self.sets)))
         axes = fig.subplots(len(self.sets), n + 1, squeeze=False)
         for r, (name, row) in enumerate(zip(self.sets, rows)):
             for c, sid in enumerate(row):

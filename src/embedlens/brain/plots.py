@@ -306,7 +306,7 @@ def plotly_figure(spec: dict[str, Any], kwargs: dict[str, Any]) -> ScatterPlot:
 
 
 def matplotlib_figure(spec: dict[str, Any], kwargs: dict[str, Any]) -> ScatterPlot:
-    from matplotlib.figure import Figure
+    from ..display import new_figure
 
     pts, n, three = spec["points"], len(spec["points"]), spec["points"].shape[1] == 3
     base_size = kwargs.pop("marker_size", 5 if n <= 10_000 else 3)
@@ -318,7 +318,7 @@ def matplotlib_figure(spec: dict[str, Any], kwargs: dict[str, Any]) -> ScatterPl
     for k in ("width", "height"):
         kwargs.pop(k, None)  # plotly-only sizes in pixels
     if ax is None:
-        fig = Figure(figsize=figsize)
+        fig = new_figure(figsize=figsize)
         ax = fig.add_subplot(projection="3d") if three else fig.add_subplot()
     else:
         fig = ax.figure
