@@ -105,8 +105,10 @@ def _compute(samples, model, spec, keys, make_units, unit_args, embeddings_field
             out.update(zip(keys, rows))
 
     if engine == "local":
+        # the bar names the model: compare_datasets and find_duplicates also compute perceptual descriptors
         failures = _run_model(model, units, batch_size, num_workers, skip_failures, progress,
-                              lambda b: keep(b.keys, model.embed_batch(b.arrays), b.stamps), "embedding")
+                              lambda b: keep(b.keys, model.embed_batch(b.arrays), b.stamps),
+                              f"embedding ({model.name})")
     elif engine == "ray":
         from .ray_engine import run_ray
 
