@@ -704,15 +704,17 @@ def test_the_app_command_serves_until_ctrl_c(digits, module_home):
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EMBEDLENS_HOME": str(module_home)})
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("embedlens app on 'digits': http://127.0.0.1:") and "Ctrl-C" in line
+        line = proc.stdout.readline()  # printed once the server listens
+        assert line.startswith("embedlens app on 'digits': http://127.0.0.1:") and "Ctrl-C" in line, line
         url = line.split(": ", 1)[1].split()[0]
-        assert httpx.get(url + "api/state", timeout=10).json()["view"]["count"] == 1797
+        # a loaded machine may take a while to answer the first request: its timeout is not what is tested
+        assert httpx.get(url + "api/state", timeout=60).json()["view"]["count"] == 1797
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0 and url not in out + err  # the URL is printed once
+    assert proc.returncode == 0, err[-2000:]
+    assert url not in out + err  # the URL is printed once
     with pytest.raises(httpx.HTTPError):
         httpx.get(url, timeout=2)
 
