@@ -7,6 +7,8 @@ Needs /usr/bin/chromium (Debian package ``chromium``; ``make test`` installs it)
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sqlite3
@@ -784,11 +786,12 @@ def test_chips_scores_disabled_reasons_modal_tagging_and_keys(page, session, dig
     page.wait_for_function("document.getElementById('modal-selected').textContent === 'selected'")
     page.keyboard.press("Escape")
     assert page.locator("#modal").is_hidden()
-    # the selection's export: CSV of ids and filepaths, and a named view
+    # the selection's export (the columns of io.tables.table_columns), and a named view
     with page.expect_download() as dl:
         page.click("#export-csv")
-    text = Path(dl.value.path()).read_text()
-    assert text.splitlines() == ["id,filepath", f"{top.first().id},{top.first().filepath}"]
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    assert [(r["id"], r["filepath"], r["ground_truth"]) for r in rows] == \
+        [(top.first().id, top.first().filepath, top.first().ground_truth.label)]
     page.fill("#save-view-name", "from-the-page")
     page.click("#save-view-btn")
     page.wait_for_function("document.getElementById('status').textContent.includes('saved view')", timeout=30_000)

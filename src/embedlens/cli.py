@@ -1452,10 +1452,10 @@ def _serve(coll: Any, port: int, address: str = "127.0.0.1", browser: bool = Tru
     with _user_errors():
         session = launch_app(coll, port=port, address=address, auto=False, auth_token=auth_token,
                              allowed_hosts=allowed_hosts, insecure_no_token=insecure_no_token)
-    typer.echo(f"embedlens app on {coll.dataset_name!r}: {session.url}  (Ctrl-C stops it)")
-    if browser:
-        session.open(echo=False)
-    try:
+    try:  # from the first line on: a Ctrl-C as soon as the URL shows still closes the app cleanly
+        typer.echo(f"embedlens app on {coll.dataset_name!r}: {session.url}  (Ctrl-C stops it)")
+        if browser:
+            session.open(echo=False)
         while not session.closed:
             time.sleep(0.5)
     except KeyboardInterrupt:
