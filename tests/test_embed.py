@@ -185,3 +185,27 @@ def test_no_progress_bar_when_nothing_is_left_to_embed(tmp_path, capsys):
     capsys.readouterr()
     ds.compute_embeddings("pixels", embeddings_field="px", progress=True)
     assert "embedding" not in capsys.readouterr().err
+
+
+def test_an_image_the_model_cannot_take_stops_the_job_naming_it(tmp_path):
+    """Regression: skip_failures is for unreadable files. A colour photo after grey ones (the pixels model's
+    first image fixes one channel) was recorded as that sample's failure, so every colour image of the
+    dataset was left out with a warning and ``compare_datasets`` then failed on mismatched dimensions."""
+    from PIL import Image
+    from skimage import data
+
+    grey = Image.fromarray(data.camera()).convert("RGB").resize((32, 32))  # RGB file, grey content
+    colour = Image.fromarray(data.astronaut()).resize((32, 32))
+    paths = [tmp_path / "a_grey.png", tmp_path / "b_colour.png", tmp_path / "c_colour.png"]
+    for p, img in zip(paths, (grey, colour, colour)):
+        img.save(p)
+    ds = el.Dataset("mixed-channels")
+    ds.add_samples([el.Sample(p) for p in paths])
+    with pytest.raises(el.InvalidInputError, match=r"colour image among grayscale ones.*b_colour\.png"):
+        ds.compute_embeddings("pixels", num_workers=1, progress=False)
+    assert "embedding_error" not in ds.get_field_schema()  # no sample was marked as failed
+    with pytest.raises(el.InvalidInputError, match=r"colour image among grayscale ones.*_colour\.png"):
+        ds.compute_embeddings("pixels", embeddings_field="by_ray", engine="ray", progress=False)
+    # what the message says to do works
+    rgb = ds.compute_embeddings(el.load_model("pixels", grayscale=False), embeddings_field="rgb", progress=False)
+    assert rgb.shape == (3, 32 * 32 * 3) and np.isfinite(rgb).all()

@@ -68,7 +68,9 @@ def compute_embeddings(samples: "SampleCollection", model: "Model | str | None" 
     name and reused: a later call computes only samples that are missing or whose file changed
     (``overwrite=True`` recomputes all), and an interrupted run keeps the batches it finished.
     Unreadable images: with ``skip_failures`` their rows are NaN in the result, absent from the store,
-    and the sample's ``embedding_error`` field says why; otherwise the error names the file.
+    and the sample's ``embedding_error`` field says why; otherwise the error names the file. An image the
+    model cannot take (:func:`~embedlens.embed.pipeline.skippable`: another size or channel count for the
+    ``pixels`` model) always stops the job, naming the file: skipping it would drop every such image.
     """
     if samples._is_patches:
         raise InvalidInputError("this is a patches view: use compute_patch_embeddings(model, patches_field)")

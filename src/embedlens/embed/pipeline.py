@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..images import load_image
 from ..utils import default_workers
-from ..core.errors import InvalidInputError
+from ..core.errors import EmbedlensError, InvalidInputError, MediaError
 
 if TYPE_CHECKING:
     from ..models import Model
@@ -61,6 +61,27 @@ def prepare_unit(model: "Model", unit: Unit) -> tuple[list[np.ndarray], tuple[in
         out = [model.preprocess(crop_box(img, b, unit.alpha, unit.force_square)) for b in unit.boxes]
     # stamped after reading, so a missing file fails with the image reader's message
     return out, file_stamp(unit.filepath)
+
+
+def skippable(error: Exception) -> bool:
+    """Whether ``skip_failures`` skips the image that raised ``error``: an unreadable file is that sample's
+    failure; anything else (a model that cannot take the image: another size, colour among grayscale ones)
+    stops the job, since leaving such images out would silently drop part of the dataset."""
+    return isinstance(error, (MediaError, OSError))
+
+
+def naming(error: Exception, filepath: str) -> Exception:
+    """``error`` naming the image it came from: an embedlens error is re-raised as one of its own type
+    with the path in its message (the CLI prints only the message); any other gets the path as a note."""
+    if filepath in str(error):
+        return error
+    if isinstance(error, EmbedlensError):
+        try:
+            return type(error)(f"{error} (image: {filepath})")
+        except TypeError:  # a subclass with another constructor
+            pass
+    error.add_note(f"while preparing the image {filepath}")
+    return error
 
 
 @dataclass
@@ -114,8 +135,11 @@ def batches(model: "Model", units: Sequence[Unit], batch_size: int, num_workers:
                 if len(out) != len(unit.keys):
                     raise InvalidInputError(f"{unit.filepath}: prepared {len(out)} arrays for {len(unit.keys)} keys")
             except Exception as e:
-                if not skip_failures:
-                    raise
+                if not (skip_failures and skippable(e)):
+                    named = naming(e, unit.filepath)
+                    if named is e:
+                        raise
+                    raise named from e
                 for k in unit.keys:
                     failures.by_key[k] = str(e)
                 bar.update(len(unit.keys))

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .pipeline import Failures, Unit, prepare_unit
+from .pipeline import Failures, Unit, naming, prepare_unit, skippable
 from ..core.errors import InvalidInputError
 
 
@@ -31,14 +31,14 @@ class _EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys, arrays, stamps, errors = [], [], [], []
-        failed: list[tuple[list[str], str]] = []
+        failed: list[tuple[list[str], str, bool]] = []
         for k, path, boxes, alpha, square in zip(batch["keys"], batch["filepath"], batch["boxes"], batch["alpha"],
                                                  batch["force_square"]):
             unit = Unit(json.loads(k), str(path), json.loads(boxes), float(alpha), bool(square))
             try:
                 out, stamp = prepare_unit(self.model, unit)
             except Exception as e:  # reported per key to the driver, which skips or raises
-                failed.append((unit.keys, str(e)))
+                failed.append((unit.keys, str(naming(e, unit.filepath)), not skippable(e)))
                 continue
             keys += unit.keys
             arrays += out
@@ -46,10 +46,11 @@ class _EmbedActor:
         rows = self.model.embed_batch(np.stack(arrays)) if arrays else None
         dim = rows.shape[1] if rows is not None else (self.model.embedding_dim or 1)
         emb = rows if rows is not None else np.zeros((0, dim), np.float32)
-        errors = [""] * len(keys)
-        for fkeys, msg in failed:
+        errors, fatal = [""] * len(keys), [False] * len(keys)
+        for fkeys, msg, stop in failed:
             keys += fkeys
             errors += [msg] * len(fkeys)
+            fatal += [stop] * len(fkeys)
         n_failed = len(keys) - len(emb)
         return {
             "key": np.asarray(keys, dtype=object),
@@ -57,6 +58,7 @@ class _EmbedActor:
             "stamp": np.concatenate([np.asarray(stamps, np.int64).reshape(-1, 2),
                                      np.zeros((n_failed, 2), np.int64)]),
             "error": np.asarray(errors, dtype=object),
+            "fatal": np.asarray(fatal, bool),
         }
 
 
@@ -88,8 +90,8 @@ def run_ray(spec: Any, units: Sequence[Unit], batch_size: int, skip_failures: bo
         batch_format="numpy")
     for b in out.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray([e == "" for e in b["error"]], bool)
-        for k, e in zip(b["key"][~ok], b["error"][~ok]):
-            if not skip_failures:
+        for k, e, fatal in zip(b["key"][~ok], b["error"][~ok], b["fatal"][~ok]):
+            if fatal or not skip_failures:
                 raise InvalidInputError(e)
             failures.by_key[str(k)] = str(e)
         if ok.any():
