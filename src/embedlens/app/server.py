@@ -47,6 +47,7 @@ id (from the WebSocket's hello), and :class:`ClientContext` runs them as that pa
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 from pathlib import Path
@@ -317,7 +318,8 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
         body = await request.body()
         if len(body) > 4 * MAX_ROWS_POINTS:
             raise InvalidInputError(f"at most {MAX_ROWS_POINTS} point indices per request")
-        return await run_in_threadpool(state.point_rows, brain_key, decode_points(body, False, 0))
+        rows = await run_in_threadpool(state.point_rows, brain_key, decode_points(body, False, 0))
+        return PlainJSONResponse(rows)
 
     @app.post("/api/points/{brain_key}/shown")
     async def points_shown(brain_key: str, request: Request):
@@ -424,6 +426,22 @@ def create_app(state: AppState, auth_token: str | None = None, trusted_hosts: li
 
     return Guard(app, auth_token=auth_token, trusted_hosts=trusted_hosts, max_json_body=max_json_body,
                  max_binary_body=max_binary_body)
+
+
+class PlainJSONResponse(JSONResponse):
+    """JSON written by the json module's C encoder (numpy scalars as Python numbers), not by FastAPI's
+    jsonable_encoder, which walks every value in Python: 7-15 ms of a grid page of 120 tiles, as long as the
+    lookup of the page itself. For answers made of plain values (dicts, lists, str, numbers, None)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=_plain).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _safe_filename(name: str) -> str:
