@@ -37,7 +37,7 @@ let similarityRuns = 0;
 /** Answers to older selection requests are dropped: only the latest selection reaches the grid. */
 let selectionSeq = 0;
 let restored = false;
-const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0, rowsAnswered: 0 };
+const timings = { gridUpdated: 0, lassoSent: 0, lassoAnswered: 0, rowsAnswered: 0, rowsAsked: 0, rowsFetched: 0 };
 /** The selection made in the plot, on its way to the server: what needs the server's selection (tag,
  * export, similarity...) waits for it. */
 let selectionPosted: Promise<unknown> = Promise.resolve();
@@ -428,9 +428,11 @@ function gridByPoints(): boolean {
 function pointsSource(key: string, indices: Uint32Array): PageSource {
   return async (offset, limit) => {
     const part = indices.subarray(offset, offset + limit);
+    if (!offset) timings.rowsAsked = performance.now();
     const res = part.length
       ? await postBinary<{ samples: Tile[] }>(`/api/points/${encodeURIComponent(key)}/rows`, part)
       : { samples: [] };
+    if (!offset) timings.rowsFetched = performance.now();
     for (const t of res.samples) t.selected = true; // they are the selection
     return { total: indices.length, offset, limit, samples: res.samples };
   };
@@ -457,10 +459,17 @@ async function sendSelection(): Promise<void> {
   if (!key) return;
   const seq = ++selectionSeq;
   const direct = gridByPoints();
+  // what needs the server's selection (tag, export...) waits for this one from now on, also while the grid's
+  // rows come first; settled without a request when a newer selection or a clear takes over
+  let posted: (p: Promise<unknown>) => void = () => {};
+  selectionPosted = new Promise((resolve) => (posted = (p) => resolve(p.catch(() => undefined))));
   try {
     if (direct) {
       await showSelectionByPoints(key);
-      if (seq === selectionSeq) writeUrl(); // the address has the selection as soon as the grid does
+      // the frame showing the rows is painted first: the address and the selection's body take a pass over
+      // every point (tens of ms at a million), which would hold that frame back
+      if (seq === selectionSeq) await afterPaint();
+      if (seq === selectionSeq) writeUrl();
     } else setGridPoints(null);
     if (seq !== selectionSeq) return;
     // the server learns the selection once (Python's Session sees it); with the grid already showing it,
@@ -468,7 +477,7 @@ async function sendSelection(): Promise<void> {
     timings.lassoSent = performance.now();
     const [body, extra] = selectionBody();
     const post = postBinary<StateMessage>(`/api/points/${encodeURIComponent(key)}/lasso`, body, extra);
-    selectionPosted = post.catch(() => undefined);
+    posted(post);
     const answered = async (msg: StateMessage) => {
       if (seq !== selectionSeq) return;
       timings.lassoAnswered = performance.now();
@@ -481,7 +490,21 @@ async function sendSelection(): Promise<void> {
     else await answered(await post);
   } catch (e) {
     fail(e);
+  } finally {
+    posted(Promise.resolve()); // no request made (a settled promise ignores this)
   }
+}
+
+/** Resolves once the next frame is painted (a task queued from requestAnimationFrame runs after that paint),
+ * or after 100 ms when no frame comes (a hidden tab draws none). */
+function afterPaint(): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = window.setTimeout(resolve, 100);
+    requestAnimationFrame(() => window.setTimeout(() => {
+      window.clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
 }
 
 /** The legend hid or showed classes: the grid keeps to the classes shown. */
@@ -766,13 +789,18 @@ document.addEventListener("keydown", (ev) => {
 
 // ------------------------------------------------------------------ the tab's state in its address
 
-/** Point indices as ranges: "0-5.9.12-13" (characters an address keeps as they are). */
-function encodeRanges(idx: Uint32Array): string {
+/** Point indices as ranges: "0-5.9.12-13" (characters an address keeps as they are); null as soon as that
+ * is longer than `max` characters (a large selection is not encoded whole only to be left out). */
+function encodeRanges(idx: Uint32Array, max = Infinity): string | null {
   const parts: string[] = [];
+  let length = -1;
   for (let k = 0; k < idx.length; ) {
     let j = k;
     while (j + 1 < idx.length && idx[j + 1] === idx[j] + 1) j++;
-    parts.push(j > k ? `${idx[k]}-${idx[j]}` : String(idx[k]));
+    const part = j > k ? `${idx[k]}-${idx[j]}` : String(idx[k]);
+    length += part.length + 1;
+    if (length > max) return null;
+    parts.push(part);
     k = j + 1;
   }
   return parts.join(".");
@@ -805,8 +833,7 @@ function writeUrl(): void {
   set("color", plot.key ? plot.field || "none" : null);
   set("size", plot.sizeField || null);
   set("hide", plot.hidden.size ? JSON.stringify(plot.hiddenNames()) : null);
-  const sel = plot.selCount ? encodeRanges(plot.selectedIndices()) : "";
-  set("sel", sel.length <= MAX_URL_PART ? sel : null);
+  set("sel", plot.selCount ? encodeRanges(plot.selectedIndices(), MAX_URL_PART) : null);
   const next = `${location.pathname}?${p.toString()}`;
   if (next !== `${location.pathname}${location.search}`) history.replaceState(null, "", next);
 }

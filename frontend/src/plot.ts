@@ -46,6 +46,8 @@ export interface PlotTimings {
   firstFrame: number;
   lassoEnd: number;
   pointerUp: number;
+  /** The lasso's or box's point-in-polygon test done. */
+  inside: number;
   selected: number;
 }
 
@@ -115,7 +117,7 @@ export class Plot {
   private hoverFrame = 0;
   private hoverAt: [number, number] | null = null;
   hovered = -1;
-  timings: PlotTimings = { openStart: 0, pointsLoaded: 0, drawn: 0, firstFrame: 0, lassoEnd: 0, pointerUp: 0, selected: 0 };
+  timings: PlotTimings = { openStart: 0, pointsLoaded: 0, drawn: 0, firstFrame: 0, lassoEnd: 0, pointerUp: 0, inside: 0, selected: 0 };
   frames = 0;
   private clickTimer = 0;
   /** The point the last click picked: a double-click opens it. A dblclick event's coordinates are whole
@@ -211,7 +213,9 @@ export class Plot {
     if (!this.liveFrame) {
       this.liveFrame = requestAnimationFrame(() => {
         this.liveFrame = 0;
-        if (this.drag && this.outline.length > 2) this.events.counts(countInside(this.xs, this.ys, this.outline, this.selectable()), true);
+        if (this.drag && this.outline.length > 2) {
+          this.events.counts(scanInside(this.xs, this.ys, this.outline, this.selectable(), this.cells(), null), true);
+        }
       });
     }
   }
@@ -233,7 +237,8 @@ export class Plot {
     const poly = this.mode === "box" ? rectangle(d.path[0], p) : [...d.path, p];
     this.timings.lassoEnd = performance.now();
     if (poly.length < 3) return;
-    const inside = pointsInside(this.xs, this.ys, poly, this.selectable());
+    const inside = pointsInside(this.xs, this.ys, poly, this.selectable(), this.cells());
+    this.timings.inside = performance.now();
     this.selectPoints(inside, ev.altKey ? "remove" : ev.shiftKey ? "add" : "replace", poly);
   }
 
@@ -309,9 +314,7 @@ export class Plot {
     const cellOf = new Uint32Array(n);
     const start = new Uint32Array(GRID * GRID + 1);
     for (let i = 0; i < n; i++) {
-      const col = Math.min(GRID - 1, Math.max(0, Math.floor(((this.xs[i] + 1) / 2) * GRID)));
-      const row = Math.min(GRID - 1, Math.max(0, Math.floor(((this.ys[i] + 1) / 2) * GRID)));
-      cellOf[i] = row * GRID + col;
+      cellOf[i] = gridCell(this.ys[i]) * GRID + gridCell(this.xs[i]);
       start[cellOf[i] + 1]++;
     }
     for (let c = 0; c < GRID * GRID; c++) start[c + 1] += start[c];
@@ -320,6 +323,12 @@ export class Plot {
     for (let i = 0; i < n; i++) pts[fill[cellOf[i]]++] = i;
     this.cellStart = start;
     this.cellPoints = pts;
+  }
+
+  /** The hover grid's cells, for a lasso's test (null until the run's index is built). */
+  private cells(): Cells | null {
+    return this.cellStart.length === GRID * GRID + 1 && this.cellPoints.length === this.count
+      ? { start: this.cellStart, points: this.cellPoints } : null;
   }
 
   // ---------------------------------------------------------------- the overlay (lasso path)
@@ -417,7 +426,7 @@ export class Plot {
 
   /** Load and draw run `key`: the panel's first frame is timed in `timings`. */
   async open(key: string): Promise<void> {
-    this.timings = { openStart: performance.now(), pointsLoaded: 0, drawn: 0, firstFrame: 0, lassoEnd: 0, pointerUp: 0, selected: 0 };
+    this.timings = { openStart: performance.now(), pointsLoaded: 0, drawn: 0, firstFrame: 0, lassoEnd: 0, pointerUp: 0, inside: 0, selected: 0 };
     this.key = key;
     this.hidden.clear();
     this.header = null;
@@ -455,6 +464,9 @@ export class Plot {
     this.sel = new Uint8Array(n);
     this.selCount = 0;
     this.inViewCount = n;
+    // the hover grid is of the points drawn before: built again after the first frame
+    this.cellStart = new Uint32Array(0);
+    this.cellPoints = new Uint32Array(0);
     this.empty.textContent = "";
     if (this.sp && this.fast !== n > FAST_ABOVE) {
       this.sp.destroy();
@@ -687,9 +699,21 @@ export class Plot {
 
   /** Select `indices` (replace, add to, remove from or toggle in the selection), as the user did. */
   selectPoints(indices: Uint32Array, how: "replace" | "add" | "remove" | "toggle", outline: [number, number][] = []): void {
-    if (how === "replace") this.sel.fill(0);
-    for (const i of indices) this.sel[i] = how === "remove" ? 0 : how === "toggle" ? this.sel[i] ^ 1 : 1;
-    this.selCount = countOnes(this.sel);
+    const sel = this.sel;
+    if (how === "replace") {
+      sel.fill(0);
+      this.selCount = 0;
+    }
+    // the count follows the bytes that change: O(indices), not a pass over every point
+    let n = this.selCount;
+    for (let k = 0; k < indices.length; k++) {
+      const i = indices[k];
+      const was = sel[i];
+      const now = how === "remove" ? 0 : how === "toggle" ? was ^ 1 : 1;
+      sel[i] = now;
+      n += now - was;
+    }
+    this.selCount = n;
     this.outline = how === "replace" || how === "add" ? outline : [];
     this.timings.selected = performance.now();
     this.userSelected();
@@ -709,9 +733,12 @@ export class Plot {
    * in software GL takes a second or more, and a frame waits for its WebGL work, so drawing them in the
    * rows' frame would hold the rows back by as long. */
   private userSelected(): void {
-    this.afterSelection(false);
     const seq = ++this.drawSeq;
-    void Promise.resolve(this.events.selected()).finally(() => {
+    // the grid's first rows are asked for first (selected() sends that request before it yields); the
+    // legend's counts, a pass over every point, are made while the server answers
+    const selected = this.events.selected();
+    this.afterSelection(false);
+    void Promise.resolve(selected).finally(() => {
       // rAF runs before the next frame is painted; a task queued from it runs after that paint
       requestAnimationFrame(() => setTimeout(() => {
         if (seq === this.drawSeq) this.drawSelection();
@@ -1039,21 +1066,33 @@ function rectangle(a: [number, number], b: [number, number]): [number, number][]
   return [a, [b[0], a[1]], b, [a[0], b[1]]];
 }
 
-/** Indices of the points inside `poly` (even-odd rule), among those `ok` allows (null: all). */
-export function pointsInside(xs: Float32Array, ys: Float32Array, poly: [number, number][], ok: Uint8Array | null): Uint32Array {
-  const out: number[] = [];
-  scanInside(xs, ys, poly, ok, (i) => out.push(i));
-  return Uint32Array.from(out);
+/** The hover grid: the points of cell c are points[start[c]:start[c + 1]], GRID x GRID cells over [-1, 1]^2. */
+interface Cells {
+  start: Uint32Array;
+  points: Uint32Array;
 }
 
-function countInside(xs: Float32Array, ys: Float32Array, poly: [number, number][], ok: Uint8Array | null): number {
-  let n = 0;
-  scanInside(xs, ys, poly, ok, () => n++);
-  return n;
+/** The row or column of the hover grid that normalised coordinate `v` falls in (outside [-1, 1]: the edge). */
+function gridCell(v: number): number {
+  return Math.min(GRID - 1, Math.max(0, Math.floor(((v + 1) / 2) * GRID)));
 }
 
+/** Indices of the points inside `poly` (even-odd rule), among those `ok` allows (null: all): ascending
+ * without `cells`, else in the cells' order. */
+export function pointsInside(xs: Float32Array, ys: Float32Array, poly: [number, number][], ok: Uint8Array | null,
+                             cells: Cells | null = null): Uint32Array {
+  const out = new Uint32Array(xs.length);
+  return out.slice(0, scanInside(xs, ys, poly, ok, cells, out));
+}
+
+/** How many points are inside `poly` (as pointsInside), writing their indices to `out` unless it is null.
+ *
+ * With `cells`, only the cells under the polygon's bounding box are visited (gridCell is monotonic: a point
+ * inside that box is in one of them), and a cell that no edge comes near is taken or left whole: every point
+ * in it is on the same side as its centre, so the test of each point would give the centre's answer (see
+ * clearOfEdges). Only the points of the cells the outline crosses are tested one by one. */
 function scanInside(xs: Float32Array, ys: Float32Array, poly: [number, number][], ok: Uint8Array | null,
-                    hit: (i: number) => void): void {
+                    cells: Cells | null, out: Uint32Array | null): number {
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
   const m = poly.length;
   const px = new Float64Array(m);
@@ -1064,16 +1103,71 @@ function scanInside(xs: Float32Array, ys: Float32Array, poly: [number, number][]
     x0 = Math.min(x0, px[k]); x1 = Math.max(x1, px[k]);
     y0 = Math.min(y0, py[k]); y1 = Math.max(y1, py[k]);
   }
-  for (let i = 0; i < xs.length; i++) {
-    const x = xs[i];
-    const y = ys[i];
-    if (x < x0 || x > x1 || y < y0 || y > y1 || (ok && !ok[i])) continue;
+  const insidePoly = (x: number, y: number): boolean => {
     let inside = false;
     for (let k = 0, j = m - 1; k < m; j = k++) {
       if ((py[k] > y) !== (py[j] > y) && x < ((px[j] - px[k]) * (y - py[k])) / (py[j] - py[k]) + px[k]) inside = !inside;
     }
-    if (inside) hit(i);
+    return inside;
+  };
+  let n = 0;
+  const test = (i: number): void => {
+    const x = xs[i];
+    const y = ys[i];
+    if (x < x0 || x > x1 || y < y0 || y > y1 || (ok && !ok[i]) || !insidePoly(x, y)) return;
+    if (out) out[n] = i;
+    n++;
+  };
+  if (!cells || !(m > 0)) {
+    for (let i = 0; i < xs.length; i++) test(i);
+    return n;
   }
+  const { start, points } = cells;
+  const c0 = gridCell(x0), c1 = gridCell(x1);
+  for (let row = gridCell(y0), r1 = gridCell(y1); row <= r1; row++) {
+    for (let col = c0; col <= c1; col++) {
+      const a = start[row * GRID + col];
+      const b = start[row * GRID + col + 1];
+      if (a === b) continue;
+      if (!clearOfEdges(row, col, px, py)) {
+        for (let k = a; k < b; k++) test(points[k]);
+      } else if (insidePoly(-1 + (col + 0.5) * CELL, -1 + (row + 0.5) * CELL)) {
+        if (ok) {
+          for (let k = a; k < b; k++) {
+            const i = points[k];
+            if (!ok[i]) continue;
+            if (out) out[n] = i;
+            n++;
+          }
+        } else {
+          if (out) out.set(points.subarray(a, b), n);
+          n += b - a;
+        }
+      }
+    }
+  }
+  return n;
+}
+
+/** Side of a cell of the hover grid, in normalised coordinates. */
+const CELL = 2 / GRID;
+/** Margin around a cell that an edge must keep (far above the rounding of coordinates of order 1). */
+const CLEAR = 1e-9;
+
+/** Whether no edge of the polygon (px, py) comes within CLEAR of cell (row, col) (an inner cell: the edge
+ * cells also hold the points beyond [-1, 1]). Then every point in the cell is on the same side of the outline:
+ * an edge above or below the cell never meets a point's rightward ray, one to its left never, and one to its
+ * right meets it at an x beyond the cell, so the crossings only change with y at vertices to the right, where
+ * the half-open rule keeps their parity; the test of each point in the cell gives its centre's answer. */
+function clearOfEdges(row: number, col: number, px: Float64Array, py: Float64Array): boolean {
+  if (row === 0 || col === 0 || row === GRID - 1 || col === GRID - 1) return false;
+  const cx0 = -1 + col * CELL - CLEAR, cx1 = -1 + (col + 1) * CELL + CLEAR;
+  const cy0 = -1 + row * CELL - CLEAR, cy1 = -1 + (row + 1) * CELL + CLEAR;
+  for (let k = 0, j = px.length - 1; k < px.length; j = k++) {
+    if (Math.max(px[k], px[j]) >= cx0 && Math.min(px[k], px[j]) <= cx1 &&
+        Math.max(py[k], py[j]) >= cy0 && Math.min(py[k], py[j]) <= cy1) return false;
+  }
+  return true;
 }
 
 function countOnes(a: Uint8Array): number {
