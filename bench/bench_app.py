@@ -21,8 +21,11 @@ Measured, in the page with ``performance.now()`` (test hooks on ``window.__embed
   the thumbnails made on the way (cold) and cached (warm).
 
 ``--compare REV`` measures only the selection, in the page as it was at git revision REV (built into a
-temporary folder) and in this one, on the same points in one run: first frame, a lasso and a 30-move box
-drag, each from mouse-up to the grid's first rows (and to the selection counted in the page).
+temporary folder) and in this one, on the same points and the same server (this checkout's) in one run,
+the pages taking turns ``--runs`` times: first frame, a lasso and a 30-move box drag, each from mouse-up to
+the animation frame that shows the grid's first row and the selection's count, with the marks on the way
+where the page has them (point-in-polygon test, selection counted, rows asked for, the request's resource
+timing, the server's own time for the rows, rows in the DOM, the selection sent to the server).
 
 ``--cases thumbnails``: MNIST-5000 (real PNGs) at their UMAP positions, zoomed in until the plot draws
 images; the same back-and-forth pan with images in the plot and with dots only, alternated three times:
@@ -185,9 +188,47 @@ def build_old_page(rev: str) -> Path:
     return out
 
 
-def selection_timings(browser, url: str, pts: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """In one page: first frame, a lasso around cluster 0 and a 30-move box drag, each from mouse-up to
-    the grid's first rows (and, where the page has it, to the selection counted in the page)."""
+# The frame that shows the grid's first row: the first animation frame (a frame about to be painted) whose
+# first tile is a new element, with the time; and the selection count's text, likewise. Installed once a page.
+ROW_PROBE = """() => { const P = window.__rowProbe = {tile: null, rowAt: 0, count: null, countAt: 0};
+    P.reset = () => { P.tile = document.querySelector('#grid-spacer .tile'); P.rowAt = 0; P.countAt = 0;
+        P.count = document.querySelector('#selection-count').textContent; };
+    const tick = () => { const t = performance.now(); const e = document.querySelector('#grid-spacer .tile');
+        if (!P.rowAt && e && e !== P.tile && e.dataset.id) P.rowAt = t;
+        const c = document.querySelector('#selection-count').textContent;
+        if (!P.countAt && c !== P.count && !c.includes('lasso')) P.countAt = t;
+        requestAnimationFrame(tick); };
+    P.reset(); requestAnimationFrame(tick); }"""
+
+# Marks of the page, from mouse-up, where it has them (an older page lacks some: None).
+MARKS = {"inside_ms": "plot.inside", "counted_ms": "plot.selected", "rows_asked_ms": "rowsAsked",
+         "rows_fetched_ms": "rowsFetched", "grid_dom_ms": "gridUpdated", "lasso_sent_ms": "lassoSent"}
+
+
+def timed_point_rows() -> list[float]:
+    """Time the server's answers to the grid's rows by point (AppState.point_rows, in this process): the
+    list that each answer's milliseconds are appended to."""
+    from embedlens.app.state import AppState
+
+    calls: list[float] = []
+    inner = AppState.point_rows
+
+    def point_rows(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return inner(self, *args, **kwargs)
+        finally:
+            calls.append((time.perf_counter() - t) * 1000)
+
+    AppState.point_rows = point_rows
+    return calls
+
+
+def selection_timings(browser, url: str, pts: np.ndarray, labels: np.ndarray, runs: int = 1,
+                      server_calls: list[float] | None = None) -> list[dict]:
+    """In one page: first frame, then `runs` times a lasso around cluster 0 and a 30-move box drag around
+    cluster 3, each from mouse-up to the frame showing the grid's first rows (``ms``), with the page's own
+    marks on the way (pointsInside done, selection counted, rows asked for and answered, rows in the DOM)."""
     page = browser.new_page(viewport={"width": 1400, "height": 860})
     page.goto(url)
     page.wait_for_function("window.__embedlens && window.__embedlens.ready", timeout=600_000)
@@ -195,39 +236,71 @@ def selection_timings(browser, url: str, pts: np.ndarray, labels: np.ndarray) ->
                            timeout=600_000)
     t = page.evaluate("window.__embedlens.plot.timings")
     rows = [{"step": "first frame (open panel)", "ms": t["firstFrame"] - t["openStart"]}]
+    page.evaluate(ROW_PROBE)
+    if server_calls is not None:
+        server_calls.clear()
 
-    def after_drag(step: str, wall_s: float) -> None:
-        page.wait_for_function(f"window.__embedlens.timings.gridUpdated > {before}", timeout=600_000)
+    def settle() -> None:
+        # the points redrawn and the server told, so that one selection does not slow the next
+        page.wait_for_timeout(1500)
+        page.wait_for_function("window.__embedlens.timings.lassoAnswered > window.__embedlens.plot.timings.pointerUp",
+                               timeout=600_000)
+        page.wait_for_timeout(1500)
+        page.evaluate("window.__rowProbe.reset()")
+        if server_calls is not None:
+            server_calls.clear()
+
+    def after_drag(step: str, wall_s: float, run: int) -> None:
+        page.wait_for_function("window.__rowProbe.rowAt > 0 && window.__rowProbe.countAt > 0", timeout=600_000)
         page.wait_for_function("!document.querySelector('#grid-spacer .tile.loading')", timeout=600_000)
-        t = page.evaluate("({...window.__embedlens.timings, up: window.__embedlens.plot.timings.pointerUp, "
-                          "counted: window.__embedlens.plot.timings.selected || null, "
-                          "sel: window.__embedlens.selectedPoints().length})")
-        rows.append({"step": f"{step}: {t['sel']:,} points, mouse-up -> grid rows", "ms": t["gridUpdated"] - t["up"],
-                     "counts_ms": (t["counted"] - t["up"]) if t["counted"] else None,
-                     "server_ms": t["lassoAnswered"] - t["lassoSent"], "drag_wall_s": wall_s})
+        t = page.evaluate("""({e: window.__embedlens.timings, p: window.__embedlens.plot.timings,
+            probe: window.__rowProbe, sel: window.__embedlens.selectedPoints().length,
+            rows: performance.getEntriesByType('resource').filter((r) => r.name.endsWith('/rows')).pop() || null})""")
+        up = t["p"]["pointerUp"]
+        marks = {}
+        for name, where in MARKS.items():
+            obj, key = (t["p"], where[5:]) if where.startswith("plot.") else (t["e"], where)
+            v = obj.get(key)
+            marks[name] = v - up if v and v >= up else None
+        r = t["rows"]  # the rows' request as the browser's resource timing saw it (the newer page's only)
+        if r and r["startTime"] >= up:
+            marks.update(rows_sent_ms=r["requestStart"] - up, rows_response_ms=r["responseStart"] - up,
+                         rows_received_ms=r["responseEnd"] - up)
+        if server_calls:
+            marks["rows_server_ms"] = server_calls[0]  # the first page of rows since the last settle()
+        rows.append({"step": f"{step}: {t['sel']:,} points", "run": run, "ms": t["probe"]["rowAt"] - up,
+                     "count_frame_ms": t["probe"]["countAt"] - up, **marks, "drag_wall_s": wall_s})
+        settle()
 
-    before = page.evaluate("window.__embedlens.timings.gridUpdated")
-    poly = lasso_polygon_around(page, pts[labels == 0].mean(0), 3.0)
-    t0 = time.perf_counter()
-    draw_lasso(page, poly)
-    after_drag("lasso", time.perf_counter() - t0)
-    page.click("#mode-box")
-    corners = lasso_polygon_around(page, pts[labels == 3].mean(0), 3.0)
-    (x0, y0), (x1, y1) = corners[0], corners[2]
-    before = page.evaluate("window.__embedlens.timings.gridUpdated")
-    t0 = time.perf_counter()
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + 1, y0 + 1)
-    page.mouse.move(x1, y1, steps=30)
-    page.mouse.up()
-    after_drag("box, 30 moves", time.perf_counter() - t0)
+    for run in range(runs):
+        page.click("#mode-lasso")
+        poly = lasso_polygon_around(page, pts[labels == 0].mean(0), 3.0)
+        t0 = time.perf_counter()
+        draw_lasso(page, poly)
+        after_drag("lasso", time.perf_counter() - t0, run)
+        page.click("#mode-box")
+        corners = lasso_polygon_around(page, pts[labels == 3].mean(0), 3.0)
+        (x0, y0), (x1, y1) = corners[0], corners[2]
+        t0 = time.perf_counter()
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 1, y0 + 1)
+        page.mouse.move(x1, y1, steps=30)
+        page.mouse.up()
+        after_drag("box, 30 moves", time.perf_counter() - t0, run)
     page.close()
     return rows
 
 
-def compare(n: int, rev: str) -> None:
-    """The selection figures of the page at ``rev`` and of this one, in one run on the same points."""
+SELECTION_COLUMNS = ["page", "step", "runs", "ms", "count_frame_ms", "inside_ms", "counted_ms", "rows_asked_ms",
+                     "rows_sent_ms", "rows_server_ms", "rows_response_ms", "rows_received_ms", "rows_fetched_ms", "grid_dom_ms",
+                     "lasso_sent_ms"]
+
+
+def compare(n: int, rev: str, runs: int) -> None:
+    """The selection figures of the page at ``rev`` and of this one, on the same points in one run: the
+    pages take turns (old, new, new, old, ...), each in a fresh server, so that the shared machine's load
+    hits both alike; medians over the runs."""
     import embedlens.app.server as server
     from playwright.sync_api import sync_playwright
 
@@ -235,26 +308,44 @@ def compare(n: int, rev: str) -> None:
 
     old_static = build_old_page(rev)
     ds, pts, labels = build(n)
+    server_calls = timed_point_rows()
+    pages = [(f"old page ({rev})", old_static), ("this page", None)]
     rows: list[dict] = []
+    load = [os.getloadavg()[0]]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        for name, static in ((f"old page ({rev})", old_static), ("this page", None)):
-            default = server.STATIC_DIR
-            if static is not None:
-                server.STATIC_DIR = static  # read by create_app when the session starts
-            try:
-                session = launch_app(ds, port=0, auto=False)
-            finally:
-                server.STATIC_DIR = default
-            try:
-                rows += [{"page": name, **r} for r in selection_timings(browser, session.url, pts, labels)]
-            finally:
-                session.close()
+        for run in range(runs):
+            for name, static in (pages if run % 2 == 0 else pages[::-1]):
+                default = server.STATIC_DIR
+                if static is not None:
+                    server.STATIC_DIR = static  # read by create_app when the session starts
+                try:
+                    session = launch_app(ds, port=0, auto=False)
+                finally:
+                    server.STATIC_DIR = default
+                try:
+                    rows += [{"page": name, **r, "run": run}
+                             for r in selection_timings(browser, session.url, pts, labels, server_calls=server_calls)]
+                finally:
+                    session.close()
+                load.append(os.getloadavg()[0])
         browser.close()
     ds.delete()
-    print(f"\n{n:,} points, headless Chromium (software GL), old and new page in one run\n")
-    print(table(rows, ["page", "step", "ms", "counts_ms", "server_ms", "drag_wall_s"]))
-    path = save(f"app-selection-{n}", [{"points": n, **r} for r in rows])
+    summary = []
+    for name, _ in pages:
+        for kind in ("first frame", "lasso", "box"):
+            rs = [r for r in rows if r["page"] == name and r["step"].startswith(kind)]
+            med = {c: float(np.median([r[c] for r in rs])) for c in SELECTION_COLUMNS[3:]
+                   if all(r.get(c) is not None for r in rs)}
+            summary.append({"summary": True, "page": name, "step": rs[-1]["step"].split(":")[0], "runs": len(rs),
+                            **med})
+    print(f"\n{n:,} points, headless Chromium (software GL), old and new page taking turns; "
+          f"load (1 min) {min(load):.1f}-{max(load):.1f}\n")
+    print("ms: mouse-up -> the frame showing the grid's first row; the other columns: mouse-up -> that mark\n")
+    print(table(rows, ["page", "run", *SELECTION_COLUMNS[1:]]))
+    print(f"\nmedians of {runs} runs\n")
+    print(table(summary, SELECTION_COLUMNS))
+    path = save(f"app-selection-{n}", [{"points": n, "load_1m": [min(load), max(load)], **r} for r in summary + rows])
     print(f"\nsaved {path}")
 
 
@@ -576,7 +667,7 @@ def main() -> None:
                     help="comma-separated: main (the figures above), thumbnails (MNIST-5000 images in the plot vs "
                          "dots while panning), atlas (Embedding Atlas 0.22 side by side at --sizes)")
     ap.add_argument("--sizes", default="100000,1000000", help="points for the atlas case")
-    ap.add_argument("--runs", type=int, default=1, help="runs per app and size in the atlas case (medians)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per app and size in the atlas case, per page with --compare (medians)")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
     if cases - {"main", "thumbnails", "atlas"}:
@@ -606,7 +697,7 @@ def main() -> None:
         return
     if args.compare:
         os.environ["EMBEDLENS_HOME"] = tempfile.mkdtemp(prefix="bench_app_")
-        compare(args.points or 100_000, args.compare)
+        compare(args.points or 100_000, args.compare, args.runs)
         return
     n = args.points or (200_000 if args.quick else 1_000_000)
     from embedlens.app import STATIC_BUILT
