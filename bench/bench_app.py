@@ -293,8 +293,8 @@ def selection_timings(browser, url: str, pts: np.ndarray, labels: np.ndarray, ru
 
 
 SELECTION_COLUMNS = ["page", "step", "runs", "ms", "count_frame_ms", "inside_ms", "counted_ms", "rows_asked_ms",
-                     "rows_sent_ms", "rows_server_ms", "rows_response_ms", "rows_received_ms", "rows_fetched_ms", "grid_dom_ms",
-                     "lasso_sent_ms"]
+                     "rows_sent_ms", "rows_server_ms", "rows_response_ms", "rows_received_ms", "rows_fetched_ms",
+                     "grid_dom_ms", "lasso_sent_ms"]
 
 
 def compare(n: int, rev: str, runs: int) -> None:
@@ -667,7 +667,8 @@ def main() -> None:
                     help="comma-separated: main (the figures above), thumbnails (MNIST-5000 images in the plot vs "
                          "dots while panning), atlas (Embedding Atlas 0.22 side by side at --sizes)")
     ap.add_argument("--sizes", default="100000,1000000", help="points for the atlas case")
-    ap.add_argument("--runs", type=int, default=1, help="runs per app and size in the atlas case, per page with --compare (medians)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="runs per app and size in the atlas case, per page with --compare (medians)")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
     if cases - {"main", "thumbnails", "atlas"}:
