@@ -894,6 +894,14 @@ def test_rows_of_points_are_the_grid_tiles_of_those_points_in_order(client, stat
     assert client.post("/api/points/nope/rows", content=idx.tobytes(), headers=BIN).status_code == 404
     assert client.post("/api/points/pca/rows", content=idx.tobytes(),
                        headers={"content-type": "text/plain"}).status_code == 415
+    # with a selection, exactly the selected points' tiles are marked (a shortcut in the route's lookup)
+    chosen = np.array([3, 42, 900], dtype="<u4")
+    assert client.post("/api/points/pca/lasso", content=chosen.tobytes(), headers=BIN).status_code == 200
+    flags = [t["selected"] for t in client.post("/api/points/pca/rows", content=idx.tobytes(),
+                                                headers=BIN).json()["samples"]]
+    assert flags == [i in set(chosen.tolist()) for i in idx.tolist()]
+    client.post("/api/selection/clear", json={})
+    assert state.selected == []
 
 
 def test_rows_of_object_points_are_object_tiles(boxes):
